@@ -1,0 +1,31 @@
+# Two entry points: `make demo` (pretrain on the embedded synthetic scenes, then report)
+# and `make test`. Both create .venv and install what they need.
+VENV ?= .venv
+PYTHON ?= python3
+# The local CPU wheel; elsewhere set e.g. TORCH_SPEC='torch>=2.3' for a CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: test demo install lint clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check '$(TORCH_SPEC)'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -q -m "not slow"
+
+demo: install
+	$(BIN)/guidedmae pretrain configs/pretrain/demo.yaml
+	$(BIN)/guidedmae report runs/demo
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info
