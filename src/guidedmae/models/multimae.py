@@ -1,0 +1,308 @@
+"""MultiMAE: input adapters -> one shared ViT encoder over the visible tokens -> one decoder per output.
+
+The forward pass is split into its steps so that guided masking can reuse the token embeddings:
+
+    tokens = model.tokenize(inputs)                      # once, with gradients
+    scores = model.attention_scores(tokens.detach())     # no-grad pass over every token (guided masking)
+    selection = masking.from_priorities(priorities, visible_counts)
+    encoded = model.encode(tokens.embeddings, selection.ids_keep)
+    preds = model.decode(encoded, tokens, selection)
+
+`model(inputs, masks)` runs the same steps for given boolean masks. The token order is that of the
+official code: modalities concatenated in `config.inputs` order, the global token(s) appended last.
+"""
+
+import math
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import nn
+
+from guidedmae.data.modalities import get_modality
+from guidedmae.masking.select import Selection, from_masks
+from guidedmae.models.adapters import PatchInputAdapter, SemSegInputAdapter, SpatialOutputAdapter
+from guidedmae.models.vit import Block
+
+
+@dataclass
+class MultiMAEConfig:
+    """Architecture of a MultiMAE. Defaults: MultiMAE-B as released (1600 epochs)."""
+
+    inputs: tuple[str, ...] = ("rgb", "depth", "semseg")
+    outputs: tuple[str, ...] = ("rgb", "depth", "semseg", "norm_rgb")  # () for an encoder only
+    image_size: int = 224
+    patch_size: int = 16
+    dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop_path: float = 0.0
+    num_global_tokens: int = 1
+    semseg_classes: int = 133  # COCO panoptic classes of MultiMAE's pseudo labels
+    semseg_class_dim: int = 64
+    decoder_dim: int = 256
+    decoder_depth: int = 2
+    decoder_heads: int = 8
+    decoder_task_queries: bool = True
+    # Outputs decoded in fp32 even under autocast: MultiMAE runs the semseg decoder so for stability.
+    fp32_outputs: tuple[str, ...] = field(default=("semseg",))
+
+
+# Encoder sizes of the ViT family; decoders keep MultiMAE's 256 x 2 unless overridden.
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"dim": 192, "depth": 12, "num_heads": 3},
+    "small": {"dim": 384, "depth": 12, "num_heads": 6},
+    "base": {"dim": 768, "depth": 12, "num_heads": 12},
+    "large": {"dim": 1024, "depth": 24, "num_heads": 16},
+}
+
+
+def preset_config(name: str, **overrides) -> MultiMAEConfig:
+    """MultiMAEConfig of a named encoder size (tiny/small/base/large), with field overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; expected one of {sorted(PRESETS)}")
+    return MultiMAEConfig(**{**PRESETS[name], **overrides})
+
+
+@dataclass
+class Tokens:
+    """Token embeddings of every input modality, concatenated in `modalities` order."""
+
+    embeddings: torch.Tensor  # [B, N, D], N = len(modalities) * grid_h * grid_w
+    modalities: tuple[str, ...]
+    grid: tuple[int, int]  # token grid shared by every modality
+
+    @property
+    def tokens_per_modality(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def detach(self) -> "Tokens":
+        return replace(self, embeddings=self.embeddings.detach())
+
+    def split(self, per_token: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split a [B, N, ...] tensor along the token dimension into {modality: [B, N_m, ...]}."""
+        return dict(zip(self.modalities, per_token.split(self.tokens_per_modality, dim=1)))
+
+
+def build_input_adapter(name: str, config: MultiMAEConfig) -> nn.Module:
+    modality = get_modality(name)
+    if modality.is_class_map:
+        return SemSegInputAdapter(
+            config.semseg_classes,
+            config.semseg_class_dim,
+            config.patch_size,
+            config.dim,
+            config.image_size,
+            modality.stride,
+        )
+    return PatchInputAdapter(
+        modality.channels, config.patch_size, config.dim, config.image_size, modality.stride
+    )
+
+
+def build_output_adapter(name: str, config: MultiMAEConfig) -> SpatialOutputAdapter:
+    modality = get_modality(name)
+    return SpatialOutputAdapter(
+        num_channels=config.semseg_classes if modality.is_class_map else modality.channels,
+        patch_size=config.patch_size,
+        encoder_dim=config.dim,
+        dim=config.decoder_dim,
+        depth=config.decoder_depth,
+        num_heads=config.decoder_heads,
+        context_modalities=config.inputs,
+        query_task=modality.name,  # norm_rgb queries with the rgb tokens, as in MultiMAE
+        image_size=config.image_size,
+        stride=modality.stride,
+        mlp_ratio=config.mlp_ratio,
+        task_queries=config.decoder_task_queries,
+    )
+
+
+class MultiMAE(nn.Module):
+    """Multi-modal masked autoencoder with parameter names of the official MultiMAE."""
+
+    def __init__(self, config: MultiMAEConfig):
+        super().__init__()
+        if config.image_size % config.patch_size:
+            raise ValueError(
+                f"image_size {config.image_size} is not a multiple of patch_size {config.patch_size}"
+            )
+        self.config = config
+        self.input_adapters = nn.ModuleDict(
+            {name: build_input_adapter(name, config) for name in config.inputs}
+        )
+        self.output_adapters = nn.ModuleDict(
+            {name: build_output_adapter(name, config) for name in config.outputs}
+        )
+        self.global_tokens = nn.Parameter(torch.zeros(1, config.num_global_tokens, config.dim))
+        drop_path = torch.linspace(
+            0, config.drop_path, config.depth
+        ).tolist()  # stochastic depth rises with depth
+        self.encoder = nn.Sequential(
+            *[Block(config.dim, config.num_heads, config.mlp_ratio, config.qkv_bias, p) for p in drop_path]
+        )
+        init_weights(self)
+
+    # -- the steps of a forward pass ----------------------------------------------------------------------
+
+    def tokenize(self, inputs: dict[str, torch.Tensor]) -> Tokens:
+        """Input tensors -> token embeddings with position (no masking, no global token).
+
+        inputs: {'rgb': [B, 3, H, W], 'depth': [B, 1, H, W], 'semseg': [B, H/4, W/4] int}; any subset of
+        the model's inputs. Returns Tokens with embeddings [B, N, D] in `config.inputs` order.
+        """
+        unknown = set(inputs) - set(self.input_adapters)
+        if unknown or not inputs:
+            raise ValueError(
+                f"inputs {sorted(inputs)} do not fit this model; expected a non-empty subset of {list(self.config.inputs)}"
+            )
+        modalities = tuple(name for name in self.config.inputs if name in inputs)
+        per_modality, grids = [], {}
+        for name in modalities:
+            check_input(name, inputs[name], self.input_adapters[name].patch, self.config)
+            tokens = self.input_adapters[name](inputs[name])  # [B, N_m, D]
+            per_modality.append(tokens)
+            size = inputs[name].shape[-2:]
+            grids[name] = (
+                size[0] // self.input_adapters[name].patch,
+                size[1] // self.input_adapters[name].patch,
+            )
+        if len(set(grids.values())) > 1:
+            raise ValueError(f"inputs give different token grids (modality: (rows, cols)): {grids}")
+        return Tokens(torch.cat(per_modality, dim=1), modalities, next(iter(grids.values())))
+
+    def encode(self, embeddings: torch.Tensor, ids_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the encoder on the visible tokens plus the global token(s).
+
+        embeddings: [B, N, D]; ids_keep: [B, K] visible positions (None = all N).
+        Returns [B, K + G, D]: the visible tokens in ids_keep order, then the global tokens.
+        """
+        if ids_keep is not None:
+            embeddings = embeddings.gather(1, ids_keep[..., None].expand(-1, -1, embeddings.shape[-1]))
+        global_tokens = self.global_tokens.expand(embeddings.shape[0], -1, -1)
+        return self.encoder(torch.cat([embeddings, global_tokens], dim=1))
+
+    def decode(self, encoded: torch.Tensor, tokens: Tokens, selection: Selection) -> dict[str, torch.Tensor]:
+        """Every output adapter's reconstruction: {name: [B, C, H', W']} (semseg: logits at 1/4 size)."""
+        preds = {}
+        for name, adapter in self.output_adapters.items():
+            if name in self.config.fp32_outputs:
+                with torch.autocast(encoded.device.type, enabled=False):
+                    preds[name] = adapter(
+                        encoded.float(),
+                        tokens.modalities,
+                        tokens.grid,
+                        selection.ids_keep,
+                        selection.ids_restore,
+                    )
+            else:
+                preds[name] = adapter(
+                    encoded, tokens.modalities, tokens.grid, selection.ids_keep, selection.ids_restore
+                )
+        return preds
+
+    def forward(
+        self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Reconstruct every output from the inputs with the given token masks.
+
+        inputs: as `tokenize`; masks: {modality: [B, N_m] bool}, True = masked, one per input given.
+        Returns {output: prediction}, e.g. 'rgb' [B, 3, H, W], 'semseg' [B, classes, H/4, W/4].
+        """
+        tokens = self.tokenize(inputs)
+        if set(masks) != set(tokens.modalities):
+            raise ValueError(
+                f"masks given for {sorted(masks)}, expected one per input: {list(tokens.modalities)}"
+            )
+        selection = from_masks({name: masks[name] for name in tokens.modalities})
+        return self.decode(self.encode(tokens.embeddings, selection.ids_keep), tokens, selection)
+
+    def forward_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Encode every token of the inputs, unmasked (fine-tuning): [B, N + G, D]."""
+        return self.encode(self.tokenize(inputs).embeddings)
+
+    @torch.no_grad()
+    def attention_scores(
+        self, tokens: Tokens, score: str = "global", head_weights: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Per-token attention scores from the last encoder block, over all tokens, without gradients.
+
+        Every block but the last runs in full (fused attention); in the last block only what the score
+        needs is formed: for 'global', the keys and the global token's query, giving its attention row
+        (never the [N, N] map, no values, projection or MLP); for 'received', the column means of the
+        attention map, accumulated over query chunks.
+        head_weights: [B, H] weights over heads (rows sum to 1); None = mean over all heads.
+        Returns {modality: [B, N_m] float32}.
+        """
+        embeddings = tokens.embeddings
+        num_tokens = embeddings.shape[1]
+        x = torch.cat([embeddings, self.global_tokens.expand(embeddings.shape[0], -1, -1)], dim=1)
+        for block in self.encoder[:-1]:
+            x = block(x)
+        last = self.encoder[-1]
+        if score == "global":
+            per_head = last.attn.query_attention(last.norm1(x), query_index=num_tokens)  # [B, H, N + G]
+        elif score == "received":
+            per_head = last.attn.received_attention(last.norm1(x))
+        else:
+            raise ValueError(f"unknown attention score {score!r}; expected 'global' or 'received'")
+        per_head = per_head[..., :num_tokens]
+        if head_weights is None:
+            scores = per_head.mean(dim=1)
+        else:
+            scores = torch.einsum("bhn,bh->bn", per_head, head_weights.to(per_head))
+        return tokens.split(scores)
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of parameters exempt from weight decay: tokens, embeddings, norms and biases."""
+        exempt = set()
+        for name, param in self.named_parameters():
+            is_embedding = name.rsplit(".", 1)[-1] in ("global_tokens", "mask_token", "pos_emb")
+            is_embedding |= ".task_embeddings." in name or ".class_emb." in name
+            if param.ndim <= 1 or is_embedding:
+                exempt.add(name)
+        return exempt
+
+
+def check_input(name: str, x: torch.Tensor, patch: int, config: MultiMAEConfig) -> None:
+    """Validate one input tensor at the model boundary, naming what was expected."""
+    modality = get_modality(name)
+    if modality.is_class_map:
+        if x.ndim != 3 or x.is_floating_point():
+            raise ValueError(
+                f"input {name!r} must be integer class ids [B, H, W]; got {x.dtype} {tuple(x.shape)}"
+            )
+    elif x.ndim != 4 or x.shape[1] != modality.channels:
+        raise ValueError(f"input {name!r} must be [B, {modality.channels}, H, W]; got {tuple(x.shape)}")
+    height, width = x.shape[-2:]
+    if height % patch or width % patch:
+        raise ValueError(
+            f"input {name!r} of size {height}x{width} is not divisible by its patch size {patch}"
+        )
+
+
+def init_weights(model: MultiMAE) -> None:
+    """MultiMAE's initialisation: xavier-uniform linears (q, k, v treated as separate matrices), patch
+    projections initialised like linears (from MAE), truncated-normal tokens and embeddings."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            fan_out = module.weight.shape[0]
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf in ("qkv", "kv"):
+                fan_out //= 3 if leaf == "qkv" else 2
+            bound = math.sqrt(6.0 / (fan_out + module.weight.shape[1]))
+            nn.init.uniform_(module.weight, -bound, bound)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            nn.init.xavier_uniform_(module.weight.view(module.weight.shape[0], -1))
+        elif isinstance(module, nn.Embedding):
+            nn.init.trunc_normal_(module.weight, std=0.02, a=-2.0, b=2.0)
+    nn.init.trunc_normal_(model.global_tokens, std=0.02, a=-2.0, b=2.0)
+    for adapter in model.output_adapters.values():
+        for embedding in adapter.task_embeddings.values():
+            nn.init.trunc_normal_(embedding, std=0.02, a=-2.0, b=2.0)
