@@ -7,11 +7,18 @@ over samples that have any masked pixel.
 """
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from guidedmae.data.modalities import DERIVED_TARGETS, get_modality
+
+
+@dataclass
+class LossConfig:
+    weights: dict[str, float] = field(default_factory=dict)  # per output; missing outputs weigh 1
+    on_unmasked: bool = False  # also take the loss on visible patches (MultiMAE: off)
 
 
 def normalize_patches(images: torch.Tensor, patch: int, eps: float = 1e-6) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Training engine: the step, schedules, optimizers, distributed set-up, checkpoints, logging, loops."""
