@@ -1,0 +1,170 @@
+"""Pictures of masked reconstruction: per sample and output, the input, the attention heat map, the
+chosen mask and the reconstruction, as one PNG grid.
+
+Columns: input | attention (guided strategies) | masked input | prediction | prediction + visible patches.
+Rows: one per output (rgb, depth, semseg, norm_rgb), samples stacked below each other.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+from guidedmae.data.modalities import DERIVED_TARGETS, IMAGENET_MEAN, IMAGENET_STD, get_modality
+from guidedmae.masking.strategy import MaskChoice
+
+COLUMNS = ("input", "attention", "masked input", "prediction", "pred. + visible")
+PANEL = 128  # pixels per panel side: small inputs are enlarged so patches stay visible
+HEADER, LABEL, GAP = 18, 70, 6
+MASKED_GREY = 0.5
+
+
+def _colormap(values: np.ndarray, name: str) -> np.ndarray:
+    """[H, W] values in [0, 1] -> [H, W, 3] floats in [0, 1]."""
+    return matplotlib.colormaps[name](np.clip(values, 0.0, 1.0))[..., :3]
+
+
+def _rgb_picture(image: torch.Tensor) -> np.ndarray:
+    """ImageNet-normalized [3, H, W] -> [H, W, 3] in [0, 1]."""
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    return (image.float().cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def _depth_picture(depth: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
+    """[1, H, W] -> [H, W, 3], scaled by the 2nd..98th percentile of the reference (the target) depth."""
+    low, high = np.percentile(reference.float().cpu().numpy(), [2, 98])
+    return _colormap((depth[0].float().cpu().numpy() - low) / max(high - low, 1e-6), "magma")
+
+
+def _semseg_picture(classes: torch.Tensor) -> np.ndarray:
+    """[h, w] class ids -> [h, w, 3], a fixed well-separated colour per id (ids repeat every 20)."""
+    return matplotlib.colormaps["tab20"](classes.long().cpu().numpy() % 20)[..., :3]
+
+
+def _picture(name: str, value: torch.Tensor, target: torch.Tensor, patch: int) -> np.ndarray:
+    """One output's tensor (a prediction or its target) as an [H, W, 3] picture."""
+    if get_modality(name).is_class_map:
+        return _semseg_picture(value.argmax(dim=0) if value.is_floating_point() else value)
+    if name == "depth":
+        return _depth_picture(value, target)
+    if name in DERIVED_TARGETS:
+        # Patch-normalized prediction: undo the normalization with the target patch statistics, as MAE shows it.
+        value = _unnormalize_patches(value.float(), target.float(), patch)
+    return _rgb_picture(value)
+
+
+def _unnormalize_patches(pred: torch.Tensor, target: torch.Tensor, patch: int) -> torch.Tensor:
+    """Map a patch-normalized [C, H, W] prediction back with each target patch's mean and std."""
+    target_patches = target.unfold(1, patch, patch).unfold(2, patch, patch)  # [C, gh, gw, p, p]
+    mean = target_patches.mean(dim=(0, 3, 4), keepdim=True)  # statistics over C * p * p, as normalize_patches
+    std = target_patches.var(dim=(0, 3, 4), keepdim=True).add(1e-6).sqrt()
+    per_patch = pred.unfold(1, patch, patch).unfold(2, patch, patch) * std + mean
+    channels, grid_h, grid_w = per_patch.shape[:3]
+    return per_patch.permute(0, 1, 3, 2, 4).reshape(channels, grid_h * patch, grid_w * patch)
+
+
+def _token_map(per_token: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """[N] per-token values -> [H, W] by nearest upsampling of the token grid (same aspect as the image)."""
+    height, width = size
+    grid_h = round((per_token.numel() * height / width) ** 0.5)
+    grid = per_token.float().cpu().view(1, 1, grid_h, per_token.numel() // grid_h)
+    return F.interpolate(grid, size=size, mode="nearest")[0, 0].numpy()
+
+
+def _resize(picture: np.ndarray, size: int = PANEL) -> Image.Image:
+    image = Image.fromarray((np.clip(picture, 0, 1) * 255).astype(np.uint8))
+    return image.resize((size, size * image.height // image.width), Image.NEAREST)
+
+
+def sample_panels(
+    name: str,
+    target: torch.Tensor,
+    pred: torch.Tensor,
+    mask: torch.Tensor | None,
+    score: torch.Tensor | None,
+    patch: int,
+) -> list[np.ndarray | None]:
+    """The five pictures of one output of one sample (None where a column does not apply)."""
+    shown = _picture(name, target, target, patch)
+    predicted = _picture(name, pred, target, patch)
+    size = shown.shape[:2]
+    masked = hidden = None
+    if mask is not None:
+        hidden = _token_map(mask.float(), size)[..., None] > 0.5  # [H, W, 1]
+        masked = np.where(hidden, MASKED_GREY, shown)
+    heat = None
+    if score is not None:
+        values = _token_map(score, size)
+        values = (values - values.min()) / max(values.max() - values.min(), 1e-12)
+        heat = 0.35 * shown.mean(axis=-1, keepdims=True) + 0.65 * _colormap(values, "inferno")
+    pasted = predicted if hidden is None else np.where(hidden, predicted, shown)
+    return [shown, heat, masked, predicted, pasted]
+
+
+def reconstruction_figure(
+    batch: dict[str, torch.Tensor],
+    choice: MaskChoice,
+    preds: dict[str, torch.Tensor],
+    max_samples: int = 4,
+    patch_size: int = 16,
+) -> Image.Image:
+    """A grid of inputs, attention maps, masks and reconstructions for the first `max_samples` samples.
+
+    batch: model-ready tensors (the targets); choice: the masks (and scores) used; preds: model outputs.
+    patch_size: the model's patch size (for patch-normalized outputs).
+    """
+    masks, scores = choice.selection.masks, choice.scores or {}
+    names = list(preds)
+    num_samples = min(max_samples, next(iter(preds.values())).shape[0])
+    row_height = max(
+        PANEL * t.shape[-2] // t.shape[-1] for t in (batch[DERIVED_TARGETS.get(n, n)] for n in names)
+    )
+    width = LABEL + len(COLUMNS) * (PANEL + GAP)
+    height = HEADER + num_samples * (len(names) * (row_height + GAP) + GAP)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    for column, title in enumerate(COLUMNS):
+        draw.text((LABEL + column * (PANEL + GAP) + 4, 3), title, fill="black")
+    top = HEADER
+    for sample in range(num_samples):
+        for name in names:
+            source = DERIVED_TARGETS.get(name, name)
+            patch = patch_size // get_modality(name).stride
+            panels = sample_panels(
+                name,
+                batch[source][sample],
+                preds[name][sample].detach(),
+                masks[source][sample] if source in masks else None,
+                scores[source][sample] if source in scores else None,
+                patch,
+            )
+            draw.text((4, top + row_height // 2 - 6), f"#{sample} {name}", fill="black")
+            for column, panel in enumerate(panels):
+                if panel is not None:
+                    canvas.paste(_resize(panel), (LABEL + column * (PANEL + GAP), top))
+            top += row_height + GAP
+        top += GAP
+    return canvas
+
+
+def save_png(image: Image.Image, path: str | Path) -> Path:
+    """Write a PNG atomically (temp file in the same folder, fsync, rename): never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            image.save(file, format="PNG")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
