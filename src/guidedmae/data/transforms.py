@@ -1,0 +1,215 @@
+"""Aligned augmentation: one crop, one flip, drawn once per sample and applied to every modality.
+
+A raw sample is a dict of numpy arrays of the same height and width:
+    rgb     uint8   [H, W, 3]
+    depth   float   [H, W]      metres (0 = no measurement)
+    semseg  integer [H, W]      class ids
+    label   int                 image-level class (optional, passed through)
+`augment_sample` turns it into the tensors the model takes:
+    rgb     float32 [3, S, S]   ImageNet-normalized
+    depth   float32 [1, S, S]   standardized per image, or metres
+    semseg  int64   [S / stride, S / stride]
+    label   int64   []
+"""
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from guidedmae.data.modalities import IMAGENET_MEAN, IMAGENET_STD, MODALITIES
+
+DEPTH_MODES = ("standardize", "metres")
+# ITU-R 601 luma weights, as in PIL's convert("L").
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+@dataclass
+class AugmentConfig:
+    """How a sample is cropped, flipped and normalized.
+
+    train=True: random resized crop (area fraction in `scale`, aspect ratio in `ratio`), horizontal
+    flip with probability `hflip`, colour jitter of strength `color_jitter` on rgb only.
+    train=False: the largest centred square, resized to `size`; nothing random.
+    depth: "standardize" (MultiMAE's truncated per-image standardization) or "metres" (depth targets).
+    semseg_stride: semseg comes out at size // semseg_stride (4 for pretraining inputs, 1 for targets).
+    """
+
+    size: int = 224
+    scale: tuple[float, float] = (0.2, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: float = 0.5
+    color_jitter: float = 0.0
+    depth: str = "standardize"
+    semseg_stride: int = MODALITIES["semseg"].stride
+    train: bool = True
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f"augment.size must be a positive number of pixels, got {self.size}")
+        if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise ValueError(f"augment.scale must be (low, high) with 0 < low <= high <= 1, got {self.scale}")
+        if len(self.ratio) != 2 or not 0 < self.ratio[0] <= self.ratio[1]:
+            raise ValueError(f"augment.ratio must be (low, high) with 0 < low <= high, got {self.ratio}")
+        if not 0 <= self.hflip <= 1:
+            raise ValueError(f"augment.hflip is a probability in [0, 1], got {self.hflip}")
+        if not 0 <= self.color_jitter <= 1:
+            raise ValueError(f"augment.color_jitter is a strength in [0, 1], got {self.color_jitter}")
+        if self.depth not in DEPTH_MODES:
+            raise ValueError(f"augment.depth must be one of {DEPTH_MODES}, got {self.depth!r}")
+        if self.semseg_stride < 1 or self.size % self.semseg_stride:
+            raise ValueError(
+                f"augment.semseg_stride must be a positive divisor of augment.size={self.size}, "
+                f"got {self.semseg_stride}"
+            )
+
+
+class CropBox(NamedTuple):
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def uniform(low: float, high: float, generator: torch.Generator) -> float:
+    return low + (high - low) * torch.rand((), generator=generator).item()
+
+
+def random_resized_crop_box(
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator,
+) -> CropBox:
+    """A box covering a random fraction `scale` of the image with aspect ratio (w / h) in `ratio`.
+
+    The rule of torchvision's RandomResizedCrop: ten tries at a random area and log-uniform aspect
+    ratio, then the largest centred box whose ratio is clamped into `ratio`.
+    """
+    area = height * width
+    log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        target_area = area * uniform(scale[0], scale[1], generator)
+        aspect = math.exp(uniform(log_low, log_high, generator))
+        crop_w = round(math.sqrt(target_area * aspect))
+        crop_h = round(math.sqrt(target_area / aspect))
+        if 0 < crop_w <= width and 0 < crop_h <= height:
+            top = int(torch.randint(0, height - crop_h + 1, (), generator=generator))
+            left = int(torch.randint(0, width - crop_w + 1, (), generator=generator))
+            return CropBox(top, left, crop_h, crop_w)
+    image_ratio = width / height
+    if image_ratio < ratio[0]:
+        crop_w, crop_h = width, round(width / ratio[0])
+    elif image_ratio > ratio[1]:
+        crop_w, crop_h = round(height * ratio[1]), height
+    else:
+        crop_w, crop_h = width, height
+    return CropBox((height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w)
+
+
+def center_square_box(height: int, width: int) -> CropBox:
+    """The largest centred square: resize-shorter-side-then-centre-crop, done in one resize."""
+    side = min(height, width)
+    return CropBox((height - side) // 2, (width - side) // 2, side, side)
+
+
+def resize_box(image: Tensor, box: CropBox, size: int, class_map: bool) -> Tensor:
+    """Crop `box` out of image [C, H, W] (float) and resize it to [C, size, size].
+
+    Bilinear with antialiasing for continuous values; nearest for class ids, which must never be
+    blended ("nearest-exact" samples pixel centres, unlike the legacy "nearest").
+    """
+    region = image[:, box.top : box.top + box.height, box.left : box.left + box.width]
+    if class_map:
+        return F.interpolate(region[None], size=(size, size), mode="nearest-exact")[0]
+    return F.interpolate(
+        region[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )[0]
+
+
+def grayscale(rgb: Tensor) -> Tensor:
+    """Luma of rgb [3, H, W] in [0, 1] -> [1, H, W]."""
+    weights = torch.tensor(LUMA_WEIGHTS, dtype=rgb.dtype).view(3, 1, 1)
+    return (rgb * weights).sum(0, keepdim=True)
+
+
+def color_jitter(rgb: Tensor, strength: float, generator: torch.Generator) -> Tensor:
+    """Random brightness, contrast and saturation (in that order) of rgb [3, H, W] in [0, 1].
+
+    Each factor is uniform in [1 - strength, 1 + strength], as torchvision's ColorJitter(s, s, s).
+    """
+    low, high = max(0.0, 1 - strength), 1 + strength
+    rgb = (rgb * uniform(low, high, generator)).clamp(0, 1)
+    mean_luma = grayscale(rgb).mean()
+    rgb = ((rgb - mean_luma) * uniform(low, high, generator) + mean_luma).clamp(0, 1)
+    luma = grayscale(rgb)
+    return ((rgb - luma) * uniform(low, high, generator) + luma).clamp(0, 1)
+
+
+def normalize_rgb(rgb: Tensor) -> Tensor:
+    """rgb [3, H, W] in [0, 1] -> ImageNet-standardized."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=rgb.dtype).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=rgb.dtype).view(3, 1, 1)
+    return (rgb - mean) / std
+
+
+def standardize_depth(depth: Tensor, trim: float = 0.1, eps: float = 1e-6) -> Tensor:
+    """MultiMAE's truncated standardization of each depth map in depth [..., H, W].
+
+    Statistics come from the middle 80% of the sorted values (the lowest and highest 10% are
+    outliers: holes, far walls); the mean and unbiased variance of those standardize the whole map.
+    """
+    flat = depth.flatten(-2)  # [..., H * W]
+    num = flat.shape[-1]
+    low, high = int(trim * num), int((1 - trim) * num)
+    if high - low < 2:
+        raise ValueError(f"a depth map of {num} pixels is too small to standardize (need at least 3)")
+    kept = flat.sort(dim=-1).values[..., low:high]
+    mean = kept.mean(-1)[..., None, None]
+    var = kept.var(-1)[..., None, None]
+    return (depth - mean) / torch.sqrt(var + eps)
+
+
+def augment_sample(sample: dict, config: AugmentConfig, generator: torch.Generator) -> dict[str, Tensor]:
+    """Raw sample (numpy arrays, see the module docstring) -> the model's tensors, aligned.
+
+    The crop, the flip and the jitter are drawn from `generator` once; every modality present in
+    `sample` goes through the same crop and flip.
+    """
+    images = {name: sample[name] for name in MODALITIES if name in sample}
+    shapes = {name: tuple(image.shape[:2]) for name, image in images.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"the modalities of a sample must have the same height and width, got {shapes}")
+    height, width = next(iter(shapes.values()))
+
+    if config.train:
+        box = random_resized_crop_box(height, width, config.scale, config.ratio, generator)
+        flip = torch.rand((), generator=generator).item() < config.hflip
+    else:
+        box, flip = center_square_box(height, width), False
+
+    out: dict[str, Tensor] = {}
+    if "rgb" in images:
+        rgb = torch.from_numpy(np.array(images["rgb"], dtype=np.uint8)).permute(2, 0, 1).float() / 255
+        rgb = resize_box(rgb, box, config.size, class_map=False).clamp(0, 1)  # [3, S, S]
+        if config.train and config.color_jitter > 0:
+            rgb = color_jitter(rgb, config.color_jitter, generator)
+        out["rgb"] = normalize_rgb(rgb)
+    if "depth" in images:
+        depth = torch.from_numpy(np.array(images["depth"], dtype=np.float32))[None]
+        depth = resize_box(depth, box, config.size, class_map=False)  # [1, S, S]
+        out["depth"] = standardize_depth(depth) if config.depth == "standardize" else depth
+    if "semseg" in images:
+        semseg = torch.from_numpy(np.array(images["semseg"], dtype=np.float32))[None]
+        semseg_size = config.size // config.semseg_stride
+        out["semseg"] = resize_box(semseg, box, semseg_size, class_map=True)[0].long()  # [S/stride, S/stride]
+    if flip:
+        out = {name: tensor.flip(-1) for name, tensor in out.items()}
+    if "label" in sample:
+        out["label"] = torch.tensor(sample["label"], dtype=torch.int64)
+    return out
