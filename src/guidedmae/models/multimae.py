@@ -13,6 +13,7 @@ official code: modalities concatenated in `config.inputs` order, the global toke
 """
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -221,6 +222,23 @@ class MultiMAE(nn.Module):
     def forward_features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Encode every token of the inputs, unmasked (fine-tuning): [B, N + G, D]."""
         return self.encode(self.tokenize(inputs).embeddings)
+
+    def encode_layers(self, embeddings: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
+        """Encode every token plus the global token(s), keeping the outputs of the blocks in `layers`.
+
+        embeddings: [B, N, D]; layers: 0-based block indices (depth - 1 is the encoder's output).
+        Returns one [B, N + G, D] tensor per entry of `layers`, in that order; blocks after the last
+        wanted one are not run. Dense fine-tuning heads read several depths (DPT reads four).
+        """
+        if not layers or not all(0 <= index < len(self.encoder) for index in layers):
+            raise ValueError(f"layers {list(layers)} must be block indices in [0, {len(self.encoder)})")
+        x = torch.cat([embeddings, self.global_tokens.expand(embeddings.shape[0], -1, -1)], dim=1)
+        outputs = {}
+        for index, block in enumerate(self.encoder[: max(layers) + 1]):
+            x = block(x)
+            if index in layers:
+                outputs[index] = x
+        return [outputs[index] for index in layers]
 
     @torch.no_grad()
     def attention_scores(
