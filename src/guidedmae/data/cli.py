@@ -1,0 +1,51 @@
+"""`guidedmae data ...`: write data sets in the MultiMAE folder layout."""
+
+import argparse
+
+from guidedmae.data.folder import convert_nyuv2, write_synthetic
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    count = write_synthetic(
+        args.out, n=args.n, size=args.size, split=args.split, seed=args.seed, workers=args.workers
+    )
+    print(f"wrote {count} synthetic scenes to {args.out}/{args.split}")
+    return 0
+
+
+def run_nyuv2(args: argparse.Namespace) -> int:
+    counts = convert_nyuv2(args.mat, args.out, split_file=args.split_file, mapping_file=args.mapping)
+    print(f"wrote NYUv2 to {args.out}: " + ", ".join(f"{split} {count}" for split, count in counts.items()))
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `data synth` and `data nyuv2` under the main command's sub-commands."""
+    data = subparsers.add_parser("data", help="write data sets in the MultiMAE folder layout")
+    commands = data.add_subparsers(dest="data_command", required=True)
+
+    synth = commands.add_parser(
+        "synth", help="render synthetic scenes into OUT/SPLIT/{rgb,depth,semseg}/SHAPE/"
+    )
+    synth.add_argument("--out", required=True, help="root folder of the layout")
+    synth.add_argument("--n", type=int, required=True, help="number of scenes (indices 0..n-1)")
+    synth.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
+    synth.add_argument("--split", default="train", help="split folder name (default train)")
+    synth.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
+    synth.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (default 1)")
+    synth.set_defaults(func=run_synth)
+
+    nyuv2 = commands.add_parser("nyuv2", help="convert nyu_depth_v2_labeled.mat into OUT/{train,test}/...")
+    nyuv2.add_argument("--mat", required=True, help="the labeled .mat (MATLAB v7.3 / HDF5)")
+    nyuv2.add_argument("--out", required=True, help="root folder of the layout")
+    nyuv2.add_argument(
+        "--split-file",
+        help="1-based image numbers: splits.mat (trainNdxs/testNdxs), .json {train, test} or .txt of train "
+        "numbers; default: the first 795 images train, the rest test",
+    )
+    nyuv2.add_argument(
+        "--mapping",
+        help="raw id -> class table: .mat with mapClass (e.g. classMapping40.mat), or .npy / .txt of "
+        "894 or 895 entries; default: keep the raw ids 0..894 (16-bit semseg)",
+    )
+    nyuv2.set_defaults(func=run_nyuv2)

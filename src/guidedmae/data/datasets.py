@@ -1,0 +1,248 @@
+"""torch Datasets for every source, and the loader that shards, shuffles and resumes them.
+
+Every sample is augmented with its own generator, derived from (seed, epoch, index): a sample
+comes out the same whatever the number of workers or the batch it is resumed from.
+"""
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from guidedmae.data.folder import (
+    DEPTH_SCALE,
+    index_ade20k,
+    index_folder,
+    read_ade20k_sample,
+    read_sample,
+)
+from guidedmae.data.modalities import MODALITIES
+from guidedmae.data.synthetic import render_scene
+from guidedmae.data.transforms import AugmentConfig, augment_sample
+
+
+def derived_generator(*keys: int) -> torch.Generator:
+    """A torch.Generator seeded from several non-negative integers, well mixed (no seed + epoch clashes)."""
+    if any(key < 0 for key in keys):
+        raise ValueError(f"seed keys must be non-negative integers, got {keys}")
+    # The count goes in too: SeedSequence alone equates (a, b) with (a, b, 0).
+    low, high = np.random.SeedSequence((len(keys), *keys)).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(high) << 32 | int(low))
+
+
+def checked_modalities(modalities: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [name for name in modalities if name not in MODALITIES]
+    if not modalities or unknown or len(set(modalities)) != len(modalities):
+        raise ValueError(
+            f"modalities must be distinct names out of {tuple(MODALITIES)}, got {tuple(modalities)}"
+        )
+    return tuple(modalities)
+
+
+class AugmentedDataset(Dataset, ABC):
+    """A source of raw samples (`load`) followed by the aligned augmentation.
+
+    __getitem__ returns {modality: tensor} (+ "label") as described in guidedmae.data.transforms.
+    """
+
+    def __init__(self, augment: AugmentConfig, seed: int) -> None:
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the augmentations of `epoch` (the loader passes it to its workers on every new iteration)."""
+        self.epoch = epoch
+
+    @abstractmethod
+    def load(self, index: int) -> dict:
+        """The raw sample `index`: numpy arrays per modality (+ "label"), see guidedmae.data.transforms."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} is out of range for a data set of {len(self)} samples")
+        generator = derived_generator(self.seed, self.epoch, index)
+        return augment_sample(self.load(index), self.augment, generator)
+
+
+class SyntheticScenes(AugmentedDataset):
+    """n procedural scenes rendered on the fly at size x size, then augmented to augment.size.
+
+    Rendering at augment.size is the cheap default; rendering larger (e.g. 1.15x) lets the random
+    crops downsample rather than upsample. `seed` fixes both the scenes and their augmentations.
+    """
+
+    def __init__(
+        self, n: int, size: int, seed: int, modalities: tuple[str, ...], augment: AugmentConfig
+    ) -> None:
+        super().__init__(augment, seed)
+        if n < 1 or size < 1:
+            raise ValueError(f"n and size must be positive, got n={n} size={size}")
+        self.n, self.size = n, size
+        self.modalities = checked_modalities(modalities)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def load(self, index: int) -> dict:
+        scene = render_scene(self.seed, index, self.size)
+        arrays = {"rgb": scene.rgb, "depth": scene.depth, "semseg": scene.semseg}
+        return {**{name: arrays[name] for name in self.modalities}, "label": scene.label}
+
+
+class FolderDataset(AugmentedDataset):
+    """root/<split>/<modality>/<class>/<name>.<ext> (MultiMAE's layout; NYUv2 after conversion).
+
+    Only `modalities` are read. depth files hold metres * depth_scale. "label" is the index of the
+    sample's class folder in `classes`. on_error: see guidedmae.data.folder.index_samples.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        modalities: tuple[str, ...],
+        augment: AugmentConfig,
+        depth_scale: float = DEPTH_SCALE,
+        on_error: str = "raise",
+        seed: int = 0,
+    ) -> None:
+        super().__init__(augment, seed)
+        if depth_scale <= 0:
+            raise ValueError(f"depth_scale (file units per metre) must be positive, got {depth_scale}")
+        self.modalities = checked_modalities(modalities)
+        self.depth_scale = depth_scale
+        self.samples, self.classes = index_folder(root, split, self.modalities, on_error)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> dict:
+        sample = self.samples[index]
+        return {**read_sample(sample.paths, self.depth_scale), "label": sample.label}
+
+
+class ADE20KDataset(AugmentedDataset):
+    """ADEChallengeData2016: rgb and semseg of "training" / "validation" (or "train" / "val").
+
+    reduce_zero_label (MultiMAE's fine-tuning): 0 ("other") -> 255, ignored; classes 1..150 -> 0..149.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        augment: AugmentConfig,
+        reduce_zero_label: bool = True,
+        on_error: str = "raise",
+        seed: int = 0,
+    ) -> None:
+        super().__init__(augment, seed)
+        self.reduce_zero_label = reduce_zero_label
+        self.samples = index_ade20k(root, split, on_error)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> dict:
+        return read_ade20k_sample(self.samples[index], self.reduce_zero_label)
+
+
+class ResumableDistributedSampler(DistributedSampler):
+    """DistributedSampler whose order depends on (seed, epoch) and which can start mid-epoch.
+
+    The data set's indices are shuffled with a generator derived from (seed, epoch), padded by
+    repetition (or cut, with drop_last) to a multiple of num_replicas, and dealt out round-robin:
+    rank r gets positions r, r + R, r + 2R, ... The first `skip` of this rank's indices are left out,
+    so resuming after b batches of size B is skip = b * B.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        skip: int = 0,
+    ) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+        )
+        if not 0 <= skip <= self.num_samples:
+            raise ValueError(f"cannot skip {skip} of the {self.num_samples} samples of rank {rank}")
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        size = len(self.dataset)
+        if self.shuffle:
+            order = torch.randperm(size, generator=derived_generator(self.seed, self.epoch))
+        else:
+            order = torch.arange(size)
+        if self.total_size > size:
+            order = order.repeat(math.ceil(self.total_size / size))
+        shard = order[: self.total_size][self.rank :: self.num_replicas]
+        return iter(shard[self.skip :].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
+
+def build_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    num_workers: int,
+    shuffle: bool,
+    drop_last: bool,
+    seed: int,
+    epoch: int = 0,
+    start_batch: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """The batches of `rank` for one epoch, starting at batch `start_batch` (to resume mid-epoch).
+
+    Build one loader per epoch (it is cheap): the epoch sets both the sample order and the
+    augmentations, and workers are not persistent, so each new loader hands them the epoch.
+    drop_last drops the incomplete last batch (and, across ranks, the samples that do not divide).
+    """
+    if batch_size < 1 or num_workers < 0 or start_batch < 0:
+        got = f"batch_size={batch_size}, num_workers={num_workers}, start_batch={start_batch}"
+        raise ValueError(f"need batch_size >= 1, num_workers >= 0 and start_batch >= 0, got {got}")
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    sampler = ResumableDistributedSampler(
+        dataset,
+        num_replicas=world_size,
+        rank=rank,
+        shuffle=shuffle,
+        seed=seed,
+        drop_last=drop_last,
+        skip=start_batch * batch_size,
+    )
+    sampler.set_epoch(epoch)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        # The loader draws its workers' base seed from this, never from the global RNG.
+        generator=derived_generator(seed, epoch),
+    )
