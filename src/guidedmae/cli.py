@@ -2,9 +2,16 @@
 
 import argparse
 
+from guidedmae.data import cli as data_cli
+
+# Each sub-command module exposes add_parser(subparsers), which registers its parser and sets `func`.
+SUBCOMMANDS = (data_cli,)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="guidedmae", description=__doc__)
-    parser.add_subparsers(dest="command", required=True)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module in SUBCOMMANDS:
+        module.add_parser(subparsers)
     args = parser.parse_args(argv)
     return args.func(args)
