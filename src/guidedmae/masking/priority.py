@@ -61,7 +61,9 @@ def reveal_hints(
 
     Per sample and modality, round(fraction * masked count) tokens drawn uniformly from the top
     `top_fraction` of tokens by priority get the lowest priority, so they stay visible; selection then
-    masks as many of the next-highest tokens instead, and the visible count is unchanged.
+    masks as many of the next-highest tokens instead, and the visible count is unchanged. Hints are
+    drawn only among tokens that would be masked (when a modality keeps more than the rest visible, the
+    pool shrinks to its masked count), and never outnumber the visible count.
     visible_counts: [B, M] in `priorities` order.
     """
     if not 0.0 <= fraction <= 1.0:
@@ -70,11 +72,14 @@ def reveal_hints(
     for column, (name, priority) in enumerate(priorities.items()):
         batch, num_tokens = priority.shape
         visible = visible_counts[:, column].cpu()
+        masked = num_tokens - visible
         pool = max(1, round(top_fraction * num_tokens))
-        num_hints = torch.minimum((fraction * (num_tokens - visible)).round().long(), visible).clamp(max=pool)
+        num_hints = torch.minimum((fraction * masked).round().long(), visible).clamp(max=pool)
         top = priority.argsort(dim=1, descending=True, stable=True)[:, :pool].cpu()  # [B, pool]
+        eligible = torch.arange(pool) < masked[:, None]  # [B, pool]: would be masked without hints
         draw = torch.rand(batch, pool, generator=generator, device=generator_device(generator)).cpu()
-        chosen = draw.argsort(dim=1) < num_hints[:, None]  # a uniform subset of num_hints per row
+        rank = draw.masked_fill(~eligible, 2.0).argsort(dim=1).argsort(dim=1)  # ineligible rank last
+        chosen = rank < num_hints[:, None]  # a uniform subset of num_hints eligible tokens per row
         revealed = (
             torch.zeros(batch, num_tokens, dtype=torch.bool).scatter_(1, top, chosen).to(priority.device)
         )

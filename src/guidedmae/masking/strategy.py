@@ -51,6 +51,11 @@ def validate_masking(config: MaskingConfig, num_tokens: int, num_heads: int) -> 
         )
     if config.score not in ("global", "received"):
         raise ValueError(f"masking.score={config.score!r}; expected 'global' or 'received'")
+    if config.select not in ("high", "low"):
+        raise ValueError(f"masking.select={config.select!r}; expected 'high' or 'low'")
+    for key in ("noise", "hint"):
+        if not 0.0 <= getattr(config, key) <= 1.0:
+            raise ValueError(f"masking.{key}={getattr(config, key)}; expected a value in [0, 1]")
 
 
 def random_head_weights(

@@ -254,17 +254,22 @@ class MultiMAE(nn.Module):
         Returns {modality: [B, N_m] float32}.
         """
         embeddings = tokens.embeddings
-        num_tokens = embeddings.shape[1]
-        x = torch.cat([embeddings, self.global_tokens.expand(embeddings.shape[0], -1, -1)], dim=1)
+        batch_size, num_tokens = embeddings.shape[:2]
+        if score not in ("global", "received"):
+            raise ValueError(f"unknown attention score {score!r}; expected 'global' or 'received'")
+        if head_weights is not None and head_weights.shape != (batch_size, self.config.num_heads):
+            raise ValueError(
+                f"head_weights of shape {tuple(head_weights.shape)}; expected [{batch_size}, "
+                f"{self.config.num_heads}] (batch, heads)"
+            )
+        x = torch.cat([embeddings, self.global_tokens.expand(batch_size, -1, -1)], dim=1)
         for block in self.encoder[:-1]:
-            x = block(x)
+            x = block(x, stochastic_depth=False)  # score with the whole model, not a random sub-network
         last = self.encoder[-1]
         if score == "global":
             per_head = last.attn.query_attention(last.norm1(x), query_index=num_tokens)  # [B, H, N + G]
-        elif score == "received":
-            per_head = last.attn.received_attention(last.norm1(x))
         else:
-            raise ValueError(f"unknown attention score {score!r}; expected 'global' or 'received'")
+            per_head = last.attn.received_attention(last.norm1(x))
         per_head = per_head[..., :num_tokens]
         if head_weights is None:
             scores = per_head.mean(dim=1)

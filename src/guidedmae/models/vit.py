@@ -25,6 +25,11 @@ def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor
     return x * keep / keep_prob
 
 
+def keep_path(x: torch.Tensor) -> torch.Tensor:
+    """The residual branch as it is (stochastic depth switched off)."""
+    return x
+
+
 class DropPath(nn.Module):
     def __init__(self, drop_prob: float = 0.0):
         super().__init__()
@@ -145,6 +150,9 @@ class Block(nn.Module):
         self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+    def forward(self, x: torch.Tensor, stochastic_depth: bool = True) -> torch.Tensor:
+        """x: [B, N, D] -> [B, N, D]. stochastic_depth=False keeps every branch even in training: the
+        guided-masking attention pass scores tokens with the whole model, not a random sub-network."""
+        drop = self.drop_path if stochastic_depth else keep_path
+        x = x + drop(self.attn(self.norm1(x)))
+        return x + drop(self.mlp(self.norm2(x)))
