@@ -1,0 +1,321 @@
+"""The synthetic scenes: determinism, geometry of the ray casting, shading and shadows, labels."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from guidedmae.data.synthetic import (
+    BACKGROUND,
+    BACKGROUND_DEPTH,
+    FIELD_OF_VIEW,
+    FLOOR,
+    GAMMA,
+    INTERSECT,
+    MIN_SIZE,
+    NUM_SEMSEG_CLASSES,
+    SEMSEG_CLASSES,
+    SHAPES,
+    TEXTURES,
+    WALL,
+    Camera,
+    Layout,
+    Light,
+    Room,
+    SceneObject,
+    render_layout,
+    render_scene,
+    rotation_x,
+    sample_layout,
+    surface_normals,
+    texture_mix,
+)
+
+GREY = np.full((2, 3), 0.5, np.float32)  # linear albedo of untextured test surfaces
+
+
+def plain_room(wall_z: float = 6.0, wall_height: float = 3.0) -> Room:
+    return Room(
+        wall_z=wall_z, wall_height=wall_height, floor_colours=GREY, tile=0.5, wall_colours=GREY, stripe=0.2
+    )
+
+
+def ball(centre: tuple[float, float, float], radius: float) -> SceneObject:
+    return SceneObject(
+        shape=SHAPES.index("sphere"),
+        size=(radius,),
+        centre=np.array(centre, np.float32),
+        rotation=np.eye(3, dtype=np.float32),
+        colours=GREY,
+        texture=0,
+        period=0.1,
+    )
+
+
+def white_light(direction: tuple[float, float, float], ambient: float = 0.2) -> Light:
+    unit = np.array(direction, np.float32) / np.linalg.norm(direction)
+    return Light(direction=unit, colour=np.ones(3, np.float32), ambient=np.full(3, ambient, np.float32))
+
+
+def encoded(linear: float) -> int:
+    """The uint8 value a linear intensity is displayed as."""
+    return int(np.clip(linear, 0, 1) ** (1 / GAMMA) * 255 + 0.5)
+
+
+def pixel_of(point: np.ndarray, camera: Camera, height: int, width: int) -> tuple[int, int]:
+    """(row, column) of the pixel that sees a world point (a pinhole projection written out here)."""
+    x, y, z = camera.rotation.T @ (np.asarray(point, np.float32) - camera.position)
+    pitch = 2 * np.tan(FIELD_OF_VIEW / 2) / min(height, width)
+    return int(np.floor(height / 2 - y / z / pitch)), int(np.floor(width / 2 + x / z / pitch))
+
+
+def object_class_counts(semseg: np.ndarray) -> np.ndarray:
+    return np.array([(semseg == SEMSEG_CLASSES.index(shape)).sum() for shape in SHAPES])
+
+
+# ----------------------------------------------------------------------------------------------
+# Samples: determinism, types, labels
+
+
+def test_same_seed_and_index_render_identical_scenes_in_any_order():
+    first = render_scene(7, 3, 48)
+    for index in (5, 0, 9):
+        render_scene(7, index, 48)
+    np.random.seed(123)  # the global numpy random state plays no part
+    again = render_scene(7, 3, 48)
+    np.testing.assert_array_equal(first.rgb, again.rgb)
+    np.testing.assert_array_equal(first.depth, again.depth)
+    np.testing.assert_array_equal(first.semseg, again.semseg)
+    assert first.label == again.label
+
+
+def test_different_indices_and_seeds_render_different_scenes():
+    scene = render_scene(7, 3, 48)
+    for other in (render_scene(7, 4, 48), render_scene(8, 3, 48)):
+        assert not np.array_equal(scene.rgb, other.rgb)
+        assert not np.array_equal(scene.depth, other.depth)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    index=st.integers(0, 10**6),
+    height=st.integers(MIN_SIZE, 72),
+    width=st.integers(MIN_SIZE, 72),
+)
+def test_every_scene_is_well_formed_and_labelled_by_its_largest_object_class(seed, index, height, width):
+    scene = render_scene(seed, index, (height, width))
+    assert scene.rgb.dtype == np.uint8 and scene.rgb.shape == (height, width, 3)
+    assert scene.depth.dtype == np.float32 and scene.depth.shape == (height, width)
+    assert scene.semseg.dtype == np.uint8 and scene.semseg.shape == (height, width)
+    assert np.isfinite(scene.depth).all() and scene.depth.min() > 0 and scene.depth.max() <= BACKGROUND_DEPTH
+    assert scene.semseg.max() < NUM_SEMSEG_CLASSES
+    np.testing.assert_array_equal(scene.depth[scene.semseg == BACKGROUND], BACKGROUND_DEPTH)
+    assert (scene.depth[scene.semseg != BACKGROUND] < BACKGROUND_DEPTH).all()
+    assert (scene.semseg == FLOOR).any()
+    counts = object_class_counts(scene.semseg)
+    assert counts.sum() > 0
+    assert counts[scene.label] == counts.max()
+
+
+def test_odd_size_renders_the_requested_height_and_width():
+    scene = render_scene(0, 11, (48, 80))
+    assert scene.rgb.shape == (48, 80, 3) and scene.depth.shape == scene.semseg.shape == (48, 80)
+    assert scene.rgb.std() > 10  # a picture, not a flat colour
+
+
+def test_larger_rendering_samples_the_same_scene():
+    # Every third pixel centre of 192x192 (offset 1) is exactly a pixel centre of 64x64.
+    for index in range(3):
+        small, large = render_scene(4, index, 64), render_scene(4, index, 192)
+        semseg, depth = large.semseg[1::3, 1::3], large.depth[1::3, 1::3]
+        agree = semseg == small.semseg
+        assert agree.mean() > 0.99
+        np.testing.assert_allclose(depth[agree], small.depth[agree], rtol=1e-4)
+        assert small.label == large.label
+
+
+def test_nearest_downsampled_semseg_agrees_with_a_smaller_rendering():
+    small, large = render_scene(2, 5, 64), render_scene(2, 5, 128)
+    assert (large.semseg[::2, ::2] == small.semseg).mean() > 0.9
+
+
+@pytest.mark.parametrize(
+    "seed, index, size",
+    [(-1, 0, 64), (0, -2, 64), (0, 0, MIN_SIZE - 1), (0, 0, (64, 8)), (0, 0, (64,)), (0, 0, "64")],
+)
+def test_bad_arguments_are_rejected(seed, index, size):
+    with pytest.raises(ValueError, match="seed|size"):
+        render_scene(seed, index, size)
+
+
+def test_a_layout_without_objects_is_rejected():
+    layout = Layout(Camera(height=1.5, pitch=0.3, yaw=0.0), white_light((0, 1, -1)), plain_room(), ())
+    with pytest.raises(ValueError, match="at least one object"):
+        render_layout(layout, 32, 32)
+
+
+def test_floor_beyond_the_far_plane_is_background():
+    # A level camera 1.5 m up, turned right: the right edge of a 5:1 image looks along the wall.
+    camera = Camera(height=1.5, pitch=0.0, yaw=0.4)
+    layout = Layout(camera, white_light((0, 1, -1)), plain_room(8.0, 3.0), (ball((0.0, 0.5, 4.0), 0.5),))
+    scene = render_layout(layout, 16, 80)
+    pixel = 2 * np.tan(FIELD_OF_VIEW / 2) / 16  # a pixel's side at unit depth
+    # Just below the horizon the floor is 1.5 / (0.5 pixel) = 42 m away along the axis: past the far plane.
+    assert scene.semseg[8, -1] == BACKGROUND and scene.depth[8, -1] == BACKGROUND_DEPTH
+    # The bottom row sees it at 1.5 / (7.5 pixels).
+    assert scene.semseg[15, -1] == FLOOR
+    assert scene.depth[15, -1] == pytest.approx(1.5 / (7.5 * pixel), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Layouts
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_sampled_objects_rest_on_the_floor_in_front_of_the_wall(seed):
+    layout = sample_layout(np.random.default_rng(seed))
+    assert 1 <= len(layout.objects) <= 5
+    for obj in layout.objects:
+        assert obj.centre[2] + obj.bounding_radius < layout.room.wall_z
+        if SHAPES[obj.shape] == "torus":
+            major, minor = obj.size
+            angles = np.linspace(0, 2 * np.pi, 3600)
+            ring = obj.rotation @ np.stack([major * np.cos(angles), 0 * angles, major * np.sin(angles)])
+            assert obj.centre[1] + ring[1].min() - minor == pytest.approx(0, abs=1e-4)
+        else:
+            # Straight up from below its centre, a ray meets the object at the floor (y = 0).
+            below = (obj.centre - np.array([0, obj.centre[1] + 1, 0], np.float32))[:, None]
+            local_origin, local_up = obj.rotation.T @ (below - obj.centre[:, None]), obj.rotation.T[:, [1]]
+            assert INTERSECT[SHAPES[obj.shape]](local_origin, local_up, obj.size)[0] == pytest.approx(
+                1, abs=1e-4
+            )
+
+
+# ----------------------------------------------------------------------------------------------
+# Ray casting and shading
+
+# A ray along +z from z = -5 and one straight down from y = 5, against each shape at the origin.
+HORIZONTAL_HITS = {
+    "sphere": ((1.0,), 4.0),
+    "box": ((1.0, 0.5, 0.8), 4.2),
+    "cylinder": ((0.7, 1.0), 4.3),
+    "cone": ((1.0, 2.0), 4.5),  # at mid-height the cone's radius is half the base radius
+    "torus": ((1.0, 0.3), 3.7),
+}
+VERTICAL_HITS = {"sphere": 4.0, "box": 4.5, "cylinder": 4.0, "cone": 4.0, "torus": np.inf}  # torus: its hole
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_rays_hit_each_shape_at_the_analytic_distance(shape):
+    size, expected = HORIZONTAL_HITS[shape]
+    origins = np.array([[0.0, 0.0, -5.0], [0.0, 5.0, 0.0], [3.0, 0.0, -5.0]], np.float32).T
+    directions = np.array([[0.0, 0.0, 1.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]], np.float32).T
+    t = INTERSECT[shape](origins, directions, size)
+    np.testing.assert_allclose(t[:2], [expected, VERTICAL_HITS[shape]], rtol=2e-4)
+    assert t[2] == np.inf  # passes beside the shape
+    # t counts in units of the direction's length.
+    np.testing.assert_allclose(
+        INTERSECT[shape](origins[:, :1], 2 * directions[:, :1], size), expected / 2, rtol=2e-4
+    )
+    # Facing the ray, except the cone's side, which leans back by its half-angle atan(radius / height).
+    lean = np.arctan(size[0] / size[1]) if shape == "cone" else 0.0
+    normal = surface_normals(shape, origins[:, :1] + expected * directions[:, :1], size)
+    np.testing.assert_allclose(normal[:, 0], [0, np.sin(lean), -np.cos(lean)], atol=1e-3)
+
+
+def test_textures_alternate_with_the_period_in_object_coordinates():
+    points = np.array([[0.05, 0.05, 0.05], [0.05, 0.15, 0.05], [0.15, 0.05, 0.05], [0.15, 0.15, 0.05]]).T
+    np.testing.assert_array_equal(texture_mix(points, "plain", 0.1), [0, 0, 0, 0])
+    np.testing.assert_array_equal(texture_mix(points, "stripes", 0.1), [0, 1, 0, 1])
+    np.testing.assert_array_equal(texture_mix(points, "checks", 0.1), [0, 1, 1, 0])
+
+
+def test_depth_is_distance_along_the_camera_axis():
+    # Level camera 1.5 m up facing the wall 6 m away: the wall is a plane of constant depth, the sky
+    # shows above it, and a ball on the optical axis is nearer by its radius.
+    camera = Camera(height=1.5, pitch=0.0, yaw=0.0)
+    layout = Layout(camera, white_light((0, 1, -1)), plain_room(6.0, 3.0), (ball((0.0, 1.5, 4.0), 0.5),))
+    scene = render_layout(layout, 65, 65)
+    wall = scene.semseg == WALL
+    assert wall.sum() > 500
+    np.testing.assert_allclose(scene.depth[wall], 6.0, rtol=1e-5)
+    assert (scene.semseg[0] == BACKGROUND).all()  # 30 degrees up, the ray passes over the 3 m wall
+    assert scene.semseg[32, 32] == SEMSEG_CLASSES.index("sphere")
+    assert scene.depth[32, 32] == pytest.approx(3.5, rel=1e-5)
+
+
+def test_floor_depth_grows_towards_the_horizon():
+    # The optical axis of a camera 1.5 m up tilted 30 degrees down meets the floor 3 m away.
+    camera = Camera(height=1.5, pitch=np.deg2rad(30.0), yaw=0.2)
+    layout = Layout(camera, white_light((0, 1, -1)), plain_room(20.0, 3.0), (ball((-3.0, 0.3, 5.0), 0.3),))
+    scene = render_layout(layout, 65, 65)
+    assert scene.semseg[32, 32] == FLOOR
+    assert scene.depth[32, 32] == pytest.approx(3.0, rel=1e-5)
+    for column in range(0, 65, 8):
+        floor_depth = scene.depth[:, column][scene.semseg[:, column] == FLOOR]  # top row first
+        assert (np.diff(floor_depth) < 0).all()
+
+
+def test_objects_cast_shadows_where_the_light_is_blocked():
+    # Light from above, in front and to the left: the ball's shadow falls behind it to the right.
+    camera = Camera(height=1.5, pitch=np.deg2rad(25.0), yaw=0.0)
+    light = white_light((-0.6, 0.6, -0.5), ambient=0.2)
+    centre = np.array([0.0, 0.5, 2.5], np.float32)
+    layout = Layout(camera, light, plain_room(), (ball(tuple(centre), 0.5),))
+    with_shadows, without = render_layout(layout, 96, 96), render_layout(layout, 96, 96, shadows=False)
+
+    difference = with_shadows.rgb.astype(int) - without.rgb.astype(int)
+    assert difference.max() == 0  # shadows only take light away
+    in_shadow = (difference < 0).any(axis=2)
+    assert in_shadow.sum() > 100
+    assert (with_shadows.semseg[in_shadow] == FLOOR).all()
+    # Shadowed floor gets the ambient light only; lit floor the ambient plus the cosine of the light.
+    shadowed_floor = encoded(0.5 * 0.2)
+    lit_floor = encoded(0.5 * (0.2 + light.direction[1]))
+    assert (with_shadows.rgb[in_shadow] == shadowed_floor).all()
+    floor = with_shadows.semseg == FLOOR
+    assert (with_shadows.rgb[floor & ~in_shadow] == lit_floor).all()
+    # A point inside the ball casts its shadow where the ray from it away from the light meets the floor
+    # (a point high in the ball, so that its shadow is not hidden behind the ball).
+    inside = centre + np.array([0.0, 0.25, 0.0], np.float32)
+    row, column = pixel_of(inside - light.direction * inside[1] / light.direction[1], camera, 96, 96)
+    assert in_shadow[row, column]
+    assert column > 48  # to the right of the ball
+
+
+def test_sphere_is_brightest_where_it_faces_the_light():
+    camera = Camera(height=1.0, pitch=0.0, yaw=0.0)
+    light = white_light((1.0, 0.0, -1.0))  # from the right of the camera, level with the ball
+    layout = Layout(camera, light, plain_room(), (ball((0.0, 1.0, 4.0), 0.8),))
+    scene = render_layout(layout, 65, 65)
+    row = scene.rgb[32, :, 0].astype(int)[scene.semseg[32] == SEMSEG_CLASSES.index("sphere")]
+    assert row[-1] > row[len(row) // 2] > row[0]  # right edge faces the light, left edge away
+    assert row[0] == encoded(0.5 * 0.2)  # facing away: ambient only
+
+
+def test_stripes_follow_the_object_when_it_turns():
+    # A level camera sees only the front face of a cube straight ahead, lit evenly.
+    camera = Camera(height=0.5, pitch=0.0, yaw=0.0)
+    upright = SceneObject(
+        shape=SHAPES.index("box"),
+        size=(0.5, 0.5, 0.5),
+        centre=np.array([0.0, 0.5, 3.0], np.float32),
+        rotation=np.eye(3, dtype=np.float32),
+        colours=np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]], np.float32),
+        texture=TEXTURES.index("stripes"),
+        period=0.3,
+    )
+    # Laid on its back, the local y axis points at the wall: the front face is one stripe.
+    laid = dataclasses.replace(upright, rotation=rotation_x(np.pi / 2).astype(np.float32))
+    for obj, stripes in ((upright, 2), (laid, 1)):
+        scene = render_layout(Layout(camera, white_light((0.3, 1.0, -1.0)), plain_room(), (obj,)), 64, 64)
+        box = scene.semseg == SEMSEG_CLASSES.index("box")
+        assert box.sum() > 200
+        assert len(np.unique(scene.rgb[box], axis=0)) == stripes
+        rows = np.flatnonzero(box.any(axis=1))
+        for row in rows:
+            assert len(np.unique(scene.rgb[row][box[row]], axis=0)) == 1  # stripes run across y
