@@ -1,0 +1,183 @@
+"""Training checkpoints: atomic writes, the last K kept, resume, and initialization from weights.
+
+A run folder holds `checkpoint-<step>.pt` (the last `keep` of them) and `checkpoint-last.pt`, a second
+name of the newest. A checkpoint is a dict:
+    model      state dict (official MultiMAE parameter names)
+    optimizer  AdamW state;  scaler: GradScaler state or None
+    schedule   {"step": optimizer steps taken in this run, "first_step", "steps_per_epoch", "total_steps"}
+    data       {"epoch": epoch to continue in, "batch": next batch index in it, "world_size", "batch_size"}
+    rng        {"torch": [per rank], "cuda": [per rank], "masking": [per rank]} generator states
+    config     the resolved config (plain dict);  step: same as schedule.step
+Every write goes to a temp file in the same folder, is flushed and fsynced, then renamed over the
+final name, and the folder is fsynced: a crash at any moment leaves every name a complete file.
+"""
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from guidedmae.files import atomic_write, fsync_directory
+from guidedmae.models.checkpoints import CheckpointError, load_weights, read_checkpoint, state_dict_of
+
+LAST = "checkpoint-last.pt"
+STEP_PATTERN = re.compile(r"checkpoint-(\d+)\.pt")
+
+
+def step_checkpoint_name(step: int) -> str:
+    return f"checkpoint-{step:08d}.pt"
+
+
+def atomic_save(obj, path: Path) -> Path:
+    """torch.save that never leaves a half-written file (see guidedmae.files.atomic_write)."""
+    return atomic_write(path, lambda file: torch.save(obj, file))
+
+
+def link_atomically(source: Path, name: Path) -> None:
+    """Make `name` a second name of the complete file `source`: a hard link (no second write), or a
+    fsynced copy on file systems without links; either way renamed into place."""
+    temp = name.with_name(f".{name.name}.{os.getpid()}.tmp")
+    temp.unlink(missing_ok=True)
+    try:
+        os.link(source, temp)
+    except OSError:
+        shutil.copyfile(source, temp)
+        with open(temp, "rb+") as file:
+            os.fsync(file.fileno())
+    os.replace(temp, name)
+    fsync_directory(name.parent)
+
+
+def remove_stale_temps(out_dir: Path) -> list[Path]:
+    """Delete the temp files a killed writer left in the run folder (never a complete checkpoint)."""
+    stale = sorted(Path(out_dir).glob(".checkpoint-*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def step_checkpoints(out_dir: Path) -> list[Path]:
+    """The run's step checkpoints, oldest first."""
+    found = [
+        (int(m.group(1)), p)
+        for p in Path(out_dir).glob("checkpoint-*.pt")
+        if (m := STEP_PATTERN.fullmatch(p.name))
+    ]
+    return [path for _, path in sorted(found)]
+
+
+def save_checkpoint(state: dict, out_dir: Path, step: int, keep: int) -> Path:
+    """Write `state` as checkpoint-<step>.pt and checkpoint-last.pt, then delete all but the newest `keep`."""
+    if keep < 1:
+        raise ValueError(f"checkpoint.keep={keep}; expected at least 1")
+    out_dir = Path(out_dir)
+    path = atomic_save(state, out_dir / step_checkpoint_name(step))
+    link_atomically(path, out_dir / LAST)
+    for old in step_checkpoints(out_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The run's newest complete checkpoint: its newest step file (written before checkpoint-last.pt is
+    pointed at it, so never older), else checkpoint-last.pt, else None."""
+    steps = step_checkpoints(out_dir)
+    if steps:
+        return steps[-1]
+    last = Path(out_dir) / LAST
+    return last if last.is_file() else None
+
+
+def resolve_resume(resume: str, out_dir: Path) -> Path | None:
+    """The checkpoint to resume from: '' -> none (the run folder must hold none), 'auto' -> the newest
+    one in out_dir if any, else the file named."""
+    existing = latest_checkpoint(out_dir)
+    if resume == "":
+        if existing is not None:
+            raise ValueError(
+                f"{out_dir} already holds checkpoints ({existing.name}); pass resume=auto to continue "
+                "that run, or choose another out_dir"
+            )
+        return None
+    if resume == "auto":
+        return existing
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"resume={resume}: no such checkpoint file")
+    return path
+
+
+def read_training_checkpoint(path: Path) -> dict:
+    """A checkpoint written by save_checkpoint, with every entry resume needs."""
+    checkpoint = read_checkpoint(path)
+    required = ("model", "optimizer", "scaler", "schedule", "data", "rng", "config", "step")
+    missing = [key for key in required if key not in checkpoint]
+    if missing:
+        raise CheckpointError(
+            f"{path}: not a training checkpoint (missing {missing}); to start from its weights only, "
+            "use model.init=PATH instead of resume"
+        )
+    return checkpoint
+
+
+@dataclass
+class InitReport:
+    """What `initialize_from` did: decoders loaded, started fresh, and left out of the file."""
+
+    source: str
+    loaded_decoders: list[str]
+    fresh_decoders: list[str]
+    ignored_decoders: list[str]
+
+    def describe(self) -> str:
+        lines = [f"initialized from {self.source}: encoder and input adapters loaded"]
+        if self.loaded_decoders:
+            lines.append(f"  decoders loaded: {', '.join(self.loaded_decoders)}")
+        if self.fresh_decoders:
+            lines.append(
+                f"  decoders not in the file, starting from random init: {', '.join(self.fresh_decoders)}"
+            )
+        if self.ignored_decoders:
+            lines.append(
+                f"  decoders in the file but not in the config, ignored: {', '.join(self.ignored_decoders)}"
+            )
+        return "\n".join(lines)
+
+
+def decoder_names(state_dict) -> list[str]:
+    return list(dict.fromkeys(key.split(".")[1] for key in state_dict if key.startswith("output_adapters.")))
+
+
+def initialize_from(model: nn.Module, path: str | Path) -> InitReport:
+    """Load the weights of an official MultiMAE .pth or one of our checkpoints into `model` (weights only).
+
+    Everything outside the output adapters (input adapters, global tokens, encoder) must match
+    strictly. A decoder the model has but the file lacks (e.g. an encoder-only MultiViT file) keeps
+    its random initialization; a decoder the file has but the model lacks is left out. Both are
+    reported, never silent. Raises CheckpointError listing every mismatching key.
+    """
+    source = str(path)
+    weights = state_dict_of(read_checkpoint(path), source)
+    ours = model.state_dict()
+    in_file, in_model = decoder_names(weights), decoder_names(ours)
+    fresh = [name for name in in_model if name not in in_file]
+    ignored = [name for name in in_file if name not in in_model]
+    kept = {
+        key: value
+        for key, value in weights.items()
+        if not (key.startswith("output_adapters.") and key.split(".")[1] in ignored)
+    }
+    kept.update(
+        {
+            key: value
+            for key, value in ours.items()
+            if key.startswith("output_adapters.") and key.split(".")[1] in fresh
+        }
+    )
+    load_weights(model, kept, source)
+    loaded = [name for name in in_model if name in in_file]
+    return InitReport(source, loaded, fresh, ignored)

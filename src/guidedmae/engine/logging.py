@@ -1,0 +1,98 @@
+"""What a run reports: a progress bar, TensorBoard scalars and one JSON object per line in metrics.jsonl.
+
+Only rank 0 reports (`enabled=False` elsewhere makes every method a no-op). metrics.jsonl is only
+ever appended to: a resumed run adds its lines after those of the run it continues (with a
+{"event": "resumed"} line between them), so steps logged after the last checkpoint of a killed run
+appear twice, the later line being the one that counts.
+"""
+
+import json
+import math
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+METRICS = "metrics.jsonl"
+TENSORBOARD = "tensorboard"
+
+
+def end_partial_line(path: Path) -> None:
+    """A killed writer may have left half a line: end it, so the next line stays parseable."""
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb+") as file:
+            file.seek(-1, 2)
+            if file.read(1) != b"\n":
+                file.write(b"\n")
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The JSON objects of a metrics.jsonl, skipping any half-written line a killed run left."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _json_value(value):
+    """Values that strict JSON can hold: non-finite floats become "nan", "inf", "-inf" (also nested)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _json_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(item) for item in value]
+    return value
+
+
+class RunLogger:
+    """Progress bar (steps, loss, lr, samples/s, ETA), TensorBoard scalars and metrics.jsonl of a run."""
+
+    def __init__(self, out_dir: Path, total_steps: int, initial_step: int = 0, enabled: bool = True):
+        self.enabled = enabled
+        if not enabled:
+            return
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = out_dir / METRICS
+        end_partial_line(self.metrics_path)
+        self.metrics = open(self.metrics_path, "a")  # noqa: SIM115 - open for the whole run, closed in close()
+        # purge_step hides the events a killed run wrote after the checkpoint this run resumes from.
+        self.tensorboard = SummaryWriter(str(out_dir / TENSORBOARD), purge_step=initial_step or None)
+        self.bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True)
+
+    def _write(self, record: dict) -> None:
+        self.metrics.write(json.dumps(_json_value(record), allow_nan=False) + "\n")
+        self.metrics.flush()
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        """Log scalar values of a step: one metrics.jsonl line, TensorBoard, the bar's postfix."""
+        if not self.enabled:
+            return
+        self._write({"step": step, **values})
+        for name, value in values.items():
+            self.tensorboard.add_scalar(name, value, step)
+        shown = {key: values[key] for key in ("loss", "lr", "samples_per_s") if key in values}
+        self.bar.set_postfix({key: f"{value:.4g}" for key, value in shown.items()}, refresh=False)
+
+    def event(self, kind: str, message: str, **fields) -> None:
+        """Something that happened (resumed, skipped step, weights check): printed and recorded as
+        {"event": kind, "message": message, **fields}."""
+        if not self.enabled:
+            return
+        self.bar.write(message)
+        self._write({"event": kind, "message": message, **fields})
+
+    def advance(self, steps: int = 1) -> None:
+        if self.enabled:
+            self.bar.update(steps)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self.bar.close()
+        self.tensorboard.close()
+        self.metrics.close()

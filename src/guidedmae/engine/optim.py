@@ -1,0 +1,80 @@
+"""AdamW with MultiMAE's parameter groups, and the peak learning rate of a run.
+
+Weight decay applies to weight matrices only: norms, biases, tokens and embeddings (the model's
+`no_weight_decay()` names, else every parameter of at most one dimension) are left out.
+lr = blr * total_batch / 256, total_batch = per-process batch * processes * accumulation steps.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+REFERENCE_BATCH = 256  # the batch size `blr` refers to (MAE / MultiMAE convention)
+
+
+@dataclass
+class OptimConfig:
+    lr: float | None = None  # peak lr; None = blr * total_batch / 256
+    blr: float = 1e-4  # base lr per 256 samples of total batch
+    lr_scale: float = 1.0  # multiplies the peak lr (continued-pretraining ablation: 10)
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    clip_grad: float = 0.0  # max global gradient norm; 0 = no clipping
+    accum_steps: int = 1  # batches per optimizer step (gradient accumulation)
+
+
+def validate_optim(config: OptimConfig) -> None:
+    """Check an optimizer config; errors name the offending key and what was expected."""
+    rules = (
+        ("lr", config.lr is None or config.lr > 0, "a positive number, or null to scale blr"),
+        ("blr", config.blr > 0, "a positive number"),
+        ("lr_scale", config.lr_scale > 0, "a positive number"),
+        ("weight_decay", config.weight_decay >= 0, ">= 0"),
+        ("betas", len(config.betas) == 2 and all(0 <= b < 1 for b in config.betas), "two values in [0, 1)"),
+        ("eps", config.eps > 0, "a positive number"),
+        ("clip_grad", config.clip_grad >= 0, ">= 0 (0 = no clipping)"),
+        ("accum_steps", config.accum_steps >= 1, "an integer >= 1"),
+    )
+    for key, ok, expected in rules:
+        if not ok:
+            raise ValueError(f"optim.{key}={getattr(config, key)!r}; expected {expected}")
+
+
+def peak_lr(config: OptimConfig, total_batch: int) -> float:
+    """The lr reached at the end of warmup: (lr or blr * total_batch / 256) * lr_scale."""
+    lr = config.lr if config.lr is not None else config.blr * total_batch / REFERENCE_BATCH
+    return lr * config.lr_scale
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups over the trainable parameters: with weight decay, and without.
+
+    Exempt: the names in `model.no_weight_decay()` if the model has it, and every parameter of at
+    most one dimension (norm weights, biases).
+    """
+    exempt = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim <= 1 or name in exempt else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over `param_groups(model)`; the lr is set by the schedule before every step."""
+    validate_optim(config)
+    return torch.optim.AdamW(
+        param_groups(model, config.weight_decay), lr=0.0, betas=tuple(config.betas), eps=config.eps
+    )
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's lr; a group may carry an `lr_scale` (e.g. layer-wise decay) that multiplies it."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -1,0 +1,215 @@
+"""`guidedmae pretrain` end to end on a tiny model and synthetic scenes: outputs, resume after SIGKILL
+(bit-exact), continuation, initialization from weights, precisions and errors."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from guidedmae.cli import main
+from guidedmae.config import PretrainConfig, load_config
+from guidedmae.engine.logging import read_metrics
+from guidedmae.engine.schedule import LRSchedule
+from guidedmae.models import MultiMAE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = """
+model: {image_size: 32, patch_size: 8, dim: 32, depth: 2, num_heads: 4, decoder_dim: 16, decoder_depth: 1,
+        decoder_heads: 2, semseg_classes: 8, semseg_class_dim: 8}
+masking: {num_visible: 12}
+data: {num_samples: 64, batch_size: 8, num_workers: 0, augment: {size: 32}}
+optim: {blr: 2.0e-3}
+schedule: {total_epochs: 3, warmup_epochs: 1}
+run: {precision: fp32, threads: 1}
+log: {every: 4, picture_every: 8}
+checkpoint: {every: 4, keep: 2}
+"""
+
+
+def tiny_config(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def final_weights(out_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out_dir / "checkpoint-last.pt", weights_only=True)["model"]
+
+
+def losses_by_step(out_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(out_dir / "metrics.jsonl") if "loss" in r}
+
+
+def test_a_run_leaves_checkpoint_metrics_tensorboard_pictures_and_its_config(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    out = tmp_path / "run"
+    assert main(["pretrain", str(config), f"out_dir={out}"]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        f"checkpoint:  {out / 'checkpoint-last.pt'}" in printed
+        and f"pictures:    {out / 'pictures'}" in printed
+    )
+
+    records = read_metrics(out / "metrics.jsonl")
+    start = next(r for r in records if r.get("event") == "start")
+    assert start["total_batch"] == 8 and start["peak_lr"] == pytest.approx(2e-3 * 8 / 256)
+    assert start["steps"] == 24 and start["steps_per_epoch"] == 8
+    lines = [r for r in records if "loss" in r]
+    assert [r["step"] for r in lines] == [4, 8, 12, 16, 20, 24]
+    assert {"loss_rgb", "loss_depth", "loss_semseg", "loss_norm_rgb", "lr", "samples_per_s", "epoch"} <= set(
+        lines[0]
+    )
+    for r in lines:  # the total is the sum of the per-output losses (weights 1)
+        parts = r["loss_rgb"] + r["loss_depth"] + r["loss_semseg"] + r["loss_norm_rgb"]
+        assert r["loss"] == pytest.approx(parts, rel=1e-5)
+    assert next(r for r in records if r.get("event") == "weights_check")["identical"] is True
+
+    checkpoint = torch.load(out / "checkpoint-last.pt", weights_only=True)
+    assert checkpoint["step"] == 24 and checkpoint["data"] == {
+        "epoch": 3,
+        "batch": 0,
+        "nonfinite_in_a_row": 0,
+        "world_size": 1,
+        "batch_size": 8,
+    }
+    assert set(checkpoint) >= {"model", "optimizer", "scaler", "schedule", "rng", "config"}
+    assert sorted(p.name for p in out.glob("checkpoint-0*.pt")) == [
+        "checkpoint-00000020.pt",
+        "checkpoint-00000024.pt",
+    ]
+    assert load_config(PretrainConfig, out / "config.yaml") == load_config(
+        PretrainConfig, config, [f"out_dir={out}"]
+    )
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    pictures = sorted(p.name for p in (out / "pictures").iterdir())
+    assert pictures == ["step-00000008.png", "step-00000016.png", "step-00000024.png"]
+    with Image.open(out / "pictures" / pictures[-1]) as image:
+        assert image.format == "PNG" and image.height > image.width  # 4 samples x 4 outputs, stacked
+
+
+def run_until_killed(command: list[str], checkpoint: Path) -> None:
+    """Start `command`, SIGKILL it as soon as `checkpoint` exists (polling the file), check it was mid-run."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    deadline = time.monotonic() + 300  # a guard against a hung child, not a timing assumption
+    while not checkpoint.exists():
+        if process.poll() is not None:
+            raise AssertionError(
+                f"the run ended before its checkpoint: {process.stderr.read().decode()[-2000:]}"
+            )
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"no {checkpoint.name} after 300 s")
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+
+
+def test_resume_after_sigkill_ends_bit_exactly_where_an_uninterrupted_run_ends(tmp_path):
+    config = tiny_config(tmp_path)
+    settings = ["schedule.total_epochs=6", "log.picture_every=0", "log.every=1"]
+    uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+    assert main(["pretrain", str(config), f"out_dir={uninterrupted}", *settings]) == 0
+
+    command = [sys.executable, "-m", "guidedmae", "pretrain", str(config), f"out_dir={killed}", *settings]
+    run_until_killed(command, killed / "checkpoint-00000008.pt")
+    assert main(["pretrain", str(config), f"out_dir={killed}", "resume=auto", *settings]) == 0
+
+    expected, resumed = final_weights(uninterrupted), final_weights(killed)
+    assert expected.keys() == resumed.keys()
+    assert all(torch.equal(expected[key], resumed[key]) for key in expected)
+    # metrics.jsonl kept the killed run's lines; every step's loss equals the uninterrupted run's.
+    records = read_metrics(killed / "metrics.jsonl")
+    [resumed_at] = [r["step"] for r in records if r.get("event") == "resumed"]
+    assert 8 <= resumed_at < 48
+    assert losses_by_step(killed) == losses_by_step(uninterrupted)
+    assert [r["step"] for r in records if "loss" in r][:8] == list(range(1, 9))
+
+
+def test_resume_refuses_a_changed_layout_and_a_fresh_run_refuses_a_used_folder(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    out = tmp_path / "run"
+    assert (
+        main(["pretrain", str(config), f"out_dir={out}", "schedule.total_epochs=1", "log.picture_every=0"])
+        == 0
+    )
+    assert main(["pretrain", str(config), f"out_dir={out}", "schedule.total_epochs=1"]) == 1
+    assert "already holds checkpoints (checkpoint-00000008.pt); pass resume=auto" in capsys.readouterr().err
+    assert main(["pretrain", str(config), f"out_dir={out}", "resume=auto", "data.batch_size=4"]) == 1
+    error = capsys.readouterr().err
+    assert "cannot resume exactly, the run's layout changed" in error and "batch_size: 8 -> 4" in error
+    # Resuming a finished run does nothing and leaves it as it was.
+    before = (out / "checkpoint-last.pt").stat().st_mtime_ns
+    assert main(["pretrain", str(config), f"out_dir={out}", "schedule.total_epochs=1", "resume=auto"]) == 0
+    assert (out / "checkpoint-last.pt").stat().st_mtime_ns == before
+
+
+def test_continuation_runs_the_tail_of_the_longer_schedule_from_earlier_weights(tmp_path):
+    config = tiny_config(tmp_path)
+    first = tmp_path / "first"
+    assert (
+        main(["pretrain", str(config), f"out_dir={first}", "schedule.total_epochs=2", "log.picture_every=0"])
+        == 0
+    )
+    tail = tmp_path / "tail"
+    settings = [
+        f"model.init={first / 'checkpoint-last.pt'}",
+        "schedule.start_epoch=2",
+        "schedule.total_epochs=3",
+    ]
+    assert (
+        main(["pretrain", str(config), f"out_dir={tail}", "log.every=1", "log.picture_every=0", *settings])
+        == 0
+    )
+    records = read_metrics(tail / "metrics.jsonl")
+    init = next(r for r in records if r.get("event") == "init")
+    assert init["loaded_decoders"] == ["rgb", "depth", "semseg", "norm_rgb"] and init["fresh_decoders"] == []
+    schedule = LRSchedule(load_config(PretrainConfig, config, settings).schedule, 2e-3 * 8 / 256, 8)
+    assert [r["lr"] for r in records if "lr" in r] == [schedule.lr(16 + step) for step in range(8)]
+    assert torch.load(tail / "checkpoint-last.pt", weights_only=True)["step"] == 8
+
+
+def test_init_from_an_encoder_only_file_reports_the_fresh_decoders(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    architecture = load_config(PretrainConfig, config).model.architecture()
+    encoder = MultiMAE(type(architecture)(**{**vars(architecture), "outputs": ()}))
+    weights = tmp_path / "multivit.pth"
+    torch.save({"model": encoder.state_dict(), "epoch": 1599}, weights)
+    out = tmp_path / "run"
+    assert (
+        main(["pretrain", str(config), f"out_dir={out}", f"model.init={weights}", "schedule.total_epochs=1"])
+        == 0
+    )
+    assert (
+        "decoders not in the file, starting from random init: rgb, depth, semseg, norm_rgb"
+        in capsys.readouterr().out
+    )
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path):
+    config = tiny_config(tmp_path)
+    out = tmp_path / "run"
+    overrides = [f"out_dir={out}", "run.precision=bf16", "schedule.total_epochs=1", "log.every=1"]
+    assert main(["pretrain", str(config), *overrides, "data.num_samples=16"]) == 0
+    losses = losses_by_step(out)
+    assert len(losses) == 2 and all(0 < loss < 20 for loss in losses.values())
+
+
+def test_config_errors_exit_with_a_message_naming_the_key(tmp_path, capsys):
+    config = tiny_config(tmp_path)
+    assert main(["pretrain", str(config), "optim.blrr=1"]) == 1
+    assert "unknown key 'optim.blrr'" in capsys.readouterr().err
+    assert main(["pretrain", str(config), f"out_dir={tmp_path / 'x'}", "run.precision=fp16"]) == 1
+    assert "run.precision=fp16 needs CUDA" in capsys.readouterr().err
+
+
+def test_python_dash_m_guidedmae_is_the_command():
+    result = subprocess.run(
+        [sys.executable, "-m", "guidedmae", "pretrain", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0 and "resume=auto" in result.stdout
