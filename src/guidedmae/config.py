@@ -10,10 +10,10 @@ The sections are the dataclasses of the modules they configure (MultiMAEConfig, 
 LossConfig, AugmentConfig, OptimConfig, ScheduleConfig); this module composes them into a job.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -48,6 +48,7 @@ class ModelSettings(MultiMAEConfig):
 
 @dataclass
 class DataConfig:
+    sources: ClassVar[tuple[str, ...]] = DATA_SOURCES  # a job's data config may accept more (fine-tuning)
     source: str = "synthetic"  # synthetic: scenes rendered on the fly | folder: the MultiMAE layout
     root: str = ""  # folder: root of root/<split>/<modality>/<class>/<name>.<ext>
     split: str = "train"  # folder
@@ -58,10 +59,10 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        if self.source not in DATA_SOURCES:
-            raise ValueError(f"data.source={self.source!r}; expected one of {DATA_SOURCES}")
-        if self.source == "folder" and not self.root:
-            raise ValueError("data.source=folder needs data.root (the folder holding <split>/<modality>/...)")
+        if self.source not in self.sources:
+            raise ValueError(f"data.source={self.source!r}; expected one of {self.sources}")
+        if self.source != "synthetic" and not self.root:
+            raise ValueError(f"data.source={self.source} needs data.root (the folder holding the data set)")
         if self.num_samples < 1 or self.render_size < 0:
             raise ValueError(
                 f"data.num_samples={self.num_samples}, data.render_size={self.render_size}; "
@@ -175,9 +176,19 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     return OmegaConf.merge(_load_yaml(path.parent / str(parent), (*seen, path)), loaded)
 
 
-def load_config(schema: type[Config], path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
-    """The typed config: dataclass defaults <- YAML file (if any) <- `key=value` overrides."""
+def load_config(
+    schema: type[Config], path: str | Path | None, overrides: Sequence[str] = (), base: Mapping | None = None
+) -> Config:
+    """The typed config: dataclass defaults <- base (if any) <- YAML file (if any) <- `key=value` overrides.
+
+    base: a saved config dict, e.g. the one a checkpoint holds (evaluating a run with its own config).
+    """
     merged = OmegaConf.structured(schema)
+    if base is not None:
+        try:
+            merged = OmegaConf.merge(merged, base)
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"saved config: {_describe(error)}") from error
     required = set()  # '???' values of the file, which an override must set
     if path is not None:
         try:

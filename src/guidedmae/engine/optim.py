@@ -66,12 +66,32 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
-    """AdamW over `param_groups(model)`; the lr is set by the schedule before every step."""
+def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:
+    """`param_groups` split by layer, each with lr_scale = layer_decay ** (num_layers + 1 - layer id).
+
+    The model names its layers: `model.num_layers` and `model.layer_id(name)`, with MultiMAE's
+    optim_factory convention (0 = input adapters and global tokens, i + 1 = encoder block i,
+    num_layers + 1 = the head, whose lr is unscaled).
+    """
+    names = {id(param): name for name, param in model.named_parameters()}
+    groups = []
+    for group in param_groups(model, weight_decay):
+        by_layer: dict[int, list] = {}
+        for param in group["params"]:
+            by_layer.setdefault(model.layer_id(names[id(param)]), []).append(param)
+        for layer, params in sorted(by_layer.items()):
+            scale = layer_decay ** (model.num_layers + 1 - layer)
+            groups.append({"params": params, "weight_decay": group["weight_decay"], "lr_scale": scale})
+    return groups
+
+
+def build_optimizer(
+    model: nn.Module, config: OptimConfig, groups: list[dict] | None = None
+) -> torch.optim.AdamW:
+    """AdamW over `groups` (default: `param_groups(model)`); the lr is set by the schedule before every step."""
     validate_optim(config)
-    return torch.optim.AdamW(
-        param_groups(model, config.weight_decay), lr=0.0, betas=tuple(config.betas), eps=config.eps
-    )
+    groups = param_groups(model, config.weight_decay) if groups is None else groups
+    return torch.optim.AdamW(groups, lr=0.0, betas=tuple(config.betas), eps=config.eps)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

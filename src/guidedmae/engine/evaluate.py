@@ -1,0 +1,203 @@
+"""Evaluation of a fine-tuned model on a split: center crops, whole images, or sliding windows.
+
+    center    the eval transform of the data set (largest centred square, resized): batched
+    whole     the whole image, longer side resized to the model's size and padded to a square
+              (MultiMAE's semseg evaluation; padding is ignore_index / invalid depth): batched
+    sliding   shorter side resized to the model's size; windows of that size every `stride` pixels
+              along the longer side, their predictions averaged: one image per batch
+
+Each process evaluates every world_size-th sample (no padding, no duplicates) and the meters'
+totals are summed over processes, so the metrics are those of the whole split, exactly once.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from guidedmae.data.modalities import MODALITIES
+from guidedmae.data.transforms import normalize_rgb, standardize_depth
+from guidedmae.engine.distributed import DistributedContext
+from guidedmae.engine.loop import autocast
+from guidedmae.tasks import TaskConfig, new_meter, target_of, update_meter
+
+EVAL_MODES = ("center", "whole", "sliding")
+
+
+@dataclass
+class EvalConfig:
+    every: int = 1  # epochs between evaluations during training (always one at the end); 0 = end only
+    mode: str = "center"  # center | whole | sliding
+    stride: int = 0  # sliding: pixels between windows; 0 = two thirds of the window
+    batch_size: int = 0  # 0 = data.batch_size (sliding always evaluates one image at a time)
+
+    def __post_init__(self) -> None:
+        if self.mode not in EVAL_MODES:
+            raise ValueError(f"eval.mode={self.mode!r}; expected one of {EVAL_MODES}")
+        if self.every < 0 or self.stride < 0 or self.batch_size < 0:
+            raise ValueError(
+                f"eval.every={self.every}, eval.stride={self.stride}, eval.batch_size={self.batch_size}; "
+                "expected non-negative values (0 = the default)"
+            )
+
+
+def resize_map(image: torch.Tensor, size: tuple[int, int], class_map: bool) -> torch.Tensor:
+    """[C, H, W] -> [C, *size]: antialiased bilinear for values, nearest for class ids (never blended)."""
+    if class_map:
+        return F.interpolate(image[None].float(), size=size, mode="nearest-exact")[0]
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def resize_for_eval(
+    sample: dict, size: int, mode: str, depth_mode: str, ignore_index: int, semseg_stride: int = 1
+) -> dict[str, torch.Tensor]:
+    """A raw sample (see guidedmae.data.transforms) resized without cropping, as the model takes it.
+
+    whole: longer side -> size, padded at the bottom and right to size x size (rgb with the mean
+    colour, standardized depth with 0, metric depth with 0 = missing, semseg with ignore_index).
+    sliding: shorter side -> size. depth_mode: "standardize" (an input) or "metres" (a target).
+    """
+    images = {name: sample[name] for name in MODALITIES if name in sample}
+    height, width = next(iter(images.values())).shape[:2]
+    scale = size / (max(height, width) if mode == "whole" else min(height, width))
+    new_size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    out = {}
+    if "rgb" in images:
+        rgb = torch.from_numpy(np.array(images["rgb"], dtype=np.uint8)).permute(2, 0, 1).float() / 255
+        out["rgb"] = normalize_rgb(resize_map(rgb, new_size, class_map=False).clamp(0, 1))
+    if "depth" in images:
+        depth = resize_map(
+            torch.from_numpy(np.array(images["depth"], dtype=np.float32))[None], new_size, False
+        )
+        out["depth"] = standardize_depth(depth) if depth_mode == "standardize" else depth
+    if "semseg" in images:
+        semseg = torch.from_numpy(np.array(images["semseg"], dtype=np.float32))[None]
+        semseg_size = (new_size[0] // semseg_stride, new_size[1] // semseg_stride)
+        out["semseg"] = resize_map(semseg, semseg_size, class_map=True)[0].long()
+    if mode == "whole":
+        pads = {"rgb": 0.0, "depth": 0.0, "semseg": ignore_index}
+        for name, value in out.items():
+            target = size // (semseg_stride if name == "semseg" else 1)
+            bottom, right = target - value.shape[-2], target - value.shape[-1]
+            out[name] = F.pad(value, (0, right, 0, bottom), value=pads[name])
+    if "label" in sample:
+        out["label"] = torch.tensor(sample["label"], dtype=torch.int64)
+    return out
+
+
+class WholeImages(Dataset):
+    """The raw samples of an augmented data set (its `load`), resized for `whole` or `sliding` evaluation."""
+
+    def __init__(self, dataset, size: int, mode: str, depth_mode: str, ignore_index: int, semseg_stride: int):
+        if not hasattr(dataset, "load"):
+            raise ValueError(
+                f"eval.mode={mode} needs a data set with raw samples, got {type(dataset).__name__}"
+            )
+        self.dataset, self.size, self.mode = dataset, size, mode
+        self.depth_mode, self.ignore_index, self.semseg_stride = depth_mode, ignore_index, semseg_stride
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        raw = self.dataset.load(index)
+        return resize_for_eval(
+            raw, self.size, self.mode, self.depth_mode, self.ignore_index, self.semseg_stride
+        )
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Offsets of windows of `window` pixels every `stride` pixels, the last one flush with the end."""
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window, stride))
+    return [*starts, length - window]
+
+
+def sliding_window(
+    predict: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    inputs: dict[str, torch.Tensor],
+    window: int,
+    stride: int,
+) -> torch.Tensor:
+    """Average of `predict` over window x window crops covering the inputs.
+
+    inputs: {modality: [B, C, H, W]} image-like tensors of one size; predict maps a crop dict to
+    [B, K, h, w] at the crop's size. Returns [B, K, H, W]; each pixel averages every window holding it.
+    """
+    height, width = next(iter(inputs.values())).shape[-2:]
+    total = counts = None
+    for top in window_starts(height, window, stride):
+        for left in window_starts(width, window, stride):
+            crop = {name: x[..., top : top + window, left : left + window] for name, x in inputs.items()}
+            prediction = predict(crop).float()
+            if total is None:
+                total = prediction.new_zeros(*prediction.shape[:2], height, width)
+                counts = prediction.new_zeros(1, 1, height, width)
+            rows, cols = prediction.shape[-2:]
+            total[..., top : top + rows, left : left + cols] += prediction
+            counts[..., top : top + rows, left : left + cols] += 1
+    return total / counts
+
+
+def shard_loader(
+    dataset: Dataset, batch_size: int, num_workers: int, context: DistributedContext
+) -> DataLoader:
+    """This process's share of an evaluation split: samples rank, rank + W, ... in order."""
+    indices = range(context.rank, len(dataset), context.world_size)
+    return DataLoader(
+        Subset(dataset, indices),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=context.device.type == "cuda",
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    task: str,
+    num_classes: int,
+    task_config: TaskConfig,
+    eval_config: EvalConfig,
+    context: DistributedContext,
+    precision: str,
+    batch_size: int,
+    num_workers: int = 0,
+):
+    """The task's meter (see guidedmae.metrics) over the whole split, summed over processes.
+
+    model maps {modality: tensor} to the task's output; its inputs are the batch entries named in
+    model.encoder.config.inputs. The model is left in the mode it was in.
+    """
+    was_training = model.training
+    model.eval()
+    inputs_of = model.encoder.config.inputs
+    window = model.encoder.config.image_size
+    stride = eval_config.stride or max(1, math.ceil(2 * window / 3))
+    if eval_config.mode == "sliding":
+        class_maps = [name for name in inputs_of if MODALITIES[name].is_class_map]
+        if class_maps:
+            raise ValueError(f"eval.mode=sliding crops image-like inputs only; {class_maps} are class maps")
+        batch_size = 1
+    meter = new_meter(task, num_classes, task_config, context.device)
+    for batch in shard_loader(dataset, batch_size, num_workers, context):
+        batch = {name: value.to(context.device, non_blocking=True) for name, value in batch.items()}
+        inputs = {name: batch[name] for name in inputs_of}
+        with autocast(context.device, precision):
+            if eval_config.mode == "sliding" and task != "classification":
+                output = sliding_window(model, inputs, window, stride)
+            else:
+                output = model(inputs)
+        update_meter(meter, task, output, target_of(task, batch, task_config), task_config)
+    if context.is_distributed:
+        dist.all_reduce(meter.totals)
+    model.train(was_training)
+    return meter
