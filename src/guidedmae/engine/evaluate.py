@@ -24,6 +24,7 @@ from guidedmae.data.modalities import MODALITIES
 from guidedmae.data.transforms import normalize_rgb, standardize_depth
 from guidedmae.engine.distributed import DistributedContext
 from guidedmae.engine.loop import autocast
+from guidedmae.models.finetune import FineTuneModel
 from guidedmae.tasks import TaskConfig, new_meter, target_of, update_meter
 
 EVAL_MODES = ("center", "whole", "sliding")
@@ -161,7 +162,7 @@ def shard_loader(
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module,
+    model: FineTuneModel,
     dataset: Dataset,
     task: str,
     num_classes: int,

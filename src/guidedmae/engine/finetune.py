@@ -274,16 +274,42 @@ class FinetuneStep(nn.Module):
     def __init__(self, model: FineTuneModel, config: FinetuneConfig):
         super().__init__()
         self.model = model
-        self.head, self.task, self.mixup = config.head, config.task, config.mixup
+        self.task, self.num_classes = config.head.task, config.head.num_classes
+        self.task_config, self.mixup = config.task, config.mixup
 
     def forward(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> FinetuneOutput:
+        """batch: loader tensors (inputs and target); generator: CPU generator of the mixing."""
         inputs = {name: batch[name] for name in self.model.encoder.config.inputs}
-        target = target_of(self.head.task, batch, self.task)
-        if self.head.task == "classification" and self.mixup.enabled:
-            inputs, target = mix_batch(inputs, target, self.head.num_classes, self.mixup, generator)
+        target = target_of(self.task, batch, self.task_config)
+        if self.task == "classification" and self.mixup.enabled:
+            inputs, target = mix_batch(inputs, target, self.num_classes, self.mixup, generator)
         output = self.model(inputs)
-        loss = task_loss(self.head.task, output, target, self.task, self.mixup.label_smoothing)
+        loss = task_loss(self.task, output, target, self.task_config, self.mixup.label_smoothing)
         return FinetuneOutput({"total": loss}, output)
+
+
+def evaluate_split(
+    model: FineTuneModel, dataset: Dataset, config: FinetuneConfig, context: DistributedContext
+):
+    """The task's meter over the evaluation split, with the run's evaluation settings."""
+    return evaluate(
+        model,
+        dataset,
+        config.head.task,
+        config.head.num_classes,
+        config.task,
+        config.eval,
+        context,
+        config.run.precision,
+        config.eval.batch_size or config.data.batch_size,
+        config.data.num_workers,
+    )
+
+
+def split_name(config: FinetuneConfig) -> str:
+    if config.data.source == "synthetic":
+        return f"{config.data.eval_num_samples} held-out scenes (series {config.data.eval_scene_seed})"
+    return f"{config.data.root} {config.data.eval_split}"
 
 
 def class_names(config: FinetuneConfig) -> list[str] | None:
@@ -372,25 +398,11 @@ def run_finetuning(config: FinetuneConfig, context: DistributedContext) -> Finet
     final: dict = {}
 
     def run_evaluation(at_step: int) -> dict:
-        meter = evaluate(
-            model,
-            eval_set,
-            config.head.task,
-            config.head.num_classes,
-            config.task,
-            config.eval,
-            context,
-            config.run.precision,
-            config.eval.batch_size or config.data.batch_size,
-            config.data.num_workers,
-        )
-        scores = scores_of(meter, config)
+        scores = scores_of(evaluate_split(model, eval_set, config, context), config)
         logger.scalars(at_step, {f"eval/{name}": value for name, value in scores["metrics"].items()})
         shown = ", ".join(f"{name} {value:.4g}" for name, value in scores["metrics"].items())
         logger.event(
-            "eval",
-            f"step {at_step}: {config.data.eval_split if config.data.source != 'synthetic' else 'eval scenes'}: {shown}",
-            step=at_step,
+            "eval", f"step {at_step}, {split_name(config)}: {shown}", step=at_step, **scores["metrics"]
         )
         return scores
 
@@ -474,18 +486,7 @@ def evaluate_checkpoint(
         torch.set_num_threads(threads_per_process(config.run.threads, context))
         model = build_model(config)
         load_weights(model, state_dict_of(checkpoint, str(path)), str(path))
-        meter = evaluate(
-            model.to(context.device),
-            evaluation_set(config),
-            config.head.task,
-            config.head.num_classes,
-            config.task,
-            config.eval,
-            context,
-            config.run.precision,
-            config.eval.batch_size or config.data.batch_size,
-            config.data.num_workers,
-        )
+        meter = evaluate_split(model.to(context.device), evaluation_set(config), config, context)
     finally:
         close_distributed(context)
     return config, scores_of(meter, config)
