@@ -5,8 +5,7 @@ resting on the floor, each a sphere, box, cylinder, cone or torus with its own p
 and texture. A pinhole camera looks at it from a random height and tilt; one directional light shades
 it (Lambertian, with an ambient term) and the objects cast shadows on the floor, the wall and each
 other. Every pixel's ray is intersected analytically with each primitive (quadrics for the sphere,
-cylinder and cone, slabs for the box), except the torus, which is sphere-traced along its distance
-function.
+cylinder and cone, slabs for the box, a quartic solved in closed form for the torus).
 
 A scene depends only on (seed, index); the image size only changes the sampling: pixels are the
 centres of a fixed field of view, so (seed, index) at 64x64 and at 224x224 is the same scene.
@@ -40,11 +39,8 @@ SKY_HORIZON = np.array([0.60, 0.72, 0.85], np.float32)  # linear rgb of the sky 
 SKY_ZENITH = np.array([0.18, 0.32, 0.62], np.float32)  # ... and straight up
 
 # Shadow rays start this far off the surface along its normal: well above float32 position error
-# (~1e-6 m at 10 m) and above the torus tolerance, so surfaces never shadow themselves by rounding.
+# (~1e-6 m at 10 m), so surfaces never shadow themselves by rounding.
 SURFACE_OFFSET = 2e-3
-TORUS_STEPS = 64  # sphere-tracing steps; rays still unresolved after them graze the torus: misses
-TORUS_TOLERANCE = 5e-4  # metres: a sphere-traced ray closer than this to the torus has hit it
-TORUS_BATCH = 8  # sphere-tracing steps between two checks of which rays have arrived or left
 
 # Layout ranges (metres, radians).
 CAMERA_HEIGHT = (1.0, 2.0)
@@ -406,55 +402,74 @@ def intersect_cone(origins: np.ndarray, directions: np.ndarray, size: tuple[floa
     return nearest(*sides, disc_hit(origins, directions, -height / 2, radius))
 
 
-def torus_distance(points: np.ndarray, size: tuple[float, ...]) -> np.ndarray:
-    """Signed distance [P] from points [3, P] to the torus about the local y axis."""
-    major, minor = size
-    from_ring = np.hypot(points[0], points[2]) - major
-    return np.hypot(from_ring, points[1]) - minor
+def largest_cubic_root(b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """The largest real root [P] of y^3 + b y^2 + c y + d = 0 (coefficients [P])."""
+    # Depressed by y = z - b / 3 to z^3 + p z + q = 0: Cardano's formula where it has one real root,
+    # the trigonometric one (z = 2 rho cos(phi), cos(3 phi) = -q / (2 rho^3)) where it has three.
+    p = c - b * b / 3
+    q = (2 * b * b - 9 * c) * b / 27 + d
+    discriminant = (q / 2) ** 2 + (p / 3) ** 3
+    # Rounding blurs the discriminant's sign at ~1e-16 of its terms, and a double root taken for a
+    # complex pair would lose the largest root (the torus quartic of a ray along its axis has one):
+    # near zero, count three real roots.
+    one_real = discriminant > 1e-12 * ((q / 2) ** 2 + np.abs(p / 3) ** 3)
+    rho = np.sqrt(np.maximum(-p / 3, 0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # Cardano's two cube roots multiply to -p / 3: take the larger one, the other from the product,
+        # which does not cancel.
+        larger = -np.cbrt(q / 2 + np.copysign(np.sqrt(np.maximum(discriminant, 0)), q))
+        cardano = larger - p / (3 * larger)
+        cos_3phi = np.where(rho > 0, -q / (2 * rho**3), 1.0)  # rho = 0 with three real roots: z = 0
+        trigonometric = 2 * rho * np.cos(np.arccos(np.clip(cos_3phi, -1, 1)) / 3)
+    return np.where(one_real, cardano, trigonometric) - b / 3
+
+
+def depressed_quartic_roots(p: np.ndarray, q: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """The real roots [4, P] of u^4 + p u^2 + q u + r = 0 (coefficients [P]); nan for complex ones.
+
+    Ferrari's method: with y the largest root of the resolvent cubic, w = sqrt(2 y - p) and
+    h = q / (2 w) (so that h^2 = y^2 - r), the quartic is (u^2 + y)^2 - (w u - h)^2, the product of
+    u^2 - w u + (y + h) and u^2 + w u + (y - h).
+    """
+    y = largest_cubic_root(-p / 2, -r, p * r / 2 - q * q / 8)  # 2 y - p >= 0 at the largest root
+    w_squared, h_squared = np.maximum(2 * y - p, 0), np.maximum(y * y - r, 0)
+    w = np.sqrt(w_squared)
+    # h two ways: an error e in y moves q / (2 w) by about e / w^2 of itself and sqrt(y^2 - r) by
+    # about |y| e / h^2 of itself; take the smaller.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = np.where(h_squared < np.abs(y) * w_squared, q / (2 * w), np.copysign(np.sqrt(h_squared), q))
+    roots = []
+    for slope, constant in ((-w, y + h), (w, y - h)):
+        smaller, larger, real = quadratic_roots(np.ones_like(w), slope / 2, constant)
+        roots += [np.where(real, smaller, np.nan), np.where(real, larger, np.nan)]
+    return np.stack(roots)
 
 
 def intersect_torus(origins: np.ndarray, directions: np.ndarray, size: tuple[float, ...]) -> np.ndarray:
-    # Sphere tracing: stepping by the distance to the surface never steps through it. A ray is only
-    # traced where it is inside both the bounding sphere and the slab |y| <= minor around the ring.
+    # A point p is on the torus where (|p|^2 + major^2 - minor^2)^2 = 4 major^2 (p_x^2 + p_z^2): along
+    # a ray, a quartic, solved in closed form in float64. Measured from the ray's point nearest the
+    # centre it has no cubic term, and its coefficients are of the size of the torus, not of the room.
     major, minor = size
+    directions = directions.astype(np.float64)
+    origins = np.broadcast_to(origins, directions.shape).astype(np.float64)
     speed = np.sqrt(np.einsum("ip,ip->p", directions, directions))
     units = directions / speed
-    origins = np.broadcast_to(origins, directions.shape)
-    enter, leave, real = quadratic_roots(
-        np.ones_like(speed),
-        np.einsum("ip,ip->p", origins, units),
-        np.einsum("ip,ip->p", origins, origins) - (major + minor) ** 2,
-    )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        low, high = (-minor - origins[1]) / units[1], (minor - origins[1]) / units[1]
-    enter = np.maximum(enter, np.nan_to_num(np.minimum(low, high), nan=-np.inf))
-    leave = np.minimum(leave, np.nan_to_num(np.maximum(low, high), nan=np.inf))
-    traced = np.flatnonzero(real & (leave > np.maximum(enter, 0)))
+    closest = -np.einsum("ip,ip->p", origins, units)  # metres along the ray to its point nearest the centre
+    nearest_point = origins + closest * units  # [3, P]
+    squared_miss = np.einsum("ip,ip->p", nearest_point, nearest_point)
     t = np.full(speed.shape, np.inf, np.float32)
-    # The rays still travelling: index, position, direction, distance so far and where they leave.
-    # Arrivals and exits are collected (and the arrays compacted) every TORUS_BATCH steps, as each
-    # collection costs more than a step: a ray that has arrived only moves on by less than the tolerance.
-    ray, unit = traced, units[:, traced]
-    travelled, exit_at = np.maximum(enter[traced], 0), leave[traced]
-    point = origins[:, traced] + travelled * unit
-    for _ in range(TORUS_STEPS // TORUS_BATCH):
-        for _ in range(TORUS_BATCH):
-            distance = torus_distance(point, size)
-            point += distance * unit
-            travelled += distance
-        arrived = distance < TORUS_TOLERANCE
-        t[ray[arrived]] = travelled[arrived] / speed[ray[arrived]]
-        going = np.flatnonzero(~arrived & (travelled < exit_at))
-        if going.size == 0:
-            break
-        ray, unit, travelled, exit_at, point = (
-            ray[going],
-            unit[:, going],
-            travelled[going],
-            exit_at[going],
-            point[:, going],
-        )
-    return valid(t, np.isfinite(t))
+    passing = np.flatnonzero(squared_miss < (major + minor) ** 2)  # through the bounding sphere
+    (mx, _, mz), (ux, _, uz) = nearest_point[:, passing], units[:, passing]
+    k = squared_miss[passing] + major * major - minor * minor
+    four_major_squared = 4 * major * major
+    roots = depressed_quartic_roots(  # [4, P'] metres from the nearest point
+        2 * k - four_major_squared * (ux * ux + uz * uz),
+        -2 * four_major_squared * (mx * ux + mz * uz),
+        k * k - four_major_squared * (mx * mx + mz * mz),
+    )
+    hits = (closest[passing] + roots) / speed[passing]
+    t[passing] = nearest(*valid(hits, np.isfinite(hits)))
+    return t
 
 
 INTERSECT = {
