@@ -1,0 +1,297 @@
+"""`guidedmae bench`: what each masking strategy costs, as full training steps timed side by side.
+
+    guidedmae bench --preset base --batch-size 8 --precision fp32 --rounds 3 [--device cuda]
+    guidedmae bench --config configs/pretrain/demo.yaml        # the model of a pretraining config
+
+One model, one batch of synthetic scenes, one AdamW optimizer; every strategy runs the whole step
+(tokenize, masks, encoder on the visible tokens, decoders, losses, backward, optimizer step). After a
+warm-up the strategies alternate round-robin, so that drifts of the machine (clock, caches, other load)
+hit all of them alike. The table gives the median step time, its ratio to random masking, and the peak
+memory of a step: the most memory its tensors held at once, weights, gradients and optimizer state
+included, from CUDA's allocator statistics on a GPU and from the profiler's allocation events on a CPU.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import TextIO
+
+import torch
+from torch import nn
+
+from guidedmae.config import PretrainConfig, load_config
+from guidedmae.data.datasets import SyntheticScenes
+from guidedmae.data.synthetic import NUM_SEMSEG_CLASSES
+from guidedmae.data.transforms import AugmentConfig
+from guidedmae.engine.loop import autocast
+from guidedmae.engine.optim import OptimConfig, build_optimizer, set_lr
+from guidedmae.engine.step import MaskedAutoencoderStep
+from guidedmae.losses import LossConfig
+from guidedmae.masking.strategy import MaskingConfig
+from guidedmae.models.multimae import PRESETS, MultiMAE, MultiMAEConfig, preset_config
+
+MODALITIES = ("rgb", "depth", "semseg")
+
+
+def strategy_variants(base: MaskingConfig, num_heads: int) -> dict[str, MaskingConfig]:
+    """Random masking and every attention-guided variant of the method, by table name, each with the
+    budget (visible tokens, Dirichlet alphas) of `base`."""
+    attention = replace(
+        base, strategy="attention", score="global", select="high", noise=0.0, heads=0, hint=0.0
+    )
+    half = max(1, num_heads // 2)
+    return {
+        "random": replace(base, strategy="random"),
+        "attention-high": attention,
+        "attention-low": replace(attention, select="low"),
+        "noise-0.5": replace(attention, noise=0.5),
+        f"heads-{half}": replace(attention, heads=half),
+        "hint-0.1": replace(attention, hint=0.1),
+        "received": replace(attention, score="received"),
+    }
+
+
+@dataclass
+class Measurement:
+    seconds: list[float]
+    peak_bytes: list[int | None]  # None where this torch build cannot measure it
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def synthetic_batch(batch_size: int, image_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The first `batch_size` synthetic scenes, augmented as for pretraining: {modality: [B, ...]}."""
+    scenes = SyntheticScenes(batch_size, image_size, seed, MODALITIES, AugmentConfig(image_size))
+    samples = [scenes[index] for index in range(batch_size)]
+    return {name: torch.stack([sample[name] for sample in samples]) for name in MODALITIES}
+
+
+def cuda_peak_bytes(run: Callable[[], None], device: torch.device) -> int:
+    """The most CUDA memory allocated at once while `run` runs (everything held included)."""
+    torch.cuda.reset_peak_memory_stats(device)
+    run()
+    return torch.cuda.max_memory_allocated(device)
+
+
+def held_bytes(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> int:
+    """Memory of what a training step starts from: weights, gradients, optimizer state and the batch."""
+    tensors = [*model.parameters(), *batch.values()]
+    tensors += [p.grad for p in model.parameters() if p.grad is not None]
+    tensors += [
+        t for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor)
+    ]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def cpu_peak_bytes(run: Callable[[], None], held: int) -> int | None:
+    """The most CPU memory allocated at once while `run` runs: `held` bytes at its start plus the peak of
+    the profiler's allocation events (None where this torch build does not expose them)."""
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+    ) as profiler:
+        run()
+    try:
+        events = profiler.profiler.kineto_results.events()
+        changes = sorted((event.start_ns(), event.nbytes()) for event in events if event.name() == "[memory]")
+    except AttributeError:
+        return None
+    live = peak = held
+    for _, nbytes in changes:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+def train_step(
+    step: MaskedAutoencoderStep,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
+    generator: torch.Generator,
+    precision: str,
+) -> None:
+    """One optimizer step of masked reconstruction, as the pretraining loop runs it."""
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(batch["rgb"].device, precision):
+        output = step(batch, generator)
+    output.losses["total"].backward()
+    optimizer.step()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_strategies(
+    model: MultiMAE,
+    batch: dict[str, torch.Tensor],
+    strategies: dict[str, MaskingConfig],
+    rounds: int,
+    warmup: int,
+    precision: str,
+    seed: int = 0,
+    progress: TextIO | None = None,
+) -> dict[str, Measurement]:
+    """Step times and peak memory of every strategy over `rounds` rounds, strategies alternating.
+
+    On CUDA the peak memory is read in every timed step; on a CPU it is read from the profiler in the
+    last warm-up round (profiling slows a step down), so it needs warmup >= 1. Each round's times go to
+    `progress` (e.g. sys.stderr) as they come, if given.
+    """
+    device = batch["rgb"].device
+    optimizer = build_optimizer(model, OptimConfig())
+    # A step at lr 0 on zero gradients allocates the optimizer state without changing the weights, so
+    # that no strategy's first step pays for it.
+    for parameter in model.parameters():
+        parameter.grad = torch.zeros_like(parameter)
+    optimizer.step()
+    set_lr(optimizer, 1e-4)
+    steps = {
+        name: MaskedAutoencoderStep(model, masking, LossConfig()) for name, masking in strategies.items()
+    }
+    generator = torch.Generator().manual_seed(seed)
+    results = {name: Measurement([], []) for name in strategies}
+    for round_index in range(warmup + rounds):
+        times = []
+        for name, step in steps.items():
+            run = partial(train_step, step, optimizer, batch, generator, precision)
+            if round_index < warmup:
+                if round_index == warmup - 1 and device.type == "cpu":
+                    # The profiler misses frees of blocks allocated before it started: drop the gradients first.
+                    optimizer.zero_grad(set_to_none=True)
+                    results[name].peak_bytes.append(cpu_peak_bytes(run, held_bytes(model, optimizer, batch)))
+                else:
+                    run()
+                continue
+            synchronize(device)
+            start = time.perf_counter()
+            if device.type == "cuda":
+                results[name].peak_bytes.append(cuda_peak_bytes(run, device))
+            else:
+                run()
+            synchronize(device)
+            results[name].seconds.append(time.perf_counter() - start)
+            times.append(f"{name} {results[name].seconds[-1]:.2f}s")
+        if progress is not None:
+            print(
+                f"  round {round_index + 1}/{warmup + rounds}: {', '.join(times) or 'warm-up'}",
+                file=progress,
+                flush=True,
+            )
+    return results
+
+
+def format_table(results: dict[str, Measurement], baseline: str = "random") -> str:
+    """Markdown table: strategy | median step (s) | ratio to random | peak memory (MiB)."""
+    reference = results[baseline].median if baseline in results else None
+    lines = ["| strategy | median step (s) | × random | peak memory (MiB) |", "|---|---|---|---|"]
+    for name, measurement in results.items():
+        ratio = "-" if reference is None else f"{measurement.median / reference:.2f}"
+        peaks = [peak for peak in measurement.peak_bytes if peak is not None]
+        memory = f"{max(peaks) / 2**20:.0f}" if peaks else "n/a"
+        lines.append(f"| {name} | {measurement.median:.3f} | {ratio} | {memory} |")
+    return "\n".join(lines)
+
+
+def resolve_bench_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but CUDA is not available here")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def bench_model_and_masking(args: argparse.Namespace) -> tuple[MultiMAEConfig, MaskingConfig, str]:
+    """The architecture and base masking settings to time, and a name for them."""
+    if args.config:
+        config = load_config(PretrainConfig, args.config)
+        return config.model.architecture(), config.masking, str(args.config)
+    architecture = preset_config(
+        args.preset,
+        image_size=args.image_size,
+        patch_size=args.patch_size,
+        semseg_classes=max(args.semseg_classes, NUM_SEMSEG_CLASSES),
+    )
+    num_tokens = len(architecture.inputs) * (args.image_size // args.patch_size) ** 2
+    # MultiMAE-B's encoder sees 98 of 588 tokens: 1/6 of them.
+    return architecture, MaskingConfig(num_visible=args.num_visible or num_tokens // 6), args.preset
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        device = resolve_bench_device(args.device)
+        architecture, masking, name = bench_model_and_masking(args)
+        variants = strategy_variants(masking, architecture.num_heads)
+        chosen = args.strategies or list(variants)
+        unknown = [strategy for strategy in chosen if strategy not in variants]
+        if unknown:
+            raise ValueError(f"unknown strategies {unknown}; expected some of {list(variants)}")
+        if args.rounds < 1 or args.warmup < 0 or args.batch_size < 1:
+            raise ValueError("--rounds and --batch-size must be >= 1 and --warmup >= 0")
+    except (ValueError, FileNotFoundError) as error:
+        print(f"guidedmae bench: error: {error}", file=sys.stderr)
+        return 1
+    strategies = {strategy: variants[strategy] for strategy in chosen}
+    torch.manual_seed(args.seed)
+    model = MultiMAE(architecture).to(device).train()
+    batch = synthetic_batch(args.batch_size, architecture.image_size, args.seed)
+    batch = {key: value.to(device) for key, value in batch.items()}
+    num_tokens = len(architecture.inputs) * (architecture.image_size // architecture.patch_size) ** 2
+    threads = "" if device.type == "cuda" else f", {torch.get_num_threads()} threads"
+    print(
+        f"{name}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
+        f"{architecture.image_size}px, {num_tokens} tokens ({masking.num_visible} visible), "
+        f"batch {args.batch_size}, {args.precision}, {device}{threads}; "
+        f"{args.warmup} warm-up + {args.rounds} timed rounds, strategies alternating\n",
+        flush=True,
+    )
+    results = time_strategies(
+        model, batch, strategies, args.rounds, args.warmup, args.precision, args.seed, sys.stderr
+    )
+    print(format_table(results))
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="time the model and budget of this pretraining config instead")
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default="base", help="encoder size (default base: MultiMAE-B)"
+    )
+    parser.add_argument("--image-size", type=int, default=224, help="image side in pixels (default 224)")
+    parser.add_argument("--patch-size", type=int, default=16, help="patch side in pixels (default 16)")
+    parser.add_argument(
+        "--semseg-classes",
+        type=int,
+        default=133,
+        help="semseg classes of the model (default 133, MultiMAE's)",
+    )
+    parser.add_argument(
+        "--num-visible", type=int, default=0, help="visible tokens (default: 1/6 of all, 98 of 588)"
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="samples per step (default 8)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds of every strategy (default 3)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="untimed rounds first (default 1; CPU memory is read in the last)",
+    )
+    parser.add_argument("--strategies", nargs="+", help="a subset of the table's rows (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="model init, scenes and masks (default 0)")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `bench` under the main command's sub-commands."""
+    parser = subparsers.add_parser(
+        "bench", help="time a full training step of each masking strategy, side by side"
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)

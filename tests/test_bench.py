@@ -1,0 +1,109 @@
+"""`guidedmae bench` / benchmarks/masking_step.py: every strategy timed on one model, printed as a table.
+
+Nothing here asserts a speed (speed targets live in the benchmark's own output); these tests check that
+the benchmark runs what it claims and reports it in the promised form.
+"""
+
+import runpy
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from guidedmae.bench import strategy_variants
+from guidedmae.cli import main
+from guidedmae.masking import MaskingConfig
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "masking_step.py"
+TINY_CONFIG = """
+model: {image_size: 32, patch_size: 8, dim: 32, depth: 2, num_heads: 4, decoder_dim: 16, decoder_depth: 1,
+        decoder_heads: 2, semseg_classes: 8, semseg_class_dim: 8}
+masking: {num_visible: 8}
+data: {augment: {size: 32}}
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path) -> list[str]:
+    """Bench flags for a MultiMAE small enough to time in a test, given as a pretraining config."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_CONFIG)
+    return ["--config", str(config), "--batch-size", "2", "--rounds", "1"]
+
+
+def table_rows(output: str) -> dict[str, list[str]]:
+    rows = [line.strip("|").split("|") for line in output.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [cell.strip() for cell in cells[1:]] for cells in rows[1:]}
+
+
+def test_variants_change_only_the_strategy_keys_and_keep_the_budget():
+    base = MaskingConfig(num_visible=40, alphas=[2.0, 1.0, 1.0], sample_tasks_uniformly=True, noise=0.3)
+    variants = strategy_variants(base, num_heads=12)
+    assert list(variants) == [
+        "random",
+        "attention-high",
+        "attention-low",
+        "noise-0.5",
+        "heads-6",
+        "hint-0.1",
+        "received",
+    ]
+    budget = ("num_visible", "alphas", "sample_tasks_uniformly")
+    for name, variant in variants.items():
+        assert all(getattr(variant, key) == getattr(base, key) for key in budget), name
+    differences = {
+        name: {
+            f.name
+            for f in fields(MaskingConfig)
+            if getattr(variant, f.name) != getattr(variants["attention-high"], f.name)
+        }
+        for name, variant in variants.items()
+    }
+    assert differences == {
+        "random": {"strategy", "noise"},  # random keeps the base's (unused) noise setting
+        "attention-high": set(),
+        "attention-low": {"select"},
+        "noise-0.5": {"noise"},
+        "heads-6": {"heads"},
+        "hint-0.1": {"hint"},
+        "received": {"score"},
+    }
+
+
+def test_bench_prints_a_row_per_strategy_with_its_ratio_to_random(capsys, tiny):
+    assert main(["bench", *tiny, "--strategies", "random", "attention-high", "received"]) == 0
+    captured = capsys.readouterr()
+    assert "tiny.yaml: " in captured.out and "48 tokens (8 visible), batch 2, fp32, cpu" in captured.out
+    rows = table_rows(captured.out)
+    assert list(rows) == ["random", "attention-high", "received"]
+    assert rows["random"][1] == "1.00"
+    for seconds, ratio, memory in rows.values():
+        assert float(seconds) > 0 and float(ratio) > 0
+        assert float(memory) > 0
+    assert "round 2/2: random" in captured.err  # progress as the rounds run
+
+
+def test_the_script_runs_the_same_benchmark(capsys, monkeypatch, tiny):
+    monkeypatch.setattr(
+        sys, "argv", [str(SCRIPT), *tiny, "--warmup", "0", "--strategies", "random", "hint-0.1"]
+    )
+    with pytest.raises(SystemExit) as exit_code:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert exit_code.value.code == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert list(rows) == ["random", "hint-0.1"]
+    assert rows["random"][2] == "n/a"  # without a warm-up round there is no CPU memory reading
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--strategies", "random", "loss"], "unknown strategies ['loss']"),
+        (["--rounds", "0"], "--rounds and --batch-size must be >= 1"),
+        (["--config", "missing.yaml"], "config file not found"),
+    ],
+)
+def test_bad_settings_are_named(capsys, tiny, flags, message):
+    assert main(["bench", *tiny, *flags]) == 1
+    assert message in capsys.readouterr().err
