@@ -213,3 +213,17 @@ def test_python_dash_m_guidedmae_is_the_command():
         [sys.executable, "-m", "guidedmae", "pretrain", "--help"], capture_output=True, text=True, cwd=ROOT
     )
     assert result.returncode == 0 and "resume=auto" in result.stdout
+
+
+@pytest.mark.slow  # inductor compiles C++ kernels: minutes on 2 cores
+def test_compiled_step_trains_like_the_eager_one(tmp_path):
+    config = tiny_config(tmp_path)
+    settings = ["schedule.total_epochs=1", "log.every=1", "log.picture_every=0"]
+    assert main(["pretrain", str(config), f"out_dir={tmp_path / 'eager'}", *settings]) == 0
+    assert (
+        main(["pretrain", str(config), f"out_dir={tmp_path / 'compiled'}", "run.compile=true", *settings])
+        == 0
+    )
+    eager, compiled = losses_by_step(tmp_path / "eager"), losses_by_step(tmp_path / "compiled")
+    assert eager.keys() == compiled.keys() == set(range(1, 9))
+    assert all(compiled[step] == pytest.approx(eager[step], rel=1e-3) for step in eager)

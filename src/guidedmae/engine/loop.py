@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 
 from guidedmae.config import config_differences, config_to_dict
@@ -80,7 +79,7 @@ class TrainingJob:
 
     context: DistributedContext
     model: nn.Module  # the bare model: what checkpoints hold
-    step: nn.Module  # (batch, generator) -> output with .losses; DDP-wrapped when distributed
+    step: nn.Module  # (batch, generator) -> output with .losses; DDP-wrapped / compiled by the job
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
     schedule: LRSchedule
@@ -245,7 +244,6 @@ def train(job: TrainingJob, state: LoopState, logger: RunLogger) -> LoopState:
     accum_steps = config.optim.accum_steps
     batches_per_epoch = schedule.steps_per_epoch * accum_steps
     end_epoch = schedule.config.total_epochs
-    distributed = isinstance(job.step, DistributedDataParallel)
     first_step = state.step
     window = MetricsWindow()
 
@@ -273,7 +271,7 @@ def train(job: TrainingJob, state: LoopState, logger: RunLogger) -> LoopState:
                 set_lr(job.optimizer, lr)
             last_micro_step = micro_step == accum_steps - 1
             # DDP averages gradients over processes in the backward of the last micro-step only.
-            sync = nullcontext() if last_micro_step or not distributed else job.step.no_sync()
+            sync = nullcontext() if last_micro_step or not context.is_distributed else job.step.no_sync()
             with sync:
                 with autocast(context.device, config.run.precision):
                     output = job.step(_batch_to(batch, context.device), job.generator)

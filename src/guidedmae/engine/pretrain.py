@@ -145,6 +145,42 @@ def verify_identical_weights(context: DistributedContext, model: torch.nn.Module
     return identical
 
 
+def log_resumed(
+    logger: RunLogger, config: PretrainConfig, path: Path, state: LoopState, changed: list[str]
+) -> None:
+    notes = [f"config changed: {', '.join(changed)}"] if changed else []
+    if config.model.init:
+        notes.append(f"model.init={config.model.init} is not used when resuming")
+    logger.event(
+        "resumed",
+        "; ".join(
+            [f"resumed from {path} at step {state.step} (epoch {state.epoch}, batch {state.batch})", *notes]
+        ),
+        step=state.step,
+        path=str(path),
+        changed=changed,
+    )
+
+
+def log_start(logger: RunLogger, job: TrainingJob) -> None:
+    """What the run is: size, processes, precision, batch, lr and its part of the schedule."""
+    schedule, run = job.schedule, job.config.schedule
+    parameters = sum(p.numel() for p in job.model.parameters())
+    logger.event(
+        "start",
+        f"pretraining {parameters / 1e6:.2f}M parameters on {job.context.world_size} x {job.context.device} "
+        f"({job.config.run.precision}); total batch {job.total_batch}, peak lr {schedule.base_lr:.3g}; "
+        f"epochs {run.start_epoch}..{run.total_epochs} of a {run.total_epochs}-epoch schedule = "
+        f"{schedule.run_steps} steps ({schedule.steps_per_epoch} per epoch), "
+        f"lr {schedule.run_lr(0):.3g} -> {schedule.run_lr(schedule.run_steps - 1):.3g}",
+        world_size=job.context.world_size,
+        total_batch=job.total_batch,
+        peak_lr=schedule.base_lr,
+        steps=schedule.run_steps,
+        steps_per_epoch=schedule.steps_per_epoch,
+    )
+
+
 def pretrain(config: PretrainConfig) -> PretrainResult:
     """Run (or resume) a pretraining; returns where its outputs are."""
     context = init_distributed(config.run.device)
@@ -188,8 +224,8 @@ def run_pretraining(config: PretrainConfig, context: DistributedContext) -> Pret
 
     if context.is_distributed:
         job.step = DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.run.compile:
-        job.step.compile()
+    if config.run.compile:  # the pictures keep using the eager `step`: no recompiling for eval mode
+        job.step = torch.compile(job.step)
 
     logger = RunLogger(out_dir, schedule.run_steps, state.step, enabled=context.is_main)
     try:
@@ -199,32 +235,8 @@ def run_pretraining(config: PretrainConfig, context: DistributedContext) -> Pret
             if init_report is not None:
                 logger.event("init", init_report.describe(), **asdict(init_report))
             if resume_path is not None:
-                logger.event(
-                    "resumed",
-                    f"resumed from {resume_path} at step {state.step} (epoch {state.epoch}, batch {state.batch})"
-                    + (f"; config changed: {', '.join(changed)}" if changed else "")
-                    + (
-                        f"; model.init={config.model.init} is not used when resuming"
-                        if config.model.init
-                        else ""
-                    ),
-                    step=state.step,
-                    path=str(resume_path),
-                    changed=changed,
-                )
-            logger.event(
-                "start",
-                f"pretraining {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters on "
-                f"{context.world_size} x {device} ({config.run.precision}); total batch {total_batch}, "
-                f"peak lr {schedule.base_lr:.3g}; epochs {config.schedule.start_epoch}..{config.schedule.total_epochs} "
-                f"of a {config.schedule.total_epochs}-epoch schedule = {schedule.run_steps} steps "
-                f"({per_epoch} per epoch), lr {schedule.run_lr(0):.3g} -> {schedule.run_lr(schedule.run_steps - 1):.3g}",
-                world_size=context.world_size,
-                total_batch=total_batch,
-                peak_lr=schedule.base_lr,
-                steps=schedule.run_steps,
-                steps_per_epoch=per_epoch,
-            )
+                log_resumed(logger, config, resume_path, state, changed)
+            log_start(logger, job)
             pictures = picture_batch(dataset, config.log.picture_samples)
             every = config.log.picture_every
 
