@@ -4,10 +4,11 @@ import argparse
 
 from guidedmae import bench, report, visualize
 from guidedmae.data import cli as data_cli
+from guidedmae.engine import cli as engine_cli
 from guidedmae.engine import finetune_cli
 
 # Each sub-command module exposes add_parser(subparsers), which registers its parser and sets `func`.
-SUBCOMMANDS = (data_cli, finetune_cli, report, bench, visualize)
+SUBCOMMANDS = (engine_cli, finetune_cli, data_cli, report, bench, visualize)
 
 
 def main(argv: list[str] | None = None) -> int:
