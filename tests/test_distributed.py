@@ -1,5 +1,6 @@
-"""Distributed pretraining: torchrun --nproc_per_node 2 on CPU (gloo), and the context helpers."""
+"""Distributed pretraining and fine-tuning: torchrun --nproc_per_node 2 on CPU (gloo), and the context helpers."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -15,8 +16,10 @@ from guidedmae.engine.distributed import (
     threads_per_process,
     weights_digest,
 )
+from guidedmae.engine.finetune import evaluate_checkpoint
 from guidedmae.engine.logging import read_metrics
 from guidedmae.models import MultiMAE
+from tests.test_finetune import DENSE, SMALL_RUN
 from tests.test_pretrain import ROOT, tiny_config
 
 
@@ -26,21 +29,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def torchrun(*arguments: str) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node 2 -m guidedmae ARGUMENTS` on this machine's CPU."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "guidedmae", *arguments,
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 def test_torchrun_with_two_processes_trains_identical_weights(tmp_path):
     config = tiny_config(tmp_path)
     out = tmp_path / "ddp"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "guidedmae",
+    torchrun(
         "pretrain",
         str(config),
         f"out_dir={out}",
@@ -48,9 +51,7 @@ def test_torchrun_with_two_processes_trains_identical_weights(tmp_path):
         "log.every=1",
         "log.picture_every=0",
         "checkpoint.every=100",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    )
 
     records = read_metrics(out / "metrics.jsonl")
     # Rank 0 alone logs: one start event, one line per step.
@@ -72,6 +73,26 @@ def test_torchrun_with_two_processes_trains_identical_weights(tmp_path):
     # Each rank masks with its own generator stream.
     assert not torch.equal(checkpoint["rng"]["step"][0], checkpoint["rng"]["step"][1])
     assert len(list(out.glob("checkpoint-*.pt"))) == 2  # step 12 and last: rank 1 wrote nothing
+
+
+def test_torchrun_finetuning_trains_identical_weights_and_evaluates_every_sample_once(tmp_path):
+    out = tmp_path / "ddp-semseg"
+    config = tmp_path / "semseg.yaml"
+    config.write_text(f"out_dir: {out}\n")
+    torchrun(
+        "finetune", str(config), *SMALL_RUN, *DENSE, "head.task=semseg", "head.num_classes=8",
+        "data.augment.semseg_stride=1", "data.batch_size=4", "data.eval_num_samples=7", "eval.every=0",
+        "run.threads=0",
+    )  # fmt: skip
+
+    records = read_metrics(out / "metrics.jsonl")
+    [check] = [r for r in records if r.get("event") == "weights_check"]
+    assert check["identical"] is True and check["world_size"] == 2
+    # 7 held-out scenes on 2 ranks: 4 + 3, no padding, no duplicates. The meters summed over the ranks
+    # must give exactly what one process computes over the whole split.
+    distributed = json.loads((out / "results.json").read_text())["metrics"]
+    _, single = evaluate_checkpoint(out / "checkpoint-last.pt", ["run.threads=1"])
+    assert single["metrics"] == pytest.approx(distributed, abs=1e-6)
 
 
 def test_without_torchrun_the_context_is_one_process():
