@@ -5,8 +5,6 @@ Columns: input | attention (guided strategies) | masked input | prediction | pre
 Rows: one per output (rgb, depth, semseg, norm_rgb), samples stacked below each other.
 """
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from guidedmae.data.modalities import DERIVED_TARGETS, IMAGENET_MEAN, IMAGENET_STD, get_modality
+from guidedmae.files import atomic_write
 from guidedmae.masking.strategy import MaskChoice
 
 COLUMNS = ("input", "attention", "masked input", "prediction", "pred. + visible")
@@ -155,16 +154,4 @@ def reconstruction_figure(
 
 def save_png(image: Image.Image, path: str | Path) -> Path:
     """Write a PNG atomically (temp file in the same folder, fsync, rename): never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            image.save(file, format="PNG")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda file: image.save(file, format="PNG"))
