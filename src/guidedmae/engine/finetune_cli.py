@@ -1,12 +1,12 @@
 """`guidedmae finetune CONFIG [key=value ...]` and `guidedmae evaluate CHECKPOINT [key=value ...]`."""
 
 import argparse
-import json
 import os
 import sys
+from pathlib import Path
 
 from guidedmae.config import load_config
-from guidedmae.engine.finetune import FinetuneConfig, evaluate_checkpoint, finetune
+from guidedmae.engine.finetune import FinetuneConfig, evaluate_checkpoint, finetune, write_results
 from guidedmae.engine.loop import NonFiniteLossError
 from guidedmae.models.checkpoints import CheckpointError
 
@@ -55,8 +55,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"{args.checkpoint} on {where} ({config.data.eval_split}, eval.mode={config.eval.mode}):\n")
         print_scores(scores)
         if args.out:
-            with open(args.out, "w") as file:
-                json.dump({"task": config.head.task, "checkpoint": args.checkpoint, **scores}, file, indent=2)
+            write_results(Path(args.out), {"task": config.head.task, "checkpoint": args.checkpoint, **scores})
             print(f"\nwrote {args.out}")
     return 0
 
