@@ -74,7 +74,8 @@ def reveal_hints(
         visible = visible_counts[:, column].cpu()
         masked = num_tokens - visible
         pool = max(1, round(top_fraction * num_tokens))
-        num_hints = torch.minimum((fraction * masked).round().long(), visible).clamp(max=pool)
+        # float64: in float32, 0.49999999999999994 * 3 would round up to 2 instead of down to 1
+        num_hints = torch.minimum((fraction * masked.double()).round().long(), visible).clamp(max=pool)
         top = priority.argsort(dim=1, descending=True, stable=True)[:, :pool].cpu()  # [B, pool]
         eligible = torch.arange(pool) < masked[:, None]  # [B, pool]: would be masked without hints
         draw = torch.rand(batch, pool, generator=generator, device=generator_device(generator)).cpu()
