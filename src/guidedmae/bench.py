@@ -7,8 +7,9 @@ One model, one batch of synthetic scenes, one AdamW optimizer; every strategy ru
 (tokenize, masks, encoder on the visible tokens, decoders, losses, backward, optimizer step). After a
 warm-up the strategies alternate round-robin, so that drifts of the machine (clock, caches, other load)
 hit all of them alike. The table gives the median and the fastest step time, their ratios to random
-masking, and the peak memory of a step: the most memory its tensors held at once, weights, gradients and optimizer state
-included, from CUDA's allocator statistics on a GPU and from the profiler's allocation events on a CPU.
+masking, and the peak memory of a step: the most memory its tensors held at once, weights, gradients and
+optimizer state included, from CUDA's allocator statistics on a GPU and from the profiler's allocation
+events on a CPU.
 """
 
 import argparse
