@@ -10,6 +10,7 @@ that barely beats the random encoder means pretraining has not learned that targ
 """
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +20,8 @@ from guidedmae.data.synthetic import FIRST_SHAPE_CLASS, NUM_SEMSEG_CLASSES, SHAP
 from guidedmae.engine.finetune import FinetuneConfig, build_model, evaluation_set
 from guidedmae.models.finetune import load_encoder
 
-CONFIG = "configs/finetune/synthetic_semseg.yaml"  # the demo encoder, rgb input, full-resolution semseg
+# The demo encoder, rgb input, full-resolution semseg; found from the script, so it runs from any folder.
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "finetune" / "synthetic_semseg.yaml"
 
 
 def frozen_features(encoder, scene_seed: int, count: int, config_overrides: list[str]):
