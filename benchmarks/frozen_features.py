@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from guidedmae.config import load_config
+from guidedmae.config import FinetuneConfig, load_config
 from guidedmae.data.synthetic import FIRST_SHAPE_CLASS, NUM_SEMSEG_CLASSES, SHAPES
-from guidedmae.engine.finetune import FinetuneConfig, build_model, evaluation_set
-from guidedmae.models.finetune import load_encoder
+from guidedmae.engine.finetune import build_model, evaluation_set
+from guidedmae.models.pretrained import load_pretrained
 
 # The demo encoder, rgb input, full-resolution semseg; found from the script, so it runs from any folder.
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "finetune" / "synthetic_semseg.yaml"
@@ -79,7 +79,7 @@ def main() -> None:
         torch.manual_seed(0)
         encoder = build_model(load_config(FinetuneConfig, CONFIG, overrides)).encoder
         if name != "random":
-            load_encoder(encoder, name)
+            load_pretrained(encoder, name)
         encoder.eval()
         train = frozen_features(encoder, 0, args.train_scenes, overrides)
         test = frozen_features(encoder, 1, args.test_scenes, overrides)

@@ -24,7 +24,7 @@ from guidedmae.config import PretrainConfig, load_config
 from guidedmae.engine.optim import OptimConfig, build_optimizer, set_lr
 from guidedmae.engine.step import MaskedAutoencoderStep
 from guidedmae.losses import LossConfig
-from guidedmae.masking.strategy import MaskingConfig
+from guidedmae.masking import MaskingConfig, build_strategy
 from guidedmae.models.multimae import MultiMAE, preset_config
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "demo.yaml"
@@ -51,7 +51,7 @@ def samples_per_second(
     """{precision: [samples/s of each timed step]} with the precisions alternating step by step."""
     torch.manual_seed(0)
     model = MultiMAE(architecture).to(device)
-    step = MaskedAutoencoderStep(model, masking, LossConfig())
+    step = MaskedAutoencoderStep(model, build_strategy(masking, model.config), LossConfig())
     optimizer = build_optimizer(model, OptimConfig())
     set_lr(optimizer, 1e-5)
     batch = {k: v.to(device) for k, v in synthetic_batch(batch_size, architecture.image_size).items()}

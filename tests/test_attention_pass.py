@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from guidedmae.engine.step import MaskedAutoencoderStep
 from guidedmae.losses import LossConfig
-from guidedmae.masking import MaskingConfig
+from guidedmae.masking import MaskingConfig, build_strategy
 from guidedmae.models import MultiMAE
 from guidedmae.models.vit import merge_heads, split_heads
 from tests.conftest import random_inputs, tiny_config
@@ -167,7 +167,8 @@ def test_bf16_autocast_runs_the_pass_in_bf16_and_returns_float32_scores():
 def test_the_training_step_tokenizes_once_and_trains_the_input_adapters():
     config = tiny_config()
     model = MultiMAE(config).train()
-    step = MaskedAutoencoderStep(model, MaskingConfig(strategy="attention", num_visible=12), LossConfig())
+    masking = MaskingConfig(strategy="attention", num_visible=12)
+    step = MaskedAutoencoderStep(model, build_strategy(masking, config), LossConfig())
     adapter_calls = {name: 0 for name in config.inputs}
     for name, adapter in model.input_adapters.items():
         adapter.register_forward_hook(

@@ -6,14 +6,16 @@ the benchmark runs what it claims and reports it in the promised form.
 
 import runpy
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from guidedmae.bench import strategy_variants
 from guidedmae.cli import main
+from guidedmae.config import config_to_dict
 from guidedmae.masking import MaskingConfig
+from guidedmae.masking.strategies import AttentionOptions
+from tests.conftest import tiny_config
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "masking_step.py"
 TINY_CONFIG = """
@@ -38,8 +40,13 @@ def table_rows(output: str) -> dict[str, list[str]]:
 
 
 def test_variants_change_only_the_strategy_keys_and_keep_the_budget():
-    base = MaskingConfig(num_visible=40, alphas=[2.0, 1.0, 1.0], sample_tasks_uniformly=True, noise=0.3)
-    variants = strategy_variants(base, num_heads=12)
+    base = MaskingConfig(
+        num_visible=40,
+        alphas=[2.0, 1.0, 1.0],
+        sample_tasks_uniformly=True,
+        attention=AttentionOptions(noise=0.3),
+    )
+    variants = strategy_variants(base, tiny_config(num_heads=12))
     assert list(variants) == [
         "random",
         "attention-high",
@@ -52,22 +59,26 @@ def test_variants_change_only_the_strategy_keys_and_keep_the_budget():
     budget = ("num_visible", "alphas", "sample_tasks_uniformly")
     for name, variant in variants.items():
         assert all(getattr(variant, key) == getattr(base, key) for key in budget), name
+
+    def flat(config: MaskingConfig) -> dict:
+        sections = config_to_dict(config)
+        return {
+            f"{key}.{option}": value for key in ("attention",) for option, value in sections.pop(key).items()
+        } | sections
+
+    reference = flat(variants["attention-high"])
     differences = {
-        name: {
-            f.name
-            for f in fields(MaskingConfig)
-            if getattr(variant, f.name) != getattr(variants["attention-high"], f.name)
-        }
+        name: {key for key, value in flat(variant).items() if value != reference[key]}
         for name, variant in variants.items()
     }
     assert differences == {
-        "random": {"strategy", "noise"},  # random keeps the base's (unused) noise setting
+        "random": {"strategy", "attention.noise"},  # random keeps the base's (unused) attention options
         "attention-high": set(),
-        "attention-low": {"select"},
-        "noise-0.5": {"noise"},
-        "heads-6": {"heads"},
-        "hint-0.1": {"hint"},
-        "received": {"score"},
+        "attention-low": {"attention.select"},
+        "noise-0.5": {"attention.noise"},
+        "heads-6": {"attention.heads"},
+        "hint-0.1": {"attention.hint"},
+        "received": {"attention.score"},
     }
 
 

@@ -8,7 +8,6 @@ import torch
 from guidedmae.engine.checkpoint import (
     LAST,
     atomic_save,
-    initialize_from,
     latest_checkpoint,
     read_training_checkpoint,
     remove_stale_temps,
@@ -18,6 +17,7 @@ from guidedmae.engine.checkpoint import (
 )
 from guidedmae.models import MultiMAE
 from guidedmae.models.checkpoints import CheckpointError
+from guidedmae.models.pretrained import load_pretrained
 from tests.conftest import tiny_config
 
 
@@ -90,7 +90,7 @@ def test_init_from_an_own_checkpoint_loads_every_weight(tmp_path):
     atomic_save({"model": source.state_dict(), "step": 7, "config": {}}, path)
     torch.manual_seed(1)
     target = MultiMAE(tiny_config())
-    report = initialize_from(target, path)
+    report = load_pretrained(target, path)
     assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
     assert report.loaded_decoders == ["rgb", "depth", "semseg", "norm_rgb"] and not report.fresh_decoders
 
@@ -101,7 +101,7 @@ def test_init_from_an_encoder_only_file_starts_the_decoders_fresh_and_says_so(tm
     torch.save({"model": encoder_only.state_dict(), "epoch": 1599}, path)
     model = MultiMAE(tiny_config(outputs=("rgb", "depth")))
     fresh_rgb_decoder = model.output_adapters["rgb"].out_proj.weight.detach().clone()
-    report = initialize_from(model, path)
+    report = load_pretrained(model, path)
     assert torch.equal(model.encoder[0].attn.qkv.weight, encoder_only.encoder[0].attn.qkv.weight)
     assert torch.equal(model.output_adapters["rgb"].out_proj.weight, fresh_rgb_decoder)
     assert report.fresh_decoders == ["rgb", "depth"] and report.loaded_decoders == []
@@ -111,7 +111,7 @@ def test_init_from_an_encoder_only_file_starts_the_decoders_fresh_and_says_so(tm
 def test_init_drops_decoders_the_config_does_not_have(tmp_path):
     path = tmp_path / "full.pth"
     torch.save({"model": MultiMAE(tiny_config()).state_dict()}, path)
-    report = initialize_from(MultiMAE(tiny_config(outputs=("rgb",))), path)
+    report = load_pretrained(MultiMAE(tiny_config(outputs=("rgb",))), path)
     assert report.ignored_decoders == ["depth", "semseg", "norm_rgb"] and report.loaded_decoders == ["rgb"]
 
 
@@ -131,7 +131,7 @@ def test_init_from_an_official_checkpoint(fixtures_dir):
             semseg_class_dim=config["class_emb"],
         )
     )
-    report = initialize_from(model, fixtures_dir / "official-multimae-small" / "checkpoint.pth")
+    report = load_pretrained(model, fixtures_dir / "official-multimae-small" / "checkpoint.pth")
     official = torch.load(fixtures_dir / "official-multimae-small" / "checkpoint.pth", weights_only=False)[
         "model"
     ]
@@ -146,4 +146,4 @@ def test_init_with_a_different_encoder_lists_the_mismatches(tmp_path):
         CheckpointError,
         match=r"does not fit the model:\n  mis-shaped .*global_tokens: checkpoint \(1, 1, 48\)",
     ):
-        initialize_from(MultiMAE(tiny_config(outputs=("rgb",))), path)
+        load_pretrained(MultiMAE(tiny_config(outputs=("rgb",))), path)

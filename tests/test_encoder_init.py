@@ -9,7 +9,7 @@ from conftest import random_inputs, tiny_config
 
 from guidedmae.models import MultiMAE
 from guidedmae.models.checkpoints import CheckpointError
-from guidedmae.models.finetune import load_encoder
+from guidedmae.models.pretrained import load_pretrained
 
 
 def pretrained(tmp_path, style: str = "ours"):
@@ -31,9 +31,9 @@ def pretrained(tmp_path, style: str = "ours"):
 def test_encoder_keeps_the_pretrained_features_of_its_inputs(tmp_path, style):
     source, path = pretrained(tmp_path, style)
     encoder = MultiMAE(replace(source.config, inputs=("rgb", "depth"), outputs=())).eval()
-    described = load_encoder(encoder, path)
-    assert "input adapters not used: ['semseg']" in described
-    assert "decoders dropped: ['rgb', 'depth', 'semseg', 'norm_rgb']" in described
+    described = load_pretrained(encoder, path).describe()
+    assert "input adapters not in the model, dropped: semseg" in described
+    assert "decoders not in the model, dropped: rgb, depth, semseg, norm_rgb" in described
     inputs = random_inputs(source.config)
     del inputs["semseg"]
     with torch.no_grad():
@@ -43,7 +43,7 @@ def test_encoder_keeps_the_pretrained_features_of_its_inputs(tmp_path, style):
 def test_a_larger_fine_tuning_size_resizes_the_position_tables_as_the_forward_pass_would(tmp_path):
     source, path = pretrained(tmp_path)
     encoder = MultiMAE(replace(source.config, inputs=("rgb",), outputs=(), image_size=48)).eval()
-    load_encoder(encoder, path)
+    load_pretrained(encoder, path)
     assert encoder.input_adapters["rgb"].pos_emb.shape[-2:] == (6, 6)
     images = {"rgb": torch.randn(2, 3, 48, 48)}
     with torch.no_grad():
@@ -55,7 +55,7 @@ def test_another_architecture_in_our_checkpoint_is_named_field_by_field(tmp_path
     _, path = pretrained(tmp_path)
     encoder = MultiMAE(tiny_config(inputs=("rgb",), outputs=(), num_heads=2))
     with pytest.raises(CheckpointError, match=r"model.num_heads: checkpoint 4, config 2"):
-        load_encoder(encoder, path)
+        load_pretrained(encoder, path)
 
 
 def test_an_input_the_checkpoint_never_saw_is_an_error_naming_it(tmp_path):
@@ -64,4 +64,4 @@ def test_an_input_the_checkpoint_never_saw_is_an_error_naming_it(tmp_path):
     torch.save({"model": MultiMAE(config).state_dict()}, path)
     encoder = MultiMAE(replace(config, inputs=("rgb", "depth"), outputs=()))
     with pytest.raises(CheckpointError, match=r"no input adapter for \['depth'\]"):
-        load_encoder(encoder, path)
+        load_pretrained(encoder, path)

@@ -10,10 +10,9 @@ import torch
 from conftest import tiny_config
 
 from guidedmae.cli import main
-from guidedmae.config import ConfigError, load_config
+from guidedmae.config import ConfigError, FinetuneConfig, load_config
 from guidedmae.data.folder import write_synthetic
 from guidedmae.engine.finetune import (
-    FinetuneConfig,
     build_model,
     evaluate_checkpoint,
     finetune,
@@ -22,6 +21,7 @@ from guidedmae.engine.finetune import (
 from guidedmae.engine.optim import layer_decay_groups
 from guidedmae.models import MultiMAE
 from guidedmae.models.checkpoints import read_checkpoint
+from guidedmae.models.pretrained import load_pretrained
 
 ENCODER = [
     "model.image_size=32",
@@ -94,9 +94,7 @@ def test_full_finetuning_with_layer_decay_mixup_and_drop_path_updates_the_encode
     result = finetune(config)
     weights = read_checkpoint(result.checkpoint)["model"]
     initial = build_model(config)
-    from guidedmae.models.finetune import load_encoder
-
-    load_encoder(initial.encoder, path)
+    load_pretrained(initial.encoder, path)
     assert not torch.equal(
         weights["encoder.encoder.0.attn.qkv.weight"], initial.encoder.encoder[0].attn.qkv.weight
     )

@@ -16,12 +16,13 @@ from hypothesis import strategies as st
 from guidedmae.masking import (
     MaskingConfig,
     attention_priorities,
-    choose_masks,
+    build_strategy,
     from_priorities,
     reveal_hints,
     sample_visible_counts,
     validate_masking,
 )
+from guidedmae.masking.strategies import AttentionOptions
 from guidedmae.models import MultiMAE, Tokens
 from tests.conftest import tiny_config
 
@@ -82,8 +83,18 @@ def ranked(score: torch.Tensor, descending: bool) -> list[int]:
     return score.argsort(descending=descending).tolist()
 
 
+def attention(num_visible: int = 98, **options) -> MaskingConfig:
+    """Attention-guided masking with the given options (masking.attention.<key>)."""
+    return MaskingConfig(strategy="attention", num_visible=num_visible, attention=AttentionOptions(**options))
+
+
+def choose_masks(config: MaskingConfig, model: MultiMAE, tokens: Tokens, generator: torch.Generator):
+    """The masks the strategy of `config` chooses for one batch."""
+    return build_strategy(config, model.config)(model, tokens, generator)
+
+
 def draw_counts(config: MaskingConfig, batch: int, seed: int) -> torch.Tensor:
-    """The visible counts choose_masks draws first from a generator seeded `seed`."""
+    """The visible counts a strategy draws first from a generator seeded `seed`."""
     tokens_per_modality = [GRID[0] * GRID[1]] * len(MODALITIES)
     generator = torch.Generator().manual_seed(seed)
     return sample_visible_counts(batch, tokens_per_modality, config.num_visible, 1.0, generator=generator)
@@ -108,7 +119,7 @@ def test_the_model_reports_the_planted_attention(model):
 
 @pytest.mark.parametrize("select", ["high", "low"])
 def test_select_masks_exactly_the_most_or_least_attended_tokens_of_each_modality(model, select):
-    config = MaskingConfig(strategy="attention", num_visible=30, select=select)
+    config = attention(num_visible=30, select=select)
     tokens, per_head = planted_tokens(batch=6, seed=1)
     choice = choose_masks(config, model, tokens, torch.Generator().manual_seed(7))
     counts = draw_counts(config, 6, seed=7)
@@ -122,7 +133,7 @@ def test_select_masks_exactly_the_most_or_least_attended_tokens_of_each_modality
 
 def test_zero_noise_is_plain_top_k_for_every_generator(model):
     tokens, per_head = planted_tokens(batch=4, seed=2)
-    config = MaskingConfig(strategy="attention", num_visible=40, noise=0.0)
+    config = attention(num_visible=40, noise=0.0)
     for seed in (0, 1, 2):
         choice = choose_masks(config, model, tokens, torch.Generator().manual_seed(seed))
         counts = draw_counts(config, 4, seed)
@@ -166,10 +177,8 @@ def test_noise_is_scaled_per_sample_and_modality():
 
 def test_all_heads_as_a_subset_equal_the_mean(model):
     tokens, _ = planted_tokens(batch=5, seed=3)
-    mean = choose_masks(MaskingConfig(strategy="attention"), model, tokens, torch.Generator().manual_seed(4))
-    subset = choose_masks(
-        MaskingConfig(strategy="attention", heads=HEADS), model, tokens, torch.Generator().manual_seed(4)
-    )
+    mean = choose_masks(attention(), model, tokens, torch.Generator().manual_seed(4))
+    subset = choose_masks(attention(heads=HEADS), model, tokens, torch.Generator().manual_seed(4))
     for name in MODALITIES:
         torch.testing.assert_close(subset.scores[name], mean.scores[name], rtol=0, atol=1e-6)
         assert torch.equal(subset.selection.masks[name], mean.selection.masks[name])
@@ -177,9 +186,7 @@ def test_all_heads_as_a_subset_equal_the_mean(model):
 
 def test_head_subsets_average_exactly_k_heads_drawn_per_sample(model):
     tokens, per_head = planted_tokens(batch=8, seed=5)
-    choice = choose_masks(
-        MaskingConfig(strategy="attention", heads=2), model, tokens, torch.Generator().manual_seed(6)
-    )
+    choice = choose_masks(attention(heads=2), model, tokens, torch.Generator().manual_seed(6))
     rows = torch.cat([per_head[name] for name in MODALITIES], dim=-1)  # [B, H, N]
     scores = torch.cat([choice.scores[name] for name in MODALITIES], dim=-1)  # [B, N]
     chosen = []
@@ -195,7 +202,7 @@ def test_head_subsets_average_exactly_k_heads_drawn_per_sample(model):
 
 
 def test_hint_reveals_top_tokens_and_masks_the_next_ones_instead(model):
-    config = MaskingConfig(strategy="attention", num_visible=45, hint=0.2)
+    config = attention(num_visible=45, hint=0.2)
     tokens, per_head = planted_tokens(batch=6, seed=8)
     choice = choose_masks(config, model, tokens, torch.Generator().manual_seed(9))
     counts = draw_counts(config, 6, seed=9)
@@ -222,12 +229,12 @@ def test_hint_reveals_top_tokens_and_masks_the_next_ones_instead(model):
     st.sampled_from(
         [
             MaskingConfig(strategy="random"),
-            MaskingConfig(strategy="attention"),
-            MaskingConfig(strategy="attention", select="low"),
-            MaskingConfig(strategy="attention", noise=0.7),
-            MaskingConfig(strategy="attention", heads=3),
-            MaskingConfig(strategy="attention", hint=0.5),
-            MaskingConfig(strategy="attention", score="received", select="low", noise=0.3, heads=1, hint=0.1),
+            attention(),
+            attention(select="low"),
+            attention(noise=0.7),
+            attention(heads=3),
+            attention(hint=0.5),
+            attention(score="received", select="low", noise=0.3, heads=1, hint=0.1),
         ]
     ),
     st.integers(0, 3 * 36),
@@ -248,10 +255,10 @@ def test_every_strategy_keeps_the_dirichlet_budget_per_modality(model, config, n
     "config",
     [
         MaskingConfig(strategy="random"),
-        MaskingConfig(strategy="attention"),
-        MaskingConfig(strategy="attention", noise=0.5),
-        MaskingConfig(strategy="attention", heads=2),
-        MaskingConfig(strategy="attention", hint=0.3),
+        attention(),
+        attention(noise=0.5),
+        attention(heads=2),
+        attention(hint=0.3),
     ],
     ids=["random", "high", "noise", "heads", "hint"],
 )
@@ -307,14 +314,18 @@ def test_hints_are_drawn_uniformly_from_the_pool():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"select": "middle"}, r"masking.select='middle'; expected 'high' or 'low'"),
-        ({"noise": 1.5}, r"masking.noise=1.5; expected a value in \[0, 1\]"),
-        ({"hint": -0.1}, r"masking.hint=-0.1; expected a value in \[0, 1\]"),
-        ({"heads": 5}, r"masking.heads=5; expected 0 \(all\) .. 4 heads"),
-        ({"score": "cls"}, r"masking.score='cls'; expected 'global' or 'received'"),
-        ({"strategy": "loss"}, r"masking.strategy='loss'; expected one of"),
+        ({"select": "middle"}, r"masking.attention.select='middle'; expected 'high' or 'low'"),
+        ({"noise": 1.5}, r"masking.attention.noise=1.5; expected a value in \[0, 1\]"),
+        ({"hint": -0.1}, r"masking.attention.hint=-0.1; expected a value in \[0, 1\]"),
+        ({"heads": 5}, r"masking.attention.heads=5; expected 0 \(all\) .. 4 heads"),
+        ({"score": "cls"}, r"masking.attention.score='cls'; expected 'global' or 'received'"),
     ],
 )
 def test_bad_masking_configs_name_the_key_and_the_expected_values(change, message):
     with pytest.raises(ValueError, match=message):
-        validate_masking(MaskingConfig(**{"strategy": "attention", "num_visible": 10, **change}), 108, HEADS)
+        validate_masking(attention(10, **change), tiny_config(num_heads=HEADS))
+
+
+def test_an_unknown_strategy_is_named_with_the_registered_ones():
+    with pytest.raises(ValueError, match=r"masking.strategy='loss'; expected one of \('attention', 'random'"):
+        validate_masking(MaskingConfig(strategy="loss"), tiny_config())

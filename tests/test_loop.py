@@ -7,18 +7,19 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from guidedmae.config import PretrainConfig, load_config
+from guidedmae.config import PretrainConfig, config_to_dict, load_config
 from guidedmae.engine.distributed import DistributedContext
 from guidedmae.engine.logging import RunLogger, read_metrics
 from guidedmae.engine.loop import (
+    LoopSettings,
     LoopState,
     NonFiniteLossError,
     TrainingJob,
-    grad_scaler,
     steps_per_epoch,
     train,
 )
 from guidedmae.engine.optim import build_optimizer
+from guidedmae.engine.precision import grad_scaler
 from guidedmae.engine.schedule import LRSchedule
 
 
@@ -37,7 +38,7 @@ class Points(Dataset):
 
 
 class RegressionStep(nn.Module):
-    """A step module like MaskedAutoencoderStep: (batch, generator) -> output with .losses.
+    """A step module like MaskedAutoencoderStep: (batch, generator, progress) -> output with .losses.
     Calls listed in `nan_calls` (1-based) return a NaN loss."""
 
     def __init__(self, nan_calls=()):
@@ -45,7 +46,7 @@ class RegressionStep(nn.Module):
         self.model = nn.Linear(2, 1)
         self.nan_calls, self.calls = set(nan_calls), 0
 
-    def forward(self, batch, generator):
+    def forward(self, batch, generator, progress):
         self.calls += 1
         loss = (self.model(batch["x"]) - batch["y"]).square().mean()
         if self.calls in self.nan_calls:
@@ -83,7 +84,8 @@ def make_job(tmp_path, step: RegressionStep, *overrides: str, samples: int = 32)
         schedule=LRSchedule(config.schedule, config.optim.lr, per_epoch),
         dataset=dataset,
         generator=torch.Generator().manual_seed(0),
-        config=config,
+        settings=LoopSettings.of(config),
+        config=config_to_dict(config),
     )
 
 

@@ -9,7 +9,7 @@ from guidedmae.cli import main
 from guidedmae.config import DataConfig, ModelSettings, PretrainConfig, config_to_dict
 from guidedmae.data.transforms import AugmentConfig
 from guidedmae.masking import MaskingConfig
-from guidedmae.models import MultiMAE
+from guidedmae.models import MultiMAE, MultiMAEConfig
 from guidedmae.viz import GAP, HEADER, LABEL, PANEL
 
 TINY = dict(
@@ -54,7 +54,7 @@ def test_visualize_pictures_the_runs_own_attention_masking(tmp_path, capsys):
     assert f"wrote {picture} (attention-high, 2 samples)" in capsys.readouterr().out
     assert (attention_column(picture) < 250).mean() > 0.3  # heat maps drawn
 
-    assert main(["visualize", str(checkpoint), "--samples", "2", "--strategy", "random"]) == 0
+    assert main(["visualize", str(checkpoint), "--samples", "2", "masking.strategy=random"]) == 0
     random_picture = tmp_path / "run" / "visualize-random.png"
     assert (attention_column(random_picture) == 255).all()  # random masking has no scores to show
     assert Image.open(random_picture).size == Image.open(picture).size
@@ -63,14 +63,22 @@ def test_visualize_pictures_the_runs_own_attention_masking(tmp_path, capsys):
 def test_flags_change_the_masking_and_the_same_command_draws_the_same_picture(tmp_path, capsys):
     checkpoint = tmp_path / "checkpoint.pt"
     write_run_checkpoint(checkpoint, MaskingConfig(strategy="random", num_visible=8))
-    flags = ["--strategy", "attention", "--select", "low", "--noise", "0.5", "--samples", "3"]
+    flags = [
+        "masking.strategy=attention",
+        "masking.attention.select=low",
+        "masking.attention.noise=0.5",
+        "--samples",
+        "3",
+    ]
     first, second, high = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "high.png"
     assert main(["visualize", str(checkpoint), *flags, "--out", str(first)]) == 0
     assert "(attention-low-noise0.5, 3 samples)" in capsys.readouterr().out
     assert main(["visualize", str(checkpoint), *flags, "--out", str(second)]) == 0
     assert first.read_bytes() == second.read_bytes()
     assert (
-        main(["visualize", str(checkpoint), "--strategy", "attention", "--samples", "3", "--out", str(high)])
+        main(
+            ["visualize", str(checkpoint), "masking.strategy=attention", "--samples", "3", "--out", str(high)]
+        )
         == 0
     )
     assert not np.array_equal(np.asarray(Image.open(high)), np.asarray(Image.open(first)))
@@ -78,10 +86,9 @@ def test_flags_change_the_masking_and_the_same_command_draws_the_same_picture(tm
 
 def test_an_official_checkpoint_is_shown_on_synthetic_scenes(tmp_path, capsys):
     checkpoint = tmp_path / "official.pth"
-    config = PretrainConfig(model=ModelSettings(**TINY), data=DataConfig(augment=AugmentConfig(size=32)))
-    torch.save({"model": MultiMAE(config.model.architecture()).state_dict(), "epoch": 1599}, checkpoint)
+    torch.save({"model": MultiMAE(MultiMAEConfig(**TINY)).state_dict(), "epoch": 1599}, checkpoint)
     out = tmp_path / "official.png"
-    assert main(["visualize", str(checkpoint), "--strategy", "attention", "--out", str(out)]) == 0
+    assert main(["visualize", str(checkpoint), "masking.strategy=attention", "--out", str(out)]) == 0
     # 48 tokens: the official budget of 1/6 visible is 8 tokens.
     assert "(attention-high, 4 samples)" in capsys.readouterr().out
     assert (attention_column(out) < 250).mean() > 0.3
@@ -90,9 +97,9 @@ def test_an_official_checkpoint_is_shown_on_synthetic_scenes(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--heads", "9"], "masking.heads=9; expected 0 (all) .. 4 heads"),
-        (["--noise", "2"], "masking.noise=2.0; expected a value in [0, 1]"),
-        (["--num-visible", "100"], "masking.num_visible=100; expected 0..48"),
+        (["masking.attention.heads=9"], "masking.attention.heads=9; expected 0 (all) .. 4 heads"),
+        (["masking.attention.noise=2"], "masking.attention.noise=2.0; expected a value in [0, 1]"),
+        (["masking.num_visible=100"], "masking.num_visible=100; expected 0..48"),
         (["--samples", "0"], "log.picture_samples=0"),
     ],
 )

@@ -28,32 +28,27 @@ from guidedmae.config import PretrainConfig, load_config
 from guidedmae.data.datasets import SyntheticScenes
 from guidedmae.data.synthetic import NUM_SEMSEG_CLASSES
 from guidedmae.data.transforms import AugmentConfig
-from guidedmae.engine.loop import autocast
 from guidedmae.engine.optim import OptimConfig, build_optimizer, set_lr
+from guidedmae.engine.precision import autocast
 from guidedmae.engine.step import MaskedAutoencoderStep
 from guidedmae.losses import LossConfig
-from guidedmae.masking.strategy import MaskingConfig
+from guidedmae.masking import STRATEGIES, MaskingConfig, build_strategy
 from guidedmae.models.multimae import PRESETS, MultiMAE, MultiMAEConfig, preset_config
 
 MODALITIES = ("rgb", "depth", "semseg")
+BASELINE = "random"  # the strategy every row is compared with
 
 
-def strategy_variants(base: MaskingConfig, num_heads: int) -> dict[str, MaskingConfig]:
-    """Random masking and every attention-guided variant of the method, by table name, each with the
-    budget (visible tokens, Dirichlet alphas) of `base`."""
-    attention = replace(
-        base, strategy="attention", score="global", select="high", noise=0.0, heads=0, hint=0.0
-    )
-    half = max(1, num_heads // 2)
-    return {
-        "random": replace(base, strategy="random"),
-        "attention-high": attention,
-        "attention-low": replace(attention, select="low"),
-        "noise-0.5": replace(attention, noise=0.5),
-        f"heads-{half}": replace(attention, heads=half),
-        "hint-0.1": replace(attention, hint=0.1),
-        "received": replace(attention, score="received"),
-    }
+def strategy_variants(base: MaskingConfig, model: MultiMAEConfig) -> dict[str, MaskingConfig]:
+    """Every registered strategy's variants (random masking, the baseline, first), by table name, each
+    with the budget (visible tokens, Dirichlet alphas) of `base` and its options over their defaults."""
+    variants = {}
+    for name in sorted(STRATEGIES, key=lambda name: name != BASELINE):
+        cls = STRATEGIES[name]
+        for row, options in cls.variants(model).items():
+            sections = {name: replace(cls.options_class(), **options)} if hasattr(base, name) else {}
+            variants[row] = replace(base, strategy=name, **sections)
+    return variants
 
 
 @dataclass
@@ -154,7 +149,8 @@ def time_strategies(
     optimizer.step()
     set_lr(optimizer, 1e-4)
     steps = {
-        name: MaskedAutoencoderStep(model, masking, LossConfig()) for name, masking in strategies.items()
+        name: MaskedAutoencoderStep(model, build_strategy(masking, model.config), LossConfig())
+        for name, masking in strategies.items()
     }
     generator = torch.Generator().manual_seed(seed)
     results = {name: Measurement([], []) for name in strategies}
@@ -188,7 +184,7 @@ def time_strategies(
     return results
 
 
-def format_table(results: dict[str, Measurement], baseline: str = "random") -> str:
+def format_table(results: dict[str, Measurement], baseline: str = BASELINE) -> str:
     """Markdown table per strategy: median and fastest step, their ratios to random masking, peak memory.
 
     The fastest step is the one least disturbed by other work on the machine; on a busy machine its
@@ -240,19 +236,15 @@ def bench_model_and_masking(args: argparse.Namespace) -> tuple[MultiMAEConfig, M
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        device = resolve_bench_device(args.device)
-        architecture, masking, name = bench_model_and_masking(args)
-        variants = strategy_variants(masking, architecture.num_heads)
-        chosen = args.strategies or list(variants)
-        unknown = [strategy for strategy in chosen if strategy not in variants]
-        if unknown:
-            raise ValueError(f"unknown strategies {unknown}; expected some of {list(variants)}")
-        if args.rounds < 1 or args.warmup < 0 or args.batch_size < 1:
-            raise ValueError("--rounds and --batch-size must be >= 1 and --warmup >= 0")
-    except (ValueError, FileNotFoundError) as error:
-        print(f"guidedmae bench: error: {error}", file=sys.stderr)
-        return 1
+    device = resolve_bench_device(args.device)
+    architecture, masking, name = bench_model_and_masking(args)
+    variants = strategy_variants(masking, architecture)
+    chosen = args.strategies or list(variants)
+    unknown = [strategy for strategy in chosen if strategy not in variants]
+    if unknown:
+        raise ValueError(f"unknown strategies {unknown}; expected some of {list(variants)}")
+    if args.rounds < 1 or args.warmup < 0 or args.batch_size < 1:
+        raise ValueError("--rounds and --batch-size must be >= 1 and --warmup >= 0")
     strategies = {strategy: variants[strategy] for strategy in chosen}
     torch.manual_seed(args.seed)
     model = MultiMAE(architecture).to(device).train()

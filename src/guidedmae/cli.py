@@ -1,20 +1,48 @@
-"""The `guidedmae` command: one sub-command per job, wiring only."""
+"""The `guidedmae` command: one sub-command per job, wiring only.
+
+Every error a user can cause (a bad config, file or checkpoint, a run that cannot go on) ends the command
+with its message on stderr and exit status 1 (argparse's 2 for usage errors); `--debug`, or the
+environment variable GUIDEDMAE_DEBUG=1, shows the traceback instead.
+"""
 
 import argparse
+import os
+import sys
 
 from guidedmae import bench, report, visualize
-from guidedmae.data import cli as data_cli
-from guidedmae.engine import cli as engine_cli
-from guidedmae.engine import finetune_cli
+from guidedmae.data import cli as data_commands
+from guidedmae.engine import commands as training_commands
+from guidedmae.engine.loop import NonFiniteLossError
 
-# Each sub-command module exposes add_parser(subparsers), which registers its parser and sets `func`.
-SUBCOMMANDS = (engine_cli, finetune_cli, data_cli, report, bench, visualize)
+__all__ = ["main"]
+
+# Each sub-command module exposes add_parser(subparsers), which registers its parsers and sets `func`.
+SUBCOMMANDS = (training_commands, data_commands, report, bench, visualize)
+# What a user's input or a failing run raises; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, NonFiniteLossError)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="guidedmae", description=__doc__)
+    parser = argparse.ArgumentParser(prog="guidedmae", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS:
         module.add_parser(subparsers)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes positional overrides only before the first flag; key=value words after flags are
+    # overrides too (`evaluate CKPT --split val eval.mode=sliding`).
+    if (
+        extra
+        and hasattr(args, "overrides")
+        and all("=" in word and not word.startswith("-") for word in extra)
+    ):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.func(args)
+    except USER_ERRORS as error:
+        if args.debug or os.environ.get("GUIDEDMAE_DEBUG") == "1":
+            raise
+        print(f"guidedmae {args.command}: error: {error}", file=sys.stderr)
+        return 1

@@ -1,13 +1,16 @@
-"""Typed run configs: dataclasses used as OmegaConf structured configs.
+"""Typed run configs: dataclasses used as OmegaConf structured configs, for every training command.
 
     config = load_config(PretrainConfig, "configs/pretrain/demo.yaml", ["optim.blr=2e-4"])
+    config = load_config(FinetuneConfig, "configs/finetune/synthetic_cls.yaml", ["model.init=..."])
 
 A YAML file is merged over the dataclass defaults, then `key=value` overrides (dotted keys) over the
 file; `extends: other.yaml` at the top of a file merges that file first (path relative to the file).
 A value `???` is required: loading fails until an override sets it. An unknown key, a value of the
-wrong type or a missing required value is a ConfigError naming the key and where it came from.
+wrong type, a missing required value or a value out of range is a ConfigError naming the key and
+where it came from, raised when the config is loaded: before anything is built.
 The sections are the dataclasses of the modules they configure (MultiMAEConfig, MaskingConfig,
-LossConfig, AugmentConfig, OptimConfig, ScheduleConfig); this module composes them into a job.
+LossConfig, AugmentConfig, OptimConfig, ScheduleConfig, HeadConfig, TaskConfig, EvalConfig,
+MixupConfig); this module composes them into the two jobs, PretrainConfig and FinetuneConfig.
 """
 
 from collections.abc import Mapping, Sequence
@@ -19,21 +22,49 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from guidedmae.data.mixup import MixupConfig
+from guidedmae.data.synthetic import NUM_SEMSEG_CLASSES, SHAPES
 from guidedmae.data.transforms import AugmentConfig
+from guidedmae.engine.evaluate import EvalConfig
 from guidedmae.engine.optim import OptimConfig, validate_optim
+from guidedmae.engine.precision import PRECISIONS
 from guidedmae.engine.schedule import ScheduleConfig, validate_schedule
 from guidedmae.files import atomic_write
 from guidedmae.losses import LossConfig
-from guidedmae.masking.strategy import MaskingConfig
+from guidedmae.masking.config import MaskingConfig, validate_masking
+from guidedmae.models.finetune import HeadConfig
 from guidedmae.models.multimae import MultiMAEConfig
+from guidedmae.tasks import TaskConfig
+
+__all__ = [
+    "CheckpointConfig",
+    "ConfigError",
+    "DataConfig",
+    "FinetuneConfig",
+    "FinetuneDataConfig",
+    "FinetuneModelSettings",
+    "FinetuneOptimConfig",
+    "LogConfig",
+    "ModelSettings",
+    "PretrainConfig",
+    "RunConfig",
+    "config_differences",
+    "config_to_dict",
+    "config_to_yaml",
+    "load_config",
+    "save_config",
+]
 
 EXTENDS = "extends"
-DATA_SOURCES = ("synthetic", "folder")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRETRAIN_SOURCES = ("synthetic", "folder")
+FINETUNE_SOURCES = ("synthetic", "folder", "ade20k")
 
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the config's schema."""
+
+
+# -- sections shared by every job -----------------------------------------------------------------
 
 
 @dataclass
@@ -48,7 +79,7 @@ class ModelSettings(MultiMAEConfig):
 
 @dataclass
 class DataConfig:
-    sources: ClassVar[tuple[str, ...]] = DATA_SOURCES  # a job's data config may accept more (fine-tuning)
+    sources: ClassVar[tuple[str, ...]] = PRETRAIN_SOURCES  # fine-tuning accepts more
     source: str = "synthetic"  # synthetic: scenes rendered on the fly | folder: the MultiMAE layout
     root: str = ""  # folder: root of root/<split>/<modality>/<class>/<name>.<ext>
     split: str = "train"  # folder
@@ -120,6 +151,21 @@ class CheckpointConfig:
             )
 
 
+def _check_training(config) -> None:
+    """What every training config must satisfy beyond its sections' own checks."""
+    validate_optim(config.optim)
+    validate_schedule(config.schedule)
+    if config.data.augment.size != config.model.image_size:
+        raise ValueError(
+            f"data.augment.size={config.data.augment.size} must equal model.image_size={config.model.image_size}"
+        )
+    if config.seed < 0:
+        raise ValueError(f"seed={config.seed}; expected a non-negative integer")
+
+
+# -- pretraining --------------------------------------------------------------------------------
+
+
 @dataclass
 class PretrainConfig:
     out_dir: str = "runs/pretrain"
@@ -136,14 +182,133 @@ class PretrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def __post_init__(self) -> None:
-        validate_optim(self.optim)
-        validate_schedule(self.schedule)
-        if self.data.augment.size != self.model.image_size:
+        _check_training(self)
+        validate_masking(self.masking, self.model)
+        semseg_used = "semseg" in (*self.model.inputs, *self.model.outputs)
+        if self.data.source == "synthetic" and semseg_used and self.model.semseg_classes < NUM_SEMSEG_CLASSES:
             raise ValueError(
-                f"data.augment.size={self.data.augment.size} must equal model.image_size={self.model.image_size}"
+                f"model.semseg_classes={self.model.semseg_classes} is fewer than the synthetic scenes' "
+                f"{NUM_SEMSEG_CLASSES} classes"
             )
-        if self.seed < 0:
-            raise ValueError(f"seed={self.seed}; expected a non-negative integer")
+
+
+# -- fine-tuning --------------------------------------------------------------------------------
+
+
+@dataclass
+class FinetuneModelSettings(ModelSettings):
+    """The encoder (MultiMAEConfig's fields; no decoders) and where its weights come from."""
+
+    inputs: tuple[str, ...] = ("rgb",)
+    outputs: tuple[str, ...] = ()
+    drop_path: float = 0.1  # MultiMAE's fine-tuning recipes (0 for NYUv2 depth)
+    freeze_encoder: bool = False  # linear probing: only the head trains
+
+
+@dataclass
+class FinetuneDataConfig(DataConfig):
+    """The train split (DataConfig's fields) and the evaluation split."""
+
+    sources: ClassVar[tuple[str, ...]] = FINETUNE_SOURCES
+    eval_split: str = "val"  # folder / ade20k
+    eval_num_samples: int = 1000  # synthetic: scenes of the evaluation series
+    scene_seed: int = 0  # synthetic: the training scenes' series (pretraining renders series `seed`)
+    eval_scene_seed: int = 1  # synthetic: a different series, never seen in training
+    fraction: float = 1.0  # low-data regime: each class keeps this share of its samples (seeded)
+    per_class: int = 0  # low-data regime: exactly this many samples per class; 0 = use fraction
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.fraction <= 1 or self.per_class < 0:
+            raise ValueError(
+                f"data.fraction={self.fraction}, data.per_class={self.per_class}; expected 0 < fraction <= 1 "
+                "and per_class >= 0 (0 = use fraction)"
+            )
+        if self.per_class and self.fraction < 1:
+            raise ValueError("give data.fraction or data.per_class, not both")
+        if self.eval_num_samples < 1 or self.scene_seed < 0 or self.eval_scene_seed < 0:
+            raise ValueError(
+                f"data.eval_num_samples={self.eval_num_samples}, data.scene_seed={self.scene_seed}, "
+                f"data.eval_scene_seed={self.eval_scene_seed}; expected a positive count and non-negative seeds"
+            )
+
+
+@dataclass
+class FinetuneOptimConfig(OptimConfig):
+    blr: float = 5e-4  # MultiMAE's IN1K recipe
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's default, as MultiMAE's fine-tuning
+    layer_decay: float = 0.65  # lr of layer i scaled by layer_decay ** (depth + 1 - i); 1 = off
+
+
+@dataclass
+class FinetuneConfig:
+    out_dir: str = "runs/finetune"
+    seed: int = 0  # model init, data order, augmentation, mixup
+    resume: str = ""  # "" = a fresh run | auto = the newest checkpoint in out_dir | PATH
+    model: FinetuneModelSettings = field(default_factory=FinetuneModelSettings)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    mixup: MixupConfig = field(default_factory=MixupConfig)
+    optim: FinetuneOptimConfig = field(default_factory=FinetuneOptimConfig)
+    schedule: ScheduleConfig = field(
+        default_factory=lambda: ScheduleConfig(total_epochs=100, warmup_epochs=5, min_lr=1e-6)
+    )
+    run: RunConfig = field(default_factory=RunConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self) -> None:
+        _check_training(self)
+        if not 0 < self.optim.layer_decay <= 1:
+            raise ValueError(f"optim.layer_decay={self.optim.layer_decay}; expected 0 < layer_decay <= 1")
+        if self.model.outputs:
+            raise ValueError(
+                f"model.outputs={list(self.model.outputs)}: a fine-tuning encoder has no decoders"
+            )
+        _check_task_data(self)
+
+
+def _check_task_data(config: FinetuneConfig) -> None:
+    """The task's target and the inputs must come out of the data as the task needs them."""
+    task, inputs, augment = config.head.task, config.model.inputs, config.data.augment
+    if task in ("semseg", "depth") and task in inputs:
+        raise ValueError(
+            f"head.task={task} predicts {task}: it cannot also be in model.inputs {list(inputs)}"
+        )
+    depth_mode = "metres" if task == "depth" else "standardize"
+    if ("depth" in inputs or task == "depth") and augment.depth != depth_mode:
+        role = (
+            "the depth target (metres)" if task == "depth" else "the depth input (MultiMAE standardizes it)"
+        )
+        raise ValueError(f"data.augment.depth={augment.depth!r}; {role} needs {depth_mode!r}")
+    if task == "semseg" and augment.semseg_stride != 1:
+        raise ValueError(
+            f"data.augment.semseg_stride={augment.semseg_stride}; semseg targets are full resolution: set 1"
+        )
+    if "semseg" in inputs and augment.semseg_stride != 4:
+        raise ValueError(
+            f"data.augment.semseg_stride={augment.semseg_stride}; semseg inputs are at 1/4: set 4"
+        )
+    if config.mixup.enabled and task != "classification":
+        raise ValueError(
+            f"mixup / cutmix mix image labels; head.task={task} has none (set mixup.mixup=0 cutmix=0)"
+        )
+    if config.data.source == "ade20k" and (set(inputs) - {"rgb"} or task != "semseg"):
+        raise ValueError(
+            "data.source=ade20k has rgb and semseg only: use model.inputs=[rgb] and head.task=semseg"
+        )
+    if config.data.source == "synthetic":
+        classes = {"semseg": NUM_SEMSEG_CLASSES, "classification": len(SHAPES)}.get(task)
+        if classes is not None and config.head.num_classes != classes:
+            what = "classes" if task == "semseg" else "shape labels"
+            raise ValueError(
+                f"head.num_classes={config.head.num_classes}; the synthetic scenes have {classes} {what}"
+            )
+
+
+# -- loading and saving -------------------------------------------------------------------------
 
 
 Config = TypeVar("Config")

@@ -1,5 +1,6 @@
 """Writing files so that nothing is ever half-written: temp file, flush, fsync, rename, fsync the folder."""
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -39,3 +40,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         raise
     fsync_directory(path.parent)
     return path
+
+
+def write_json(path: str | Path, value) -> Path:
+    """`value` as indented JSON, atomically."""
+    return atomic_write(path, lambda file: file.write(json.dumps(value, indent=2).encode()))

@@ -3,7 +3,8 @@
 Per output: MSE on rgb, MSE on patch-normalized rgb (`norm_rgb`), L1 on depth (the standardized depth
 the model also receives as input), cross-entropy on the semseg class map at 1/4 resolution. As in the
 official criterion, each sample's loss is the mean over its masked pixels, and the batch loss the mean
-over samples that have any masked pixel.
+over samples that have any masked pixel. `per_patch=True` also returns each output's loss per patch
+(what loss-guided masking strategies learn from).
 """
 
 from collections.abc import Mapping
@@ -13,6 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from guidedmae.data.modalities import DERIVED_TARGETS, get_modality
+
+
+@dataclass
+class PatchLosses:
+    """One output's loss per token patch, and which patches were hidden from the encoder."""
+
+    values: torch.Tensor  # [B, N_m] float32: mean loss over the patch's pixels
+    masked: torch.Tensor  # [B, N_m] bool: True = masked (all True if the modality was not an input)
 
 
 @dataclass
@@ -34,6 +43,18 @@ def normalize_patches(images: torch.Tensor, patch: int, eps: float = 1e-6) -> to
     return x.permute(0, 3, 1, 4, 2, 5).reshape(batch, channels, height, width)
 
 
+def _patch_grid(per_pixel: torch.Tensor, patch: int) -> torch.Tensor:
+    """[B, H, W] -> [B, H/p, W/p, p * p]: the pixels of each patch, patches in token order."""
+    batch, height, width = per_pixel.shape
+    grid = per_pixel.view(batch, height // patch, patch, width // patch, patch)
+    return grid.permute(0, 1, 3, 2, 4).reshape(batch, height // patch, width // patch, patch * patch)
+
+
+def patch_means(per_pixel: torch.Tensor, patch: int) -> torch.Tensor:
+    """Mean of a [B, H, W] loss map over each patch: [B, (H/p) * (W/p)], in token order."""
+    return _patch_grid(per_pixel, patch).mean(dim=-1).flatten(1)
+
+
 def masked_mean(per_pixel: torch.Tensor, mask: torch.Tensor | None, patch: int) -> torch.Tensor:
     """Mean of a [B, H, W] loss map over the pixels of masked patches, per sample, then over samples.
 
@@ -42,15 +63,35 @@ def masked_mean(per_pixel: torch.Tensor, mask: torch.Tensor | None, patch: int) 
     """
     if mask is None:
         return per_pixel.mean()
-    batch, height, width = per_pixel.shape
-    weights = mask.view(batch, height // patch, width // patch).to(per_pixel.dtype)
-    weights = weights.repeat_interleave(patch, dim=1).repeat_interleave(patch, dim=2)  # [B, H, W]
-    total = (per_pixel * weights).flatten(1).sum(dim=1)
-    count = weights.flatten(1).sum(dim=1)
+    weights = mask.view(mask.shape[0], -1).to(per_pixel.dtype)  # [B, N]: every patch has p * p pixels
+    total = (patch_means(per_pixel, patch) * weights).sum(dim=1)
+    count = weights.sum(dim=1)
     has_masked = count > 0
     if not has_masked.any():
         return per_pixel.sum() * 0.0
     return (total[has_masked] / count[has_masked]).mean()
+
+
+def _squared_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] pair -> [B, H, W]: mean over channels."""
+    return (pred.float() - target.float()).square().mean(dim=1)
+
+
+def _absolute_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred.float() - target.float()).abs().mean(dim=1)
+
+
+def _cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -100, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """[B, K, H, W] logits, [B, H, W] ids -> [B, H, W] per-pixel cross-entropy."""
+    return F.cross_entropy(
+        logits.float(),
+        target.long(),
+        reduction="none",
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+    )
 
 
 def masked_mse(
@@ -63,14 +104,14 @@ def masked_mse(
     """Mean squared error over channels, then masked_mean. pred, target: [B, C, H, W]."""
     if normalize_target:
         target = normalize_patches(target, patch)
-    return masked_mean((pred.float() - target.float()).square().mean(dim=1), mask, patch)
+    return masked_mean(_squared_error(pred, target), mask, patch)
 
 
 def masked_l1(
     pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, patch: int
 ) -> torch.Tensor:
     """Absolute error over channels, then masked_mean. pred, target: [B, C, H, W]."""
-    return masked_mean((pred.float() - target.float()).abs().mean(dim=1), mask, patch)
+    return masked_mean(_absolute_error(pred, target), mask, patch)
 
 
 def masked_cross_entropy(
@@ -82,14 +123,19 @@ def masked_cross_entropy(
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Per-pixel cross-entropy, then masked_mean. logits: [B, K, H, W], target: [B, H, W] class ids."""
-    per_pixel = F.cross_entropy(
-        logits.float(),
-        target.long(),
-        reduction="none",
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-    )
-    return masked_mean(per_pixel, mask, patch)
+    return masked_mean(_cross_entropy(logits, target, ignore_index, label_smoothing), mask, patch)
+
+
+def _pixel_loss(name: str, pred: torch.Tensor, target: torch.Tensor, patch: int) -> torch.Tensor:
+    """The per-pixel loss map [B, H, W] of output `name`: CE for class maps, L1 for depth, else MSE
+    (on patch-normalized targets for derived outputs such as norm_rgb)."""
+    if get_modality(name).is_class_map:
+        return _cross_entropy(pred, target)
+    if name == "depth":
+        return _absolute_error(pred, target)
+    if name in DERIVED_TARGETS:
+        target = normalize_patches(target, patch)
+    return _squared_error(pred, target)
 
 
 def reconstruction_losses(
@@ -99,30 +145,33 @@ def reconstruction_losses(
     patch_size: int,
     weights: Mapping[str, float] | None = None,
     on_unmasked: bool = False,
-) -> dict[str, torch.Tensor]:
+    per_patch: bool = False,
+):
     """The loss of every output and their weighted sum under 'total'.
 
     preds: {output: prediction} as returned by MultiMAE; targets: {modality: tensor} (rgb normalized,
     depth standardized, semseg ids at 1/4); masks: {modality: [B, N] bool}. An output whose modality was
     not an input, or `on_unmasked=True`, takes the loss over every patch. weights default to 1.
+    Returns {name: scalar}; with per_patch=True, ({name: scalar}, {output: PatchLosses}) where the patch
+    losses are detached.
     """
     weights = dict(weights or {})
     unknown = set(weights) - set(preds)
     if unknown:
         raise ValueError(f"loss weights given for {sorted(unknown)}, which are not outputs: {sorted(preds)}")
-    losses = {}
+    losses, patches = {}, {}
     for name, pred in preds.items():
         source = DERIVED_TARGETS.get(name, name)
         if source not in targets:
             raise ValueError(f"no target for output {name!r}: targets hold {sorted(targets)}")
-        target, mask = targets[source], None if on_unmasked else masks.get(source)
-        modality = get_modality(name)
-        patch = patch_size // modality.stride
-        if modality.is_class_map:
-            losses[name] = masked_cross_entropy(pred, target, mask, patch)
-        elif name == "depth":
-            losses[name] = masked_l1(pred, target, mask, patch)
-        else:
-            losses[name] = masked_mse(pred, target, mask, patch, normalize_target=name in DERIVED_TARGETS)
+        patch = patch_size // get_modality(name).stride
+        per_pixel = _pixel_loss(name, pred, targets[source], patch)
+        mask = masks.get(source)
+        losses[name] = masked_mean(per_pixel, None if on_unmasked else mask, patch)
+        if per_patch:
+            values = patch_means(per_pixel.detach(), patch)
+            patches[name] = PatchLosses(
+                values, torch.ones_like(values, dtype=torch.bool) if mask is None else mask
+            )
     losses["total"] = sum(weights.get(name, 1.0) * loss for name, loss in losses.items())
-    return losses
+    return (losses, patches) if per_patch else losses

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from guidedmae.data.mixup import soft_cross_entropy
+from guidedmae.data.modalities import IGNORE_INDEX
 from guidedmae.metrics import ClassificationMeter, DepthMeter, SegmentationMeter
 
 DEPTH_LOSSES = ("berhu", "l1")
-IGNORE_INDEX = 255  # MultiMAE's SEG_IGNORE_INDEX: unlabeled pixels, padding, ADE20K's "other"
 BERHU_THRESHOLD = 0.2  # c = 0.2 * max |d|
 BERHU_MIN_C = 1e-5
 

@@ -5,6 +5,9 @@ from dataclasses import dataclass
 # ImageNet statistics, used by MultiMAE for rgb inputs and targets.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Class id of pixels that no loss or metric counts (MultiMAE's SEG_IGNORE_INDEX): unlabeled pixels,
+# padding, ADE20K's "other" after reduce_zero_label.
+IGNORE_INDEX = 255
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ name of the newest. A checkpoint is a dict:
     optimizer  AdamW state;  scaler: GradScaler state or None
     schedule   {"step": optimizer steps taken in this run, "first_step", "steps_per_epoch", "total_steps"}
     data       {"epoch": epoch to continue in, "batch": next batch index in it, "world_size", "batch_size"}
-    rng        {"torch": [per rank], "cuda": [per rank], "masking": [per rank]} generator states
+    rng        {"torch": [per rank], "cuda": [per rank], "step": [per rank]} generator states (global,
+               CUDA, and the step's own generator: masks, mixup)
     config     the resolved config (plain dict);  step: same as schedule.step
+    strategy   (pretraining) the masking strategy's weights and buffers, beside the model's
 Every write goes to a temp file in the same folder, is flushed and fsynced, then renamed over the
 final name, and the folder is fsynced: a crash at any moment leaves every name a complete file.
 """
@@ -15,14 +17,12 @@ final name, and the folder is fsynced: a crash at any moment leaves every name a
 import os
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from guidedmae.files import atomic_write, fsync_directory
-from guidedmae.models.checkpoints import CheckpointError, load_weights, read_checkpoint, state_dict_of
+from guidedmae.models.checkpoints import CheckpointError, read_checkpoint
 
 LAST = "checkpoint-last.pt"
 STEP_PATTERN = re.compile(r"checkpoint-(\d+)\.pt")
@@ -122,62 +122,3 @@ def read_training_checkpoint(path: Path) -> dict:
             "use model.init=PATH instead of resume"
         )
     return checkpoint
-
-
-@dataclass
-class InitReport:
-    """What `initialize_from` did: decoders loaded, started fresh, and left out of the file."""
-
-    source: str
-    loaded_decoders: list[str]
-    fresh_decoders: list[str]
-    ignored_decoders: list[str]
-
-    def describe(self) -> str:
-        lines = [f"initialized from {self.source}: encoder and input adapters loaded"]
-        if self.loaded_decoders:
-            lines.append(f"  decoders loaded: {', '.join(self.loaded_decoders)}")
-        if self.fresh_decoders:
-            lines.append(
-                f"  decoders not in the file, starting from random init: {', '.join(self.fresh_decoders)}"
-            )
-        if self.ignored_decoders:
-            lines.append(
-                f"  decoders in the file but not in the config, ignored: {', '.join(self.ignored_decoders)}"
-            )
-        return "\n".join(lines)
-
-
-def decoder_names(state_dict) -> list[str]:
-    return list(dict.fromkeys(key.split(".")[1] for key in state_dict if key.startswith("output_adapters.")))
-
-
-def initialize_from(model: nn.Module, path: str | Path) -> InitReport:
-    """Load the weights of an official MultiMAE .pth or one of our checkpoints into `model` (weights only).
-
-    Everything outside the output adapters (input adapters, global tokens, encoder) must match
-    strictly. A decoder the model has but the file lacks (e.g. an encoder-only MultiViT file) keeps
-    its random initialization; a decoder the file has but the model lacks is left out. Both are
-    reported, never silent. Raises CheckpointError listing every mismatching key.
-    """
-    source = str(path)
-    weights = state_dict_of(read_checkpoint(path), source)
-    ours = model.state_dict()
-    in_file, in_model = decoder_names(weights), decoder_names(ours)
-    fresh = [name for name in in_model if name not in in_file]
-    ignored = [name for name in in_file if name not in in_model]
-    kept = {
-        key: value
-        for key, value in weights.items()
-        if not (key.startswith("output_adapters.") and key.split(".")[1] in ignored)
-    }
-    kept.update(
-        {
-            key: value
-            for key, value in ours.items()
-            if key.startswith("output_adapters.") and key.split(".")[1] in fresh
-        }
-    )
-    load_weights(model, kept, source)
-    loaded = [name for name in in_model if name in in_file]
-    return InitReport(source, loaded, fresh, ignored)

@@ -125,3 +125,8 @@ def weights_digest(model: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().flatten().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def launched_rank(env: Mapping[str, str] | None = None) -> int:
+    """This process's rank as torchrun set it (0 without torchrun): who prints a command's results."""
+    return _env_int(os.environ if env is None else env, "RANK", 0)

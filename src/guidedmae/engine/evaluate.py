@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from guidedmae.data.modalities import MODALITIES
 from guidedmae.data.transforms import normalize_rgb, standardize_depth
 from guidedmae.engine.distributed import DistributedContext
-from guidedmae.engine.loop import autocast
+from guidedmae.engine.precision import autocast
 from guidedmae.models.finetune import FineTuneModel
 from guidedmae.tasks import TaskConfig, new_meter, target_of, update_meter
 

@@ -1,12 +1,13 @@
 """The training loop shared by every job: a step module, AdamW, a per-step lr schedule, checkpoints.
 
-A job (pretraining, fine-tuning) builds a TrainingJob: the model, a step module that maps
-(batch, generator) to an output with `.losses` ({name: scalar tensor}, with "total"), the optimizer,
-the schedule and the data set. `train` then runs, per optimizer step:
+The runner (engine.run) builds a TrainingJob: the model, a step module that maps
+(batch, generator, progress) to an output with `.losses` ({name: scalar tensor}, with "total"), the
+modules saved beside the model (e.g. the masking strategy), the optimizer, the schedule, the data set
+and the loop's typed settings. `train` then runs, per optimizer step:
 
     lr = schedule(step)                         per step, from the step's place on the whole schedule
     for each of accum_steps batches:            gradients summed locally (DDP syncs on the last one)
-        with autocast: output = step(batch, generator)
+        with autocast: output = step(batch, generator, progress)
         backward(output.losses["total"] / accum_steps)
     losses = mean over processes                every process takes the same decision below
     finite ? clip, optimizer step : skip, count (abort after run.max_nonfinite in a row)
@@ -19,46 +20,71 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from guidedmae.config import config_differences, config_to_dict
+from guidedmae.config import config_differences
 from guidedmae.data.datasets import build_loader
 from guidedmae.engine.checkpoint import read_training_checkpoint, save_checkpoint
 from guidedmae.engine.distributed import DistributedContext, all_gather_objects, all_reduce_mean
 from guidedmae.engine.logging import RunLogger
 from guidedmae.engine.optim import set_lr
+from guidedmae.engine.precision import autocast
 from guidedmae.engine.schedule import LRSchedule
 from guidedmae.models.checkpoints import CheckpointError, load_weights
 
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+__all__ = [
+    "LoopSettings",
+    "LoopState",
+    "NonFiniteLossError",
+    "TrainingJob",
+    "resume",
+    "steps_per_epoch",
+    "train",
+    "write_checkpoint",
+]
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss was NaN or infinite for run.max_nonfinite optimizer steps in a row."""
 
 
-def autocast(device: torch.device, precision: str):
-    """The autocast context of a precision: fp32 runs without; bf16 and fp16 autocast matmuls."""
-    if precision not in AUTOCAST_DTYPES:
-        raise ValueError(f"run.precision={precision!r}; expected one of {tuple(AUTOCAST_DTYPES)}")
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+@dataclass(frozen=True)
+class LoopSettings:
+    """The loop's knobs, read from any training config by `of`."""
 
+    out_dir: Path
+    seed: int  # data order and augmentation of every epoch
+    batch_size: int  # per process
+    num_workers: int
+    accum_steps: int
+    clip_grad: float  # 0 = no clipping
+    precision: str
+    max_nonfinite: int
+    log_every: int
+    checkpoint_every: int
+    checkpoint_keep: int
 
-def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | None:
-    """fp16 needs loss scaling (and CUDA); fp32 and bf16 need none."""
-    if precision != "fp16":
-        return None
-    if device.type != "cuda":
-        raise ValueError(f"run.precision=fp16 needs CUDA (this run is on {device}); use bf16 or fp32")
-    return torch.amp.GradScaler("cuda")
+    @classmethod
+    def of(cls, config) -> "LoopSettings":
+        """The settings of a PretrainConfig or FinetuneConfig."""
+        return cls(
+            out_dir=Path(config.out_dir),
+            seed=config.seed,
+            batch_size=config.data.batch_size,
+            num_workers=config.data.num_workers,
+            accum_steps=config.optim.accum_steps,
+            clip_grad=config.optim.clip_grad,
+            precision=config.run.precision,
+            max_nonfinite=config.run.max_nonfinite,
+            log_every=config.log.every,
+            checkpoint_every=config.checkpoint.every,
+            checkpoint_keep=config.checkpoint.keep,
+        )
 
 
 @dataclass
@@ -73,29 +99,32 @@ class LoopState:
 
 @dataclass
 class TrainingJob:
-    """Everything `train` runs on. `config` is the job's config: it has out_dir, seed and the sections
-    data (batch_size, num_workers), optim (accum_steps, clip_grad), run (precision, max_nonfinite),
-    log (every) and checkpoint (every, keep)."""
+    """Everything `train` runs on."""
 
     context: DistributedContext
-    model: nn.Module  # the bare model: what checkpoints hold
-    step: nn.Module  # (batch, generator) -> output with .losses; DDP-wrapped / compiled by the job
+    model: nn.Module  # the bare model: what checkpoints hold under "model"
+    step: nn.Module  # (batch, generator, progress) -> output with .losses; DDP-wrapped / compiled
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
     schedule: LRSchedule
     dataset: Dataset
     generator: torch.Generator  # this rank's randomness of the step (masking), saved in checkpoints
-    config: Any
-    after_step: Callable[[LoopState], None] | None = None  # e.g. periodic pictures (rank 0 decides)
+    settings: LoopSettings
+    config: dict  # the resolved config as plain values: stored in checkpoints, compared on resume
+    # Modules whose state is saved beside the model, each under its own checkpoint key (the masking
+    # strategy under "strategy"): official MultiMAE names stay untouched.
+    saved: dict[str, nn.Module] = field(default_factory=dict)
+    # Called on every rank after each optimizer step (collective work such as evaluations allowed).
+    after_step: Callable[[LoopState], None] | None = None
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.config.out_dir)
+        return self.settings.out_dir
 
     @property
     def total_batch(self) -> int:
         """Samples per optimizer step over all processes."""
-        return self.config.data.batch_size * self.context.world_size * self.config.optim.accum_steps
+        return self.settings.batch_size * self.context.world_size * self.settings.accum_steps
 
 
 def steps_per_epoch(num_samples: int, batch_size: int, world_size: int, accum_steps: int) -> int:
@@ -122,6 +151,7 @@ def checkpoint_state(job: TrainingJob, state: LoopState) -> dict:
     per_rank = all_gather_objects(job.context, rng)
     return {
         "model": job.model.state_dict(),
+        **{key: module.state_dict() for key, module in job.saved.items()},
         "optimizer": job.optimizer.state_dict(),
         "scaler": job.scaler.state_dict() if job.scaler is not None else None,
         "schedule": {
@@ -135,10 +165,10 @@ def checkpoint_state(job: TrainingJob, state: LoopState) -> dict:
             "batch": state.batch,
             "nonfinite_in_a_row": state.nonfinite_in_a_row,
             "world_size": job.context.world_size,
-            "batch_size": job.config.data.batch_size,
+            "batch_size": job.settings.batch_size,
         },
         "rng": {key: [ranks[key] for ranks in per_rank] for key in rng},
-        "config": config_to_dict(job.config),
+        "config": job.config,
         "step": state.step,
     }
 
@@ -147,7 +177,7 @@ def write_checkpoint(job: TrainingJob, state: LoopState, logger: RunLogger) -> N
     """Gather the state on every rank; rank 0 writes it atomically."""
     checkpoint = checkpoint_state(job, state)
     if job.context.is_main:
-        path = save_checkpoint(checkpoint, job.out_dir, state.step, job.config.checkpoint.keep)
+        path = save_checkpoint(checkpoint, job.out_dir, state.step, job.settings.checkpoint_keep)
         logger.event("checkpoint", f"step {state.step}: wrote {path}", step=state.step, path=str(path))
 
 
@@ -163,7 +193,7 @@ def resume(job: TrainingJob, path: Path) -> tuple[LoopState, list[str]]:
         "steps_per_epoch": job.schedule.steps_per_epoch,
         "total_steps": job.schedule.total_steps,
     }
-    layout = {"world_size": job.context.world_size, "batch_size": job.config.data.batch_size}
+    layout = {"world_size": job.context.world_size, "batch_size": job.settings.batch_size}
     mismatched = [f"{key}: {saved[key]} -> {value}" for key, value in ours.items() if saved[key] != value]
     mismatched += [f"{key}: {data[key]} -> {value}" for key, value in layout.items() if data[key] != value]
     if mismatched:
@@ -173,6 +203,10 @@ def resume(job: TrainingJob, path: Path) -> tuple[LoopState, list[str]]:
             "from its weights with model.init=PATH"
         )
     load_weights(job.model, checkpoint["model"], str(path))
+    for key, module in job.saved.items():
+        if key not in checkpoint:
+            raise CheckpointError(f"{path}: holds no {key!r} state, which this run keeps beside the model")
+        load_weights(module, checkpoint[key], f"{path} ({key})")
     job.optimizer.load_state_dict(checkpoint["optimizer"])
     if job.scaler is not None and checkpoint["scaler"] is not None:
         job.scaler.load_state_dict(checkpoint["scaler"])
@@ -183,7 +217,7 @@ def resume(job: TrainingJob, path: Path) -> tuple[LoopState, list[str]]:
     job.generator.set_state(checkpoint["rng"]["step"][rank])
     changed = [
         line
-        for line in config_differences(checkpoint["config"], config_to_dict(job.config))
+        for line in config_differences(checkpoint["config"], job.config)
         if not line.startswith("resume:")
     ]
     state = LoopState(checkpoint["step"], data["epoch"], data["batch"], data["nonfinite_in_a_row"])
@@ -196,7 +230,7 @@ def _batch_to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 def _optimizer_step(job: TrainingJob) -> float | None:
     """Unscale, clip, step; returns the gradient norm when clipping computed it."""
-    clip = job.config.optim.clip_grad
+    clip = job.settings.clip_grad
     grad_norm = None
     if job.scaler is not None:
         job.scaler.unscale_(job.optimizer)
@@ -240,8 +274,8 @@ class MetricsWindow:
 
 def train(job: TrainingJob, state: LoopState, logger: RunLogger) -> LoopState:
     """Run from `state` to the end of the schedule, then write the last checkpoint; returns the final state."""
-    config, context, schedule = job.config, job.context, job.schedule
-    accum_steps = config.optim.accum_steps
+    settings, context, schedule = job.settings, job.context, job.schedule
+    accum_steps = settings.accum_steps
     batches_per_epoch = schedule.steps_per_epoch * accum_steps
     end_epoch = schedule.config.total_epochs
     first_step = state.step
@@ -252,11 +286,11 @@ def train(job: TrainingJob, state: LoopState, logger: RunLogger) -> LoopState:
     while state.epoch < end_epoch:
         loader = build_loader(
             job.dataset,
-            batch_size=config.data.batch_size,
-            num_workers=config.data.num_workers,
+            batch_size=settings.batch_size,
+            num_workers=settings.num_workers,
             shuffle=True,
             drop_last=True,
-            seed=config.seed,
+            seed=settings.seed,
             epoch=state.epoch,
             start_batch=state.batch,
             rank=context.rank,
@@ -269,12 +303,13 @@ def train(job: TrainingJob, state: LoopState, logger: RunLogger) -> LoopState:
             if micro_step == 0:
                 lr = schedule.run_lr(state.step)
                 set_lr(job.optimizer, lr)
+                progress = schedule.progress(state.step)
             last_micro_step = micro_step == accum_steps - 1
             # DDP averages gradients over processes in the backward of the last micro-step only.
             sync = nullcontext() if last_micro_step or not context.is_distributed else job.step.no_sync()
             with sync:
-                with autocast(context.device, config.run.precision):
-                    output = job.step(_batch_to(batch, context.device), job.generator)
+                with autocast(context.device, settings.precision):
+                    output = job.step(_batch_to(batch, context.device), job.generator, progress)
                 loss = output.losses["total"] / accum_steps
                 (job.scaler.scale(loss) if job.scaler is not None else loss).backward()
             for name, value in output.losses.items():
@@ -299,15 +334,15 @@ def train(job: TrainingJob, state: LoopState, logger: RunLogger) -> LoopState:
                 logger.event(
                     "nonfinite_loss",
                     f"step {number}: loss is {losses['total']}, step skipped "
-                    f"({state.nonfinite_in_a_row} in a row; limit run.max_nonfinite={config.run.max_nonfinite})",
+                    f"({state.nonfinite_in_a_row} in a row; limit run.max_nonfinite={settings.max_nonfinite})",
                     step=number,
                     losses=losses,
                 )
-                if state.nonfinite_in_a_row >= config.run.max_nonfinite:
+                if state.nonfinite_in_a_row >= settings.max_nonfinite:
                     raise NonFiniteLossError(
                         f"the loss was non-finite for {state.nonfinite_in_a_row} steps in a row "
                         f"(steps {number - state.nonfinite_in_a_row + 1}..{number}, lr {lr:.3g}, "
-                        f"precision {config.run.precision}); stopped without updating on them. The last "
+                        f"precision {settings.precision}); stopped without updating on them. The last "
                         f"checkpoint is in {job.out_dir}. Lower the lr, check the data, or try run.precision=fp32."
                     )
             job.optimizer.zero_grad(set_to_none=True)
@@ -317,7 +352,7 @@ def train(job: TrainingJob, state: LoopState, logger: RunLogger) -> LoopState:
             finished = state.epoch == end_epoch
             logger.advance()
 
-            if (state.step % config.log.every == 0 or finished) and window.steps:
+            if (state.step % settings.log_every == 0 or finished) and window.steps:
                 values = window.summary(job.total_batch)
                 values["lr"] = lr
                 values["epoch"] = schedule.config.start_epoch + state.step / schedule.steps_per_epoch
@@ -326,7 +361,7 @@ def train(job: TrainingJob, state: LoopState, logger: RunLogger) -> LoopState:
             hooks_start = time.perf_counter()
             if job.after_step is not None:
                 job.after_step(state)
-            if state.step % config.checkpoint.every == 0 and not finished:
+            if state.step % settings.checkpoint_every == 0 and not finished:
                 write_checkpoint(job, state, logger)
             window.excluded += time.perf_counter() - hooks_start
             if state.batch == 0:

@@ -46,6 +46,17 @@ def validate_schedule(config: ScheduleConfig) -> None:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """Where a run is, for what changes as training goes on (masking curricula, schedules of strategies)."""
+
+    step: int  # optimizer step on the whole schedule (a continuation starts at its first_step)
+    fraction: float  # share of this run's own steps already taken, in [0, 1)
+
+
+START = Progress(step=0, fraction=0.0)  # outside a run (pictures, benchmarks): the beginning
+
+
+@dataclass(frozen=True)
 class LRSchedule:
     """The lr of every optimizer step of a `total_epochs` schedule, for a given base lr."""
 
@@ -94,6 +105,10 @@ class LRSchedule:
     def run_lr(self, run_step: int) -> float:
         """lr at step `run_step` of this run (0 = the first step of start_epoch)."""
         return self.lr(self.first_step + run_step)
+
+    def progress(self, run_step: int) -> Progress:
+        """Progress at step `run_step` of this run."""
+        return Progress(self.first_step + run_step, run_step / self.run_steps)
 
 
 def plot_schedule(schedule: LRSchedule, path, title: str = "") -> None:

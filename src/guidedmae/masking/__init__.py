@@ -1,19 +1,33 @@
-"""Masking: Dirichlet budgets, priority functions (strategies), and the one selection routine."""
+"""Masking: Dirichlet budgets, priority functions, strategies (modules in a registry) and the one
+selection routine."""
 
 from guidedmae.masking.budget import sample_visible_counts
+from guidedmae.masking.config import MaskingConfig, build_strategy, validate_masking
 from guidedmae.masking.priority import attention_priorities, random_priorities, reveal_hints
 from guidedmae.masking.select import Selection, from_masks, from_priorities
-from guidedmae.masking.strategy import MaskChoice, MaskingConfig, choose_masks, validate_masking
+from guidedmae.masking.strategy import (
+    STRATEGIES,
+    MaskChoice,
+    MaskingContext,
+    MaskingStrategy,
+    Proposal,
+    register,
+)
 
 __all__ = [
+    "STRATEGIES",
     "MaskChoice",
     "MaskingConfig",
+    "MaskingContext",
+    "MaskingStrategy",
+    "Proposal",
     "Selection",
     "attention_priorities",
-    "choose_masks",
+    "build_strategy",
     "from_masks",
     "from_priorities",
     "random_priorities",
+    "register",
     "reveal_hints",
     "sample_visible_counts",
     "validate_masking",

@@ -74,10 +74,10 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
     model.load_state_dict(state_dict, strict=True)
 
 
-def _names_under(state_dict: Mapping[str, torch.Tensor], prefix: str) -> tuple[str, ...]:
-    """Child module names under `prefix.` in first-seen order (the official ModuleDict order)."""
-    names = dict.fromkeys(key.split(".")[1] for key in state_dict if key.startswith(prefix + "."))
-    return tuple(names)
+def module_names(state_dict: Mapping[str, torch.Tensor], prefix: str) -> list[str]:
+    """Child module names under `prefix.` in first-seen order (the official ModuleDict order), e.g. the
+    modalities of "input_adapters" or "output_adapters"."""
+    return list(dict.fromkeys(key.split(".")[1] for key in state_dict if key.startswith(prefix + ".")))
 
 
 def _count_blocks(state_dict: Mapping[str, torch.Tensor], pattern: str) -> int:
@@ -97,8 +97,8 @@ def config_from_official(
     if "global_tokens" not in state_dict:
         raise CheckpointError("not a MultiMAE state dict: it has no 'global_tokens' entry")
     num_global_tokens, dim = state_dict["global_tokens"].shape[1:]
-    inputs = _names_under(state_dict, "input_adapters")
-    outputs = _names_under(state_dict, "output_adapters")
+    inputs = tuple(module_names(state_dict, "input_adapters"))
+    outputs = tuple(module_names(state_dict, "output_adapters"))
     found = {
         "inputs": inputs,
         "outputs": outputs,
@@ -146,6 +146,14 @@ def config_from_official(
     return MultiMAEConfig(**{**found, **overrides})
 
 
+def official_args(checkpoint: Mapping) -> dict:
+    """The training arguments an official checkpoint stores (an argparse.Namespace), as a dict."""
+    args = checkpoint.get("args")
+    if isinstance(args, argparse.Namespace):
+        return vars(args)
+    return dict(args) if isinstance(args, Mapping) else {}
+
+
 def load_official_checkpoint(path: str | Path, **overrides) -> MultiMAE:
     """Build a MultiMAE from an official MultiMAE checkpoint and load its weights strictly.
 
@@ -154,9 +162,7 @@ def load_official_checkpoint(path: str | Path, **overrides) -> MultiMAE:
     """
     checkpoint = read_checkpoint(path)
     state_dict = state_dict_of(checkpoint, str(path))
-    args = checkpoint.get("args")
-    args = vars(args) if isinstance(args, argparse.Namespace) else args
-    config = config_from_official(state_dict, args, **overrides)
+    config = config_from_official(state_dict, official_args(checkpoint), **overrides)
     if "outputs" in overrides:
         kept = tuple(f"output_adapters.{name}." for name in config.outputs)
         state_dict = {

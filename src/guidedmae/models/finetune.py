@@ -7,15 +7,11 @@ Linear probing freezes the encoder: its parameters stop requiring gradients, it 
 (no drop path) whatever `model.train()` says, and it runs without building a graph.
 """
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from guidedmae.models.checkpoints import CheckpointError, load_weights, read_checkpoint, state_dict_of
 from guidedmae.models.heads import ConvNeXtHead, DPTHead, LinearHead, spread_layers
 from guidedmae.models.multimae import MultiMAE, MultiMAEConfig
 
@@ -93,74 +89,6 @@ def build_head(config: HeadConfig, encoder: MultiMAEConfig) -> nn.Module:
         feature_dim=config.feature_dim,
         kind="semseg" if config.task == "semseg" else "regression",
     )
-
-
-# Architecture fields that must agree between a pretraining checkpoint and the fine-tuning encoder
-# (image_size may differ: position tables are resized; inputs may be a subset; drop_path is free).
-SHAPING_FIELDS = ("dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "patch_size", "num_global_tokens")
-
-
-def resized_position_table(table: torch.Tensor, grid: tuple[int, int], mode: str) -> torch.Tensor:
-    """A [1, D, h, w] position table resized to `grid`, as the official fine-tuning scripts do when the
-    input size changes (bicubic for image patches, bilinear for class maps)."""
-    if tuple(table.shape[-2:]) == tuple(grid):
-        return table
-    return F.interpolate(table.float(), size=grid, mode=mode, align_corners=False).to(table.dtype)
-
-
-def check_architecture(saved: Mapping, config: MultiMAEConfig, source: str) -> None:
-    """The saved model config of one of our checkpoints must shape the encoder as `config` does."""
-    differences = [
-        f"model.{name}: checkpoint {saved[name]!r}, config {getattr(config, name)!r}"
-        for name in SHAPING_FIELDS
-        if name in saved and saved[name] != getattr(config, name)
-    ]
-    if differences:
-        raise CheckpointError(f"{source} was trained with another encoder:\n  " + "\n  ".join(differences))
-
-
-def load_encoder(encoder: MultiMAE, path: str | Path) -> str:
-    """Initialise `encoder` (no decoders) from a pretraining checkpoint, ours or an official MultiMAE file.
-
-    Kept: the input adapters of the encoder's inputs, the global tokens and the encoder blocks, all
-    loaded strictly; position tables are resized to the encoder's image size. Dropped: the decoders
-    and the input adapters of modalities the encoder does not take. Returns what was done, in words.
-    """
-    source = str(path)
-    checkpoint = read_checkpoint(path)
-    weights = state_dict_of(checkpoint, source)
-    saved_config = checkpoint.get("config")
-    if isinstance(saved_config, Mapping) and isinstance(saved_config.get("model"), Mapping):
-        check_architecture(saved_config["model"], encoder.config, source)
-    in_file = list(dict.fromkeys(key.split(".")[1] for key in weights if key.startswith("input_adapters.")))
-    missing_inputs = [name for name in encoder.config.inputs if name not in in_file]
-    if missing_inputs:
-        raise CheckpointError(
-            f"{source} has no input adapter for {missing_inputs} (it has {in_file}); "
-            "choose model.inputs among those, or start that modality from scratch with model.init=null"
-        )
-    kept = {}
-    for key, value in weights.items():
-        parts = key.split(".")
-        if parts[0] == "output_adapters" or (
-            parts[0] == "input_adapters" and parts[1] not in encoder.config.inputs
-        ):
-            continue
-        if parts[0] == "input_adapters" and parts[-1] == "pos_emb":
-            adapter = encoder.input_adapters[parts[1]]
-            value = resized_position_table(value, tuple(adapter.pos_emb.shape[-2:]), adapter.resize_mode)
-        kept[key] = value
-    load_weights(encoder, kept, source)
-    dropped_inputs = [name for name in in_file if name not in encoder.config.inputs]
-    decoders = list(dict.fromkeys(key.split(".")[1] for key in weights if key.startswith("output_adapters.")))
-    lines = [
-        f"encoder initialized from {source}: input adapters {list(encoder.config.inputs)}, {len(encoder.encoder)} blocks"
-    ]
-    if dropped_inputs:
-        lines.append(f"  input adapters not used: {dropped_inputs}")
-    if decoders:
-        lines.append(f"  decoders dropped: {decoders}")
-    return "\n".join(lines)
 
 
 def encoder_layer_id(name: str, depth: int) -> int:
