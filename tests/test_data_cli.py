@@ -9,7 +9,7 @@ import pytest
 from guidedmae.cli import main
 from guidedmae.data.datasets import FolderDataset
 from guidedmae.data.folder import index_folder, read_sample
-from guidedmae.data.synthetic import SHAPES, render_scene
+from guidedmae.data.scenes import SHAPES, render_scene
 from guidedmae.data.transforms import AugmentConfig
 
 MODALITIES = ("rgb", "depth", "semseg")

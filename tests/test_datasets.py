@@ -17,7 +17,7 @@ from guidedmae.data.datasets import (
 )
 from guidedmae.data.folder import write_sample
 from guidedmae.data.modalities import IMAGENET_MEAN, IMAGENET_STD
-from guidedmae.data.synthetic import render_scene
+from guidedmae.data.scenes import render_scene
 from guidedmae.data.transforms import AugmentConfig, standardize_depth
 
 EVAL_16 = AugmentConfig(size=16, depth="metres", semseg_stride=1, train=False)

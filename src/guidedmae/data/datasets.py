@@ -22,7 +22,7 @@ from guidedmae.data.folder import (
     read_sample,
 )
 from guidedmae.data.modalities import MODALITIES
-from guidedmae.data.synthetic import render_scene
+from guidedmae.data.scenes import render_scene
 from guidedmae.data.transforms import AugmentConfig, augment_sample
 
 

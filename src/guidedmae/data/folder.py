@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from guidedmae.data.modalities import MODALITIES
-from guidedmae.data.synthetic import SHAPES, render_scene
+from guidedmae.data.scenes import SHAPES, render_scene
 
 DEPTH_SCALE = 1000.0  # file units per metre: 16-bit millimetres reach 65.535 m
 ERROR_MODES = ("raise", "skip")

@@ -32,8 +32,8 @@ from guidedmae.config import (
 )
 from guidedmae.data.datasets import ADE20KDataset, FolderDataset, SyntheticScenes, derived_generator
 from guidedmae.data.mixup import MixupConfig, mix_batch
+from guidedmae.data.scenes import NUM_SEMSEG_CLASSES, SEMSEG_CLASSES, SHAPES, render_scene
 from guidedmae.data.subset import balanced_subset
-from guidedmae.data.synthetic import NUM_SEMSEG_CLASSES, SEMSEG_CLASSES, SHAPES, render_scene
 from guidedmae.engine.checkpoint import LAST, remove_stale_temps, resolve_resume
 from guidedmae.engine.distributed import (
     DistributedContext,

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, default_collate
 from guidedmae.config import PretrainConfig, config_to_yaml, save_config
 from guidedmae.data.datasets import FolderDataset, SyntheticScenes, derived_generator
 from guidedmae.data.modalities import DERIVED_TARGETS
-from guidedmae.data.synthetic import NUM_SEMSEG_CLASSES
+from guidedmae.data.scenes import NUM_SEMSEG_CLASSES
 from guidedmae.engine.checkpoint import (
     LAST,
     initialize_from,
