@@ -17,7 +17,7 @@ from guidedmae.data.datasets import (
 )
 from guidedmae.data.folder import write_sample
 from guidedmae.data.modalities import IMAGENET_MEAN, IMAGENET_STD
-from guidedmae.data.scenes import render_scene
+from guidedmae.data.scenes import SHAPES, render_scene
 from guidedmae.data.transforms import AugmentConfig, standardize_depth
 
 EVAL_16 = AugmentConfig(size=16, depth="metres", semseg_stride=1, train=False)
@@ -104,6 +104,21 @@ def test_synthetic_scenes_render_each_index_deterministically():
         dataset[-1]
 
 
+def test_synthetic_scenes_list_the_labels_of_their_samples():
+    dataset = SyntheticScenes(n=6, size=24, seed=3, modalities=("depth",), augment=TRAIN_16)
+    labels = dataset.labels()
+    assert labels.dtype == np.int64
+    np.testing.assert_array_equal(labels, [dataset[index]["label"].item() for index in range(6)])
+    assert dataset.class_names == SHAPES
+
+
+def test_folder_dataset_lists_the_labels_and_names_of_its_class_folders(tmp_path):
+    write_folder(tmp_path)
+    dataset = FolderDataset(tmp_path, "train", ("rgb",), EVAL_16)
+    np.testing.assert_array_equal(dataset.labels(), [0, 0, 0, 1, 1, 1])
+    assert dataset.labels().dtype == np.int64 and dataset.class_names == ("a", "b")
+
+
 def test_augmentation_depends_on_seed_epoch_and_index_only():
     dataset = SyntheticScenes(n=4, size=24, seed=0, modalities=("rgb", "depth"), augment=TRAIN_16)
     first = dataset[1]
@@ -132,6 +147,8 @@ def test_ade20k_dataset_returns_rgb_and_reduced_labels(tmp_path):
     np.testing.assert_array_equal(sample["semseg"].numpy(), np.tile(expected, (16, 1)))
     raw = ADE20KDataset(ade, "train", config, reduce_zero_label=False)[0]
     np.testing.assert_array_equal(raw["semseg"][0].numpy(), np.arange(2, 18) % 3)
+    with pytest.raises(ValueError, match="ADE20KDataset has no image labels"):
+        ADE20KDataset(ade, "train", config).labels()
 
 
 # ------------------------------------------------------------------------------------------
