@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from guidedmae.config import FinetuneConfig, load_config
-from guidedmae.data.synthetic import FIRST_SHAPE_CLASS, NUM_SEMSEG_CLASSES, SHAPES
+from guidedmae.data.scenes import FIRST_SHAPE_CLASS, NUM_SEMSEG_CLASSES, SHAPES
 from guidedmae.engine.finetune import build_model, evaluation_set
 from guidedmae.models.pretrained import load_pretrained
 

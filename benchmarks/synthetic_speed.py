@@ -17,7 +17,7 @@ for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "
 import argparse  # noqa: E402
 import time  # noqa: E402
 
-from guidedmae.data.synthetic import render_scene  # noqa: E402
+from guidedmae.data.scenes import render_scene  # noqa: E402
 
 TARGETS = {64: 100.0, 224: 10.0}  # samples per second
 

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from guidedmae.data.synthetic import NUM_SEMSEG_CLASSES, SEMSEG_CLASSES, SHAPES, render_scene  # noqa: E402
+from guidedmae.data.scenes import NUM_SEMSEG_CLASSES, SEMSEG_CLASSES, SHAPES, render_scene  # noqa: E402
 
 CLASS_COLOURS = ListedColormap(plt.get_cmap("tab10").colors[:NUM_SEMSEG_CLASSES])
 

@@ -8,7 +8,7 @@ import numpy as np
 from guidedmae.cli import main
 from guidedmae.data.datasets import FolderDataset
 from guidedmae.data.folder import index_folder, read_sample
-from guidedmae.data.synthetic import SHAPES, render_scene
+from guidedmae.data.scenes import SHAPES, render_scene
 from guidedmae.data.transforms import AugmentConfig
 
 MODALITIES = ("rgb", "depth", "semseg")

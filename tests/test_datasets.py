@@ -17,7 +17,7 @@ from guidedmae.data.datasets import (
 )
 from guidedmae.data.folder import write_sample
 from guidedmae.data.modalities import IMAGENET_MEAN, IMAGENET_STD
-from guidedmae.data.synthetic import render_scene
+from guidedmae.data.scenes import SHAPES, render_scene
 from guidedmae.data.transforms import AugmentConfig, standardize_depth
 
 EVAL_16 = AugmentConfig(size=16, depth="metres", semseg_stride=1, train=False)
@@ -66,7 +66,8 @@ def test_folder_dataset_loads_only_the_requested_modalities(tmp_path):
     write_folder(tmp_path)
     dataset = FolderDataset(tmp_path, "train", ("depth",), TRAIN_16)
     sample = dataset[0]
-    assert set(sample) == {"depth", "label"}
+    assert set(sample) == {"depth", "label", "index"} and sample["index"].item() == 0
+    assert dataset[1]["index"].item() == 1
     torch.testing.assert_close(sample["depth"], standardize_depth(sample["depth"]), atol=1e-4, rtol=0)
 
 
@@ -98,10 +99,26 @@ def test_synthetic_scenes_render_each_index_deterministically():
     np.testing.assert_allclose(sample["depth"][0].numpy(), scene.depth, rtol=1e-6)
     np.testing.assert_array_equal(sample["semseg"].numpy(), scene.semseg)
     assert sample["label"].item() == scene.label
-    assert set(SyntheticScenes(4, 16, 3, ("semseg",), EVAL_16)[2]) == {"semseg", "label"}
+    sample = SyntheticScenes(4, 16, 3, ("semseg",), EVAL_16)[2]
+    assert set(sample) == {"semseg", "label", "index"} and sample["index"].item() == 2
     assert len(list(dataset)) == 4  # iteration stops at the end: indices past it raise IndexError
     with pytest.raises(IndexError, match="index -1 is out of range for a data set of 4 samples"):
         dataset[-1]
+
+
+def test_synthetic_scenes_list_the_labels_of_their_samples():
+    dataset = SyntheticScenes(n=6, size=24, seed=3, modalities=("depth",), augment=TRAIN_16)
+    labels = dataset.labels()
+    assert labels.dtype == np.int64
+    np.testing.assert_array_equal(labels, [dataset[index]["label"].item() for index in range(6)])
+    assert dataset.class_names == SHAPES
+
+
+def test_folder_dataset_lists_the_labels_and_names_of_its_class_folders(tmp_path):
+    write_folder(tmp_path)
+    dataset = FolderDataset(tmp_path, "train", ("rgb",), EVAL_16)
+    np.testing.assert_array_equal(dataset.labels(), [0, 0, 0, 1, 1, 1])
+    assert dataset.labels().dtype == np.int64 and dataset.class_names == ("a", "b")
 
 
 def test_augmentation_depends_on_seed_epoch_and_index_only():
@@ -127,11 +144,13 @@ def test_ade20k_dataset_returns_rgb_and_reduced_labels(tmp_path):
         Image.fromarray(labels).save(ade / "annotations" / split / f"{prefix}_00000001.png")
     config = AugmentConfig(size=16, semseg_stride=1, train=False)
     sample = ADE20KDataset(ade, "validation", config)[0]
-    assert set(sample) == {"rgb", "semseg"}
+    assert set(sample) == {"rgb", "semseg", "index"}
     expected = np.array([255, 0, 1])[(np.arange(2, 18) % 3)]  # the centre 16 columns, 0 -> 255, k -> k - 1
     np.testing.assert_array_equal(sample["semseg"].numpy(), np.tile(expected, (16, 1)))
     raw = ADE20KDataset(ade, "train", config, reduce_zero_label=False)[0]
     np.testing.assert_array_equal(raw["semseg"][0].numpy(), np.arange(2, 18) % 3)
+    with pytest.raises(ValueError, match="ADE20KDataset has no image labels"):
+        ADE20KDataset(ade, "train", config).labels()
 
 
 # ------------------------------------------------------------------------------------------
@@ -203,7 +222,7 @@ def test_a_resumed_loader_yields_the_rest_of_the_epoch_with_any_worker_count():
     resumed = list(build_loader(dataset, num_workers=2, start_batch=2, **settings))
     assert len(full) == 5 and len(resumed) == 3
     for expected, batch in zip(full[2:], resumed):
-        assert set(batch) == {"rgb", "depth", "semseg", "label"}
+        assert set(batch) == {"rgb", "depth", "semseg", "label", "index"}
         for name in batch:
             torch.testing.assert_close(batch[name], expected[name], rtol=0, atol=0)
     assert full[0]["rgb"].shape == (3, 3, 16, 16) and full[0]["semseg"].shape == (3, 4, 4)

@@ -7,18 +7,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guidedmae.data.synthetic import (
+from guidedmae.data.scenes import (
     BACKGROUND,
     BACKGROUND_DEPTH,
     FIELD_OF_VIEW,
     FIRST_SHAPE_CLASS,
     FLOOR,
     GAMMA,
-    INTERSECT,
+    LABEL_SIZE,
     MIN_SIZE,
     NUM_SEMSEG_CLASSES,
     SEMSEG_CLASSES,
     SHAPES,
+    SHAPES_TABLE,
     TEXTURES,
     WALL,
     Camera,
@@ -26,15 +27,17 @@ from guidedmae.data.synthetic import (
     Light,
     Room,
     SceneObject,
-    camera_rays,
-    depressed_quartic_roots,
+    label_of,
     render_layout,
     render_scene,
-    rotation_x,
     sample_layout,
-    surface_normals,
-    texture_mix,
+    scene_labels,
 )
+from guidedmae.data.scenes.cast import camera_rays
+from guidedmae.data.scenes.geometry import depressed_quartic_roots, rotation_x
+from guidedmae.data.scenes.render import texture_mix
+
+KIND = dict(zip(SHAPES, SHAPES_TABLE))
 
 GREY = np.full((2, 3), 0.5, np.float32)  # linear albedo of untextured test surfaces
 
@@ -108,7 +111,9 @@ def test_different_indices_and_seeds_render_different_scenes():
     height=st.integers(MIN_SIZE, 72),
     width=st.integers(MIN_SIZE, 72),
 )
-def test_every_scene_is_well_formed_and_labelled_by_its_largest_object_class(seed, index, height, width):
+def test_every_scene_is_well_formed_and_labelled_by_the_class_covering_most_of_its_label_view(
+    seed, index, height, width
+):
     scene = render_scene(seed, index, (height, width))
     assert scene.rgb.dtype == np.uint8 and scene.rgb.shape == (height, width, 3)
     assert scene.depth.dtype == np.float32 and scene.depth.shape == (height, width)
@@ -120,7 +125,9 @@ def test_every_scene_is_well_formed_and_labelled_by_its_largest_object_class(see
     assert (scene.semseg == FLOOR).any()
     counts = object_class_counts(scene.semseg)
     assert counts.sum() > 0
-    assert counts[scene.label] == counts.max()
+    # Whatever the size, the label is the class that covers the most pixels at LABEL_SIZE.
+    view = object_class_counts(render_scene(seed, index, LABEL_SIZE).semseg)
+    assert view[scene.label] == view.max()
 
 
 def test_odd_size_renders_the_requested_height_and_width():
@@ -138,6 +145,37 @@ def test_larger_rendering_samples_the_same_scene():
         assert agree.mean() > 0.99
         np.testing.assert_allclose(depth[agree], small.depth[agree], rtol=1e-4)
         assert small.label == large.label
+
+
+def test_scene_labels_are_the_labels_of_the_rendered_scenes():
+    labels = scene_labels(5, [0, 3, 4, 9])
+    assert labels.dtype == np.int64
+    for size in (LABEL_SIZE, 32, (48, 80)):  # a LABEL_SIZE rendering counts its own pixels
+        np.testing.assert_array_equal(labels, [render_scene(5, index, size).label for index in (0, 3, 4, 9)])
+
+
+def test_the_label_does_not_depend_on_the_render_size():
+    # In scene (0, 166) cylinders and cones cover almost the same area: the cylinders cover more
+    # pixels at 64x64 and the cones more at 224x224. The label is counted at LABEL_SIZE (64) for both.
+    assert LABEL_SIZE == 64
+    small, large = render_scene(0, 166, 64), render_scene(0, 166, 224)
+    assert np.argmax(object_class_counts(small.semseg)) == SHAPES.index("cylinder")
+    assert np.argmax(object_class_counts(large.semseg)) == SHAPES.index("cone")
+    assert small.label == large.label == scene_labels(0, [166])[0] == SHAPES.index("cylinder")
+
+
+def test_the_label_counts_the_pixels_of_all_objects_of_a_class_together():
+    objects = (
+        ball((0, 0, 0), 1),
+        dataclasses.replace(ball((0, 0, 0), 1), shape=SHAPES.index("box")),
+        ball((0, 0, 0), 1),
+    )
+    # The box covers 5 pixels, each sphere 3: the spheres cover more together. 5 pixels see no object.
+    instance = np.array([[0, 0, 0, 1], [1, 1, 1, 1], [2, 2, 2, -1], [-1, -1, -1, -1]], np.int8)
+    assert label_of(objects, instance) == SHAPES.index("sphere")
+    assert label_of(objects, np.where(instance == 2, -1, instance)) == SHAPES.index("box")
+    # A tie goes to the first class in SHAPES.
+    assert label_of(objects[:2], np.array([[0, 1]], np.int8)) == SHAPES.index("sphere")
 
 
 def test_nearest_downsampled_semseg_agrees_with_a_smaller_rendering():
@@ -193,9 +231,7 @@ def test_sampled_objects_rest_on_the_floor_in_front_of_the_wall(seed):
             # Straight up from below its centre, a ray meets the object at the floor (y = 0).
             below = (obj.centre - np.array([0, obj.centre[1] + 1, 0], np.float32))[:, None]
             local_origin, local_up = obj.rotation.T @ (below - obj.centre[:, None]), obj.rotation.T[:, [1]]
-            assert INTERSECT[SHAPES[obj.shape]](local_origin, local_up, obj.size)[0] == pytest.approx(
-                1, abs=1e-4
-            )
+            assert obj.kind.intersect(local_origin, local_up, obj.size)[0] == pytest.approx(1, abs=1e-4)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,16 +253,16 @@ def test_rays_hit_each_shape_at_the_analytic_distance(shape):
     size, expected = HORIZONTAL_HITS[shape]
     origins = np.array([[0.0, 0.0, -5.0], [0.0, 5.0, 0.0], [3.0, 0.0, -5.0]], np.float32).T
     directions = np.array([[0.0, 0.0, 1.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]], np.float32).T
-    t = INTERSECT[shape](origins, directions, size)
+    t = KIND[shape].intersect(origins, directions, size)
     np.testing.assert_allclose(t[:2], [expected, VERTICAL_HITS[shape]], rtol=1e-6)
     assert t[2] == np.inf  # passes beside the shape
     # t counts in units of the direction's length.
     np.testing.assert_allclose(
-        INTERSECT[shape](origins[:, :1], 2 * directions[:, :1], size), expected / 2, rtol=1e-6
+        KIND[shape].intersect(origins[:, :1], 2 * directions[:, :1], size), expected / 2, rtol=1e-6
     )
     # Facing the ray, except the cone's side, which leans back by its half-angle atan(radius / height).
     lean = np.arctan(size[0] / size[1]) if shape == "cone" else 0.0
-    normal = surface_normals(shape, origins[:, :1] + expected * directions[:, :1], size)
+    normal = KIND[shape].surface_normals(origins[:, :1] + expected * directions[:, :1], size)
     np.testing.assert_allclose(normal[:, 0], [0, np.sin(lean), -np.cos(lean)], atol=1e-3)
 
 
@@ -274,7 +310,7 @@ def test_rays_grazing_the_torus_hit_it_just_inside_and_miss_it_just_outside(
     offset = 10**log_offset * minor
     touch = (major + minor) * outward
     origins = np.stack([touch + offset * outward, touch - offset * outward]).T - distance * along[:, None]
-    t = INTERSECT["torus"](origins, np.stack([along, along]).T, (major, minor))
+    t = KIND["torus"].intersect(origins, np.stack([along, along]).T, (major, minor))
     assert t[0] == np.inf
     # In, it enters the tube before reaching the point below the touching one (which is inside).
     assert t[1] <= distance
@@ -298,7 +334,7 @@ def test_a_ray_first_meets_the_torus_where_dense_samples_along_it_first_fall_ins
     start = np.array(origin) / np.linalg.norm(origin) * distance
     direction = np.array(target) * reach - start
     direction /= np.linalg.norm(direction)
-    t = INTERSECT["torus"](start[:, None], direction[:, None], obj.size)[0]
+    t = KIND["torus"].intersect(start[:, None], direction[:, None], obj.size)[0]
     # Metres along the ray, 0.1 mm apart, across the ball.
     closest = -start @ direction
     samples = np.arange(closest - reach, closest + reach, 1e-4)

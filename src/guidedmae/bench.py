@@ -26,7 +26,7 @@ from torch import nn
 
 from guidedmae.config import PretrainConfig, load_config
 from guidedmae.data.datasets import SyntheticScenes
-from guidedmae.data.synthetic import NUM_SEMSEG_CLASSES
+from guidedmae.data.scenes import NUM_SEMSEG_CLASSES
 from guidedmae.data.transforms import AugmentConfig
 from guidedmae.engine.optim import OptimConfig, build_optimizer, set_lr
 from guidedmae.engine.precision import autocast

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from guidedmae.data.mixup import MixupConfig
-from guidedmae.data.synthetic import NUM_SEMSEG_CLASSES, SHAPES
+from guidedmae.data.scenes import NUM_SEMSEG_CLASSES, SHAPES
 from guidedmae.data.transforms import AugmentConfig
 from guidedmae.engine.evaluate import EvalConfig
 from guidedmae.engine.optim import OptimConfig, validate_optim

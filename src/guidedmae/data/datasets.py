@@ -22,7 +22,7 @@ from guidedmae.data.folder import (
     read_sample,
 )
 from guidedmae.data.modalities import MODALITIES
-from guidedmae.data.synthetic import render_scene
+from guidedmae.data.scenes import SHAPES, render_scene, scene_labels
 from guidedmae.data.transforms import AugmentConfig, augment_sample
 
 
@@ -47,8 +47,12 @@ def checked_modalities(modalities: tuple[str, ...]) -> tuple[str, ...]:
 class AugmentedDataset(Dataset, ABC):
     """A source of raw samples (`load`) followed by the aligned augmentation.
 
-    __getitem__ returns {modality: tensor} (+ "label") as described in guidedmae.data.transforms.
+    __getitem__ returns {modality: tensor} (+ "label") as described in guidedmae.data.transforms, and
+    "index": the sample's index (int64 []).
+    Data sets with image labels name their classes in `class_names` and list them with `labels()`.
     """
+
+    class_names: tuple[str, ...] = ()  # what the image labels index; none without image labels
 
     def __init__(self, augment: AugmentConfig, seed: int) -> None:
         self.augment = augment
@@ -66,11 +70,16 @@ class AugmentedDataset(Dataset, ABC):
     @abstractmethod
     def __len__(self) -> int: ...
 
+    def labels(self) -> np.ndarray:
+        """int64 [N] image label (index into class_names) of every sample, without loading any."""
+        raise ValueError(f"{type(self).__name__} has no image labels")
+
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} is out of range for a data set of {len(self)} samples")
         generator = derived_generator(self.seed, self.epoch, index)
-        return augment_sample(self.load(index), self.augment, generator)
+        # The index travels with the sample: strategies that remember samples (loss memory) key on it.
+        return {**augment_sample(self.load(index), self.augment, generator), "index": torch.tensor(index)}
 
 
 class SyntheticScenes(AugmentedDataset):
@@ -78,7 +87,10 @@ class SyntheticScenes(AugmentedDataset):
 
     Rendering at augment.size is the cheap default; rendering larger (e.g. 1.15x) lets the random
     crops downsample rather than upsample. `seed` fixes both the scenes and their augmentations.
+    The label is the scene's shape class (guidedmae.data.scenes.labels), the same at every size.
     """
+
+    class_names = SHAPES
 
     def __init__(
         self, n: int, size: int, seed: int, modalities: tuple[str, ...], augment: AugmentConfig
@@ -91,6 +103,9 @@ class SyntheticScenes(AugmentedDataset):
 
     def __len__(self) -> int:
         return self.n
+
+    def labels(self) -> np.ndarray:
+        return scene_labels(self.seed, range(self.n))
 
     def load(self, index: int) -> dict:
         scene = render_scene(self.seed, index, self.size)
@@ -122,8 +137,15 @@ class FolderDataset(AugmentedDataset):
         self.depth_scale = depth_scale
         self.samples, self.classes = index_folder(root, split, self.modalities, on_error)
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.classes)
+
     def __len__(self) -> int:
         return len(self.samples)
+
+    def labels(self) -> np.ndarray:
+        return np.array([sample.label for sample in self.samples], np.int64)
 
     def load(self, index: int) -> dict:
         sample = self.samples[index]

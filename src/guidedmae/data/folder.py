@@ -24,8 +24,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from guidedmae.data.modalities import MODALITIES
-from guidedmae.data.synthetic import SHAPES, render_scene
+from guidedmae.data.modalities import IGNORE_INDEX, MODALITIES
+from guidedmae.data.scenes import SHAPES, render_scene
 
 DEPTH_SCALE = 1000.0  # file units per metre: 16-bit millimetres reach 65.535 m
 ERROR_MODES = ("raise", "skip")
@@ -37,7 +37,6 @@ SKIPPED_SHOWN = 5  # paths named in the warning that summarizes skipped samples
 
 ADE20K_SPLITS = {"training": "training", "validation": "validation", "train": "training", "val": "validation"}
 ADE20K_NUM_CLASSES = 150  # annotation ids 1..150; 0 is "other" and ignored
-IGNORE_INDEX = 255
 
 NYUV2_CLASS_FOLDER = "nyu"  # the layout needs a class level; NYUv2 has no image classes
 NYUV2_NUM_RAW_CLASSES = 894  # ids of the labeled .mat, 0 = unlabeled

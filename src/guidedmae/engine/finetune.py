@@ -21,8 +21,8 @@ from torch.utils.data import Dataset, Subset
 from guidedmae.config import FinetuneConfig, load_config
 from guidedmae.data.datasets import ADE20KDataset, FolderDataset, SyntheticScenes
 from guidedmae.data.mixup import mix_batch
+from guidedmae.data.scenes import SEMSEG_CLASSES, SHAPES
 from guidedmae.data.subset import balanced_subset
-from guidedmae.data.synthetic import SEMSEG_CLASSES, SHAPES, render_scene
 from guidedmae.engine.distributed import (
     DistributedContext,
     close_distributed,
@@ -68,17 +68,6 @@ def build_split(config: FinetuneConfig, train: bool) -> Dataset:
     return FolderDataset(data.root, split, modalities, augment, seed=config.seed)
 
 
-def labels_of(dataset: Dataset) -> np.ndarray:
-    """Image labels of every sample (for class-balanced subsets), without augmenting anything."""
-    if isinstance(dataset, FolderDataset):
-        return np.array([sample.label for sample in dataset.samples])
-    if isinstance(dataset, SyntheticScenes):
-        return np.array(
-            [render_scene(dataset.seed, index, dataset.size).label for index in range(len(dataset))]
-        )
-    raise ValueError(f"data.fraction / data.per_class need image labels; {type(dataset).__name__} has none")
-
-
 class EpochSubset(Subset):
     """A Subset that passes the epoch on to its data set (whose augmentations depend on it)."""
 
@@ -93,7 +82,7 @@ def training_set(config: FinetuneConfig) -> Dataset:
         return dataset
     if config.head.task == "classification":
         indices = balanced_subset(
-            labels_of(dataset),
+            dataset.labels(),
             config.seed,
             fraction=None if config.data.per_class else config.data.fraction,
             per_class=config.data.per_class or None,
