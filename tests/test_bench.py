@@ -55,6 +55,8 @@ def test_variants_change_only_the_strategy_keys_and_keep_the_budget():
         "heads-6",
         "hint-0.1",
         "received",
+        "loss-memory",
+        "predicted-loss",
     ]
     budget = ("num_visible", "alphas", "sample_tasks_uniformly")
     for name, variant in variants.items():
@@ -79,6 +81,8 @@ def test_variants_change_only_the_strategy_keys_and_keep_the_budget():
         "heads-6": {"attention.heads"},
         "hint-0.1": {"attention.hint"},
         "received": {"attention.score"},
+        "loss-memory": {"strategy", "attention.noise"},
+        "predicted-loss": {"strategy", "attention.noise"},
     }
 
 

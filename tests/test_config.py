@@ -128,3 +128,11 @@ def test_differences_list_the_dotted_keys_that_changed():
     old = config_to_dict(PretrainConfig())
     new = config_to_dict(load_config(PretrainConfig, None, ["optim.blr=3e-4", "resume=auto"]))
     assert config_differences(old, new) == ["optim.blr: 0.0001 -> 0.0003", "resume: '' -> 'auto'"]
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda path: path.name)
+def test_every_shipped_pretraining_config_loads_with_its_required_values(path):
+    # Every recipe but the synthetic demo reads a data root; continuations also name their weights.
+    overrides = [] if path.stem == "demo" else ["data.root=/data/in1k-multimae", "model.init=weights.pth"]
+    config = load_config(PretrainConfig, path, overrides)
+    assert config.out_dir == f"runs/{path.stem}"  # each writes to a folder of its own name

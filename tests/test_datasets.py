@@ -66,7 +66,7 @@ def test_folder_dataset_loads_only_the_requested_modalities(tmp_path):
     write_folder(tmp_path)
     dataset = FolderDataset(tmp_path, "train", ("depth",), TRAIN_16)
     sample = dataset[0]
-    assert set(sample) == {"depth", "label", "index"} and sample["index"].item() == 0
+    assert set(sample) == {"depth", "label", "index", "view"} and sample["index"].item() == 0
     assert dataset[1]["index"].item() == 1
     torch.testing.assert_close(sample["depth"], standardize_depth(sample["depth"]), atol=1e-4, rtol=0)
 
@@ -100,7 +100,7 @@ def test_synthetic_scenes_render_each_index_deterministically():
     np.testing.assert_array_equal(sample["semseg"].numpy(), scene.semseg)
     assert sample["label"].item() == scene.label
     sample = SyntheticScenes(4, 16, 3, ("semseg",), EVAL_16)[2]
-    assert set(sample) == {"semseg", "label", "index"} and sample["index"].item() == 2
+    assert set(sample) == {"semseg", "label", "index", "view"} and sample["index"].item() == 2
     assert len(list(dataset)) == 4  # iteration stops at the end: indices past it raise IndexError
     with pytest.raises(IndexError, match="index -1 is out of range for a data set of 4 samples"):
         dataset[-1]
@@ -144,7 +144,7 @@ def test_ade20k_dataset_returns_rgb_and_reduced_labels(tmp_path):
         Image.fromarray(labels).save(ade / "annotations" / split / f"{prefix}_00000001.png")
     config = AugmentConfig(size=16, semseg_stride=1, train=False)
     sample = ADE20KDataset(ade, "validation", config)[0]
-    assert set(sample) == {"rgb", "semseg", "index"}
+    assert set(sample) == {"rgb", "semseg", "index", "view"}
     expected = np.array([255, 0, 1])[(np.arange(2, 18) % 3)]  # the centre 16 columns, 0 -> 255, k -> k - 1
     np.testing.assert_array_equal(sample["semseg"].numpy(), np.tile(expected, (16, 1)))
     raw = ADE20KDataset(ade, "train", config, reduce_zero_label=False)[0]
@@ -222,7 +222,7 @@ def test_a_resumed_loader_yields_the_rest_of_the_epoch_with_any_worker_count():
     resumed = list(build_loader(dataset, num_workers=2, start_batch=2, **settings))
     assert len(full) == 5 and len(resumed) == 3
     for expected, batch in zip(full[2:], resumed):
-        assert set(batch) == {"rgb", "depth", "semseg", "label", "index"}
+        assert set(batch) == {"rgb", "depth", "semseg", "label", "index", "view"}
         for name in batch:
             torch.testing.assert_close(batch[name], expected[name], rtol=0, atol=0)
     assert full[0]["rgb"].shape == (3, 3, 16, 16) and full[0]["semseg"].shape == (3, 4, 4)

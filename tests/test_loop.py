@@ -51,7 +51,7 @@ class RegressionStep(nn.Module):
         loss = (self.model(batch["x"]) - batch["y"]).square().mean()
         if self.calls in self.nan_calls:
             loss = loss * float("nan")
-        return SimpleNamespace(losses={"total": loss, "mse": loss.detach()})
+        return SimpleNamespace(losses={"total": loss, "mse": loss.detach()}, scalars={})
 
 
 def make_job(tmp_path, step: RegressionStep, *overrides: str, samples: int = 32) -> TrainingJob:

@@ -23,12 +23,13 @@ from typing import TextIO
 
 import torch
 from torch import nn
+from torch.utils.data import default_collate
 
 from guidedmae.config import PretrainConfig, load_config
 from guidedmae.data.datasets import SyntheticScenes
 from guidedmae.data.scenes import NUM_SEMSEG_CLASSES
 from guidedmae.data.transforms import AugmentConfig
-from guidedmae.engine.optim import OptimConfig, build_optimizer, set_lr
+from guidedmae.engine.optim import OptimConfig, build_optimizer, param_groups, set_lr
 from guidedmae.engine.precision import autocast
 from guidedmae.engine.step import MaskedAutoencoderStep
 from guidedmae.losses import LossConfig
@@ -62,10 +63,10 @@ class Measurement:
 
 
 def synthetic_batch(batch_size: int, image_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """The first `batch_size` synthetic scenes, augmented as for pretraining: {modality: [B, ...]}."""
+    """The first `batch_size` synthetic scenes, augmented as for pretraining: {modality: [B, ...]}, and
+    the samples' "index" and "view" (what strategies that remember samples read)."""
     scenes = SyntheticScenes(batch_size, image_size, seed, MODALITIES, AugmentConfig(image_size))
-    samples = [scenes[index] for index in range(batch_size)]
-    return {name: torch.stack([sample[name] for sample in samples]) for name in MODALITIES}
+    return default_collate([scenes[index] for index in range(batch_size)])
 
 
 def cuda_peak_bytes(run: Callable[[], None], device: torch.device) -> int:
@@ -75,10 +76,11 @@ def cuda_peak_bytes(run: Callable[[], None], device: torch.device) -> int:
     return torch.cuda.max_memory_allocated(device)
 
 
-def held_bytes(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> int:
-    """Memory of what a training step starts from: weights, gradients, optimizer state and the batch."""
-    tensors = [*model.parameters(), *batch.values()]
-    tensors += [p.grad for p in model.parameters() if p.grad is not None]
+def held_bytes(step: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> int:
+    """Memory of what a training step starts from: weights and buffers (the model's and the strategy's),
+    gradients, optimizer state and the batch."""
+    tensors = [*step.parameters(), *step.buffers(), *batch.values()]
+    tensors += [p.grad for p in step.parameters() if p.grad is not None]
     tensors += [
         t for state in optimizer.state.values() for t in state.values() if isinstance(t, torch.Tensor)
     ]
@@ -141,17 +143,27 @@ def time_strategies(
     `progress` (e.g. sys.stderr) as they come, if given.
     """
     device = batch["rgb"].device
-    optimizer = build_optimizer(model, OptimConfig())
-    # A step at lr 0 on zero gradients allocates the optimizer state without changing the weights, so
-    # that no strategy's first step pays for it.
-    for parameter in model.parameters():
-        parameter.grad = torch.zeros_like(parameter)
-    optimizer.step()
-    set_lr(optimizer, 1e-4)
     steps = {
-        name: MaskedAutoencoderStep(model, build_strategy(masking, model.config), LossConfig())
+        name: MaskedAutoencoderStep(
+            model, build_strategy(masking, model.config, len(batch["rgb"])), LossConfig()
+        )
         for name, masking in strategies.items()
     }
+    for step in steps.values():
+        step.strategy.to(device)
+    # One AdamW over the model and every strategy's own parameters (a loss predictor), as a run has.
+    groups = param_groups(model, OptimConfig().weight_decay)
+    groups += [
+        group for step in steps.values() for group in param_groups(step.strategy, 0.0) if group["params"]
+    ]
+    optimizer = build_optimizer(model, OptimConfig(), groups)
+    # A step at lr 0 on zero gradients allocates the optimizer state without changing the weights, so
+    # that no strategy's first step pays for it.
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            parameter.grad = torch.zeros_like(parameter)
+    optimizer.step()
+    set_lr(optimizer, 1e-4)
     generator = torch.Generator().manual_seed(seed)
     results = {name: Measurement([], []) for name in strategies}
     for round_index in range(warmup + rounds):
@@ -162,7 +174,7 @@ def time_strategies(
                 if round_index == warmup - 1 and device.type == "cpu":
                     # The profiler misses frees of blocks allocated before it started: drop the gradients first.
                     optimizer.zero_grad(set_to_none=True)
-                    results[name].peak_bytes.append(cpu_peak_bytes(run, held_bytes(model, optimizer, batch)))
+                    results[name].peak_bytes.append(cpu_peak_bytes(run, held_bytes(step, optimizer, batch)))
                 else:
                     run()
                 continue

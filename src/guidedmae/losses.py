@@ -175,3 +175,29 @@ def reconstruction_losses(
             )
     losses["total"] = sum(weights.get(name, 1.0) * loss for name, loss in losses.items())
     return (losses, patches) if per_patch else losses
+
+
+def modality_patch_losses(
+    patch_losses: Mapping[str, PatchLosses],
+    modalities: tuple[str, ...],
+    weights: Mapping[str, float] | None = None,
+) -> dict[str, PatchLosses]:
+    """Per input modality, the weighted sum of the patch losses of the outputs reconstructing it (rgb:
+    rgb and norm_rgb): what a loss-guided strategy ranks a modality's tokens by. {modality: PatchLosses}"""
+    weights = dict(weights or {})
+    combined = {}
+    for name, losses in patch_losses.items():
+        source = DERIVED_TARGETS.get(name, name)
+        if source not in modalities:
+            continue
+        values = weights.get(name, 1.0) * losses.values
+        if source in combined:
+            values = combined[source].values + values
+        combined[source] = PatchLosses(values, losses.masked)
+    return {name: combined[name] for name in modalities if name in combined}
+
+
+def masked_patch_mean(losses: PatchLosses) -> torch.Tensor:
+    """Mean loss over the masked patches of a batch (0 when none is masked): a scalar."""
+    masked = losses.masked.to(losses.values.dtype)
+    return (losses.values * masked).sum() / masked.sum().clamp_min(1)

@@ -15,10 +15,12 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
+from torch.utils.data import Dataset
+
 from guidedmae.config import DataConfig, ModelSettings, PretrainConfig, config_to_dict, load_config
 from guidedmae.data.transforms import AugmentConfig
 from guidedmae.engine.distributed import resolve_device
-from guidedmae.engine.pretrain import build_dataset, picture_batch, save_reconstruction
+from guidedmae.engine.pretrain import STRATEGY_KEY, build_dataset, picture_batch, save_reconstruction
 from guidedmae.engine.step import MaskedAutoencoderStep
 from guidedmae.masking import MaskingConfig, build_strategy
 from guidedmae.models.checkpoints import (
@@ -31,7 +33,7 @@ from guidedmae.models.checkpoints import (
 )
 from guidedmae.models.multimae import MultiMAE, MultiMAEConfig
 
-__all__ = ["add_parser", "load_model_and_config"]
+__all__ = ["add_parser", "load_step"]
 
 
 def _official_config(architecture: MultiMAEConfig) -> PretrainConfig:
@@ -44,8 +46,12 @@ def _official_config(architecture: MultiMAEConfig) -> PretrainConfig:
     )
 
 
-def load_model_and_config(path: str | Path, overrides: list[str] = ()) -> tuple[MultiMAE, PretrainConfig]:
-    """A MultiMAE with the checkpoint's weights, and the config to picture it with (changed by overrides)."""
+def load_step(
+    path: str | Path, overrides: list[str] = ()
+) -> tuple[MaskedAutoencoderStep, PretrainConfig, Dataset]:
+    """The checkpoint's model and masking strategy as a training step, the config to picture it with
+    (changed by overrides) and its data set. A strategy with state (a loss predictor, a loss memory)
+    takes the state the run saved beside the model; without it there is nothing true to picture."""
     checkpoint = read_checkpoint(path)
     weights = state_dict_of(checkpoint, str(path))
     saved = checkpoint.get("config")
@@ -60,19 +66,29 @@ def load_model_and_config(path: str | Path, overrides: list[str] = ()) -> tuple[
     config = load_config(PretrainConfig, None, overrides, base=saved)
     model = MultiMAE(config.model.architecture())
     load_weights(model, weights, str(path))
-    return model, config
+    dataset = build_dataset(config)
+    strategy = build_strategy(config.masking, model.config, len(dataset))
+    if strategy.state_dict():
+        same_strategy = saved.get("masking", {}).get("strategy") == config.masking.strategy
+        if not same_strategy or STRATEGY_KEY not in checkpoint:
+            raise CheckpointError(
+                f"{path} holds no trained state of masking.strategy={config.masking.strategy} (its run "
+                f"masked with {saved.get('masking', {}).get('strategy')!r}); a strategy that learns can only "
+                "be pictured from a checkpoint of its own run"
+            )
+        load_weights(strategy, checkpoint[STRATEGY_KEY], f"{path} ({STRATEGY_KEY})")
+    return MaskedAutoencoderStep(model, strategy, config.loss), config, dataset
 
 
 def run(args: argparse.Namespace) -> int:
     overrides = [*args.overrides, f"log.picture_samples={args.samples}", "run.precision=fp32"]
-    model, config = load_model_and_config(args.checkpoint, overrides)
-    device = resolve_device(args.device)
-    strategy = build_strategy(config.masking, model.config)
-    step = MaskedAutoencoderStep(model.to(device), strategy, config.loss)
-    batch = picture_batch(build_dataset(config), args.samples)
-    out = Path(args.out or Path(args.checkpoint).parent / f"visualize-{strategy.describe()}.png")
+    step, config, dataset = load_step(args.checkpoint, overrides)
+    step.to(resolve_device(args.device))
+    batch = picture_batch(dataset, args.samples)
+    name = step.strategy.describe()
+    out = Path(args.out or Path(args.checkpoint).parent / f"visualize-{name}.png")
     save_reconstruction(step, batch, config, out)
-    print(f"wrote {out} ({strategy.describe()}, {len(batch['rgb'])} samples)")
+    print(f"wrote {out} ({name}, {len(batch['rgb'])} samples)")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Pictures of masked reconstruction: per sample and output, the input, the attention heat map, the
 chosen mask and the reconstruction, as one PNG grid.
 
-Columns: input | attention (guided strategies) | masked input | prediction | prediction + visible patches.
+Columns: input | scores (guided strategies: attention, predicted loss, ...) | masked input | prediction | prediction + visible patches.
 Rows: one per output (rgb, depth, semseg, norm_rgb), samples stacked below each other.
 """
 
@@ -112,11 +112,13 @@ def reconstruction_figure(
     preds: dict[str, torch.Tensor],
     max_samples: int = 4,
     patch_size: int = 16,
+    score_label: str = "attention",
 ) -> Image.Image:
-    """A grid of inputs, attention maps, masks and reconstructions for the first `max_samples` samples.
+    """A grid of inputs, score maps, masks and reconstructions for the first `max_samples` samples.
 
     batch: model-ready tensors (the targets); choice: the masks (and scores) used; preds: model outputs.
-    patch_size: the model's patch size (for patch-normalized outputs).
+    patch_size: the model's patch size (for patch-normalized outputs); score_label: what the scores are
+    (the second column's title: attention, predicted loss, ...).
     """
     masks, scores = choice.selection.masks, choice.scores or {}
     names = list(preds)
@@ -128,7 +130,7 @@ def reconstruction_figure(
     height = HEADER + num_samples * (len(names) * (row_height + GAP) + GAP)
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
-    for column, title in enumerate(COLUMNS):
+    for column, title in enumerate((COLUMNS[0], score_label, *COLUMNS[2:])):
         draw.text((LABEL + column * (PANEL + GAP) + 4, 3), title, fill="black")
     top = HEADER
     for sample in range(num_samples):

@@ -10,6 +10,8 @@ A raw sample is a dict of numpy arrays of the same height and width:
     depth   float32 [1, S, S]   standardized per image, or metres
     semseg  int64   [S / stride, S / stride]
     label   int64   []
+    view    float32 [5]         where the pixels come from: the crop box (top, left, height, width) as
+                                fractions of the source image's height and width, then 1 if flipped
 """
 
 import math
@@ -212,4 +214,7 @@ def augment_sample(sample: dict, config: AugmentConfig, generator: torch.Generat
         out = {name: tensor.flip(-1) for name, tensor in out.items()}
     if "label" in sample:
         out["label"] = torch.tensor(sample["label"], dtype=torch.int64)
+    out["view"] = torch.tensor(
+        [box.top / height, box.left / width, box.height / height, box.width / width, float(flip)]
+    )
     return out

@@ -5,6 +5,7 @@ LOCAL_WORLD_SIZE from its environment and joins one process group (env://): gloo
 CUDA. Without torchrun the context is a single process and every helper is a no-op.
 """
 
+import gc
 import hashlib
 import os
 from collections.abc import Mapping
@@ -73,7 +74,11 @@ def init_distributed(device: str = "auto", env: Mapping[str, str] | None = None)
 
 
 def close_distributed(context: DistributedContext) -> None:
+    """Leave the process group. DistributedDataParallel sits in reference cycles (its hooks hold it), so
+    only the cycle collector frees it and the gloo work it keeps; collected during interpreter shutdown
+    instead, that work aborts the process ("terminate called without an active exception")."""
     if context.is_distributed and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
@@ -101,6 +106,15 @@ def all_gather_objects(context: DistributedContext, value) -> list:
         return [value]
     gathered = [None] * context.world_size
     dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def all_gather_tensors(context: DistributedContext, tensor: torch.Tensor) -> list[torch.Tensor]:
+    """[tensor of rank 0, tensor of rank 1, ...]; every rank must give the same shape and dtype."""
+    if not context.is_distributed:
+        return [tensor]
+    gathered = [torch.empty_like(tensor) for _ in range(context.world_size)]
+    dist.all_gather(gathered, tensor.contiguous())
     return gathered
 
 

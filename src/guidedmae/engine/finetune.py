@@ -10,7 +10,7 @@ What is fine-tuning's own; the runner (engine.run) does the rest:
 `evaluate_checkpoint` scores a finished run's checkpoint again, on another split or mode if asked.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +121,7 @@ def build_model(config: FinetuneConfig) -> FineTuneModel:
 class FinetuneOutput:
     losses: dict[str, torch.Tensor]  # {"total": the task loss}
     output: torch.Tensor
+    scalars: dict[str, float] = field(default_factory=dict)  # nothing to log beside the loss
 
 
 class FinetuneStep(nn.Module):
@@ -192,7 +193,7 @@ class FinetuneJob(Job):
     kind = "fine-tuning"
     config: FinetuneConfig
 
-    def build(self) -> JobParts:
+    def build(self, context: DistributedContext) -> JobParts:
         config = self.config
         self.model = build_model(config)
         self.eval_set = evaluation_set(config)

@@ -1,7 +1,8 @@
 """The training loop shared by every job: a step module, AdamW, a per-step lr schedule, checkpoints.
 
 The runner (engine.run) builds a TrainingJob: the model, a step module that maps
-(batch, generator, progress) to an output with `.losses` ({name: scalar tensor}, with "total"), the
+(batch, generator, progress) to an output with `.losses` ({name: scalar tensor}, with "total") and
+`.scalars` ({name: float} logged beside the losses as they are), the
 modules saved beside the model (e.g. the masking strategy), the optimizer, the schedule, the data set
 and the loop's typed settings. `train` then runs, per optimizer step:
 
@@ -246,8 +247,8 @@ def _optimizer_step(job: TrainingJob) -> float | None:
 
 
 class MetricsWindow:
-    """Mean losses over the steps since the last log line, and the training throughput over them
-    (time spent in checkpoints and pictures left out)."""
+    """Mean values (losses, logged scalars) over the steps since the last log line, and the training
+    throughput over them (time spent in checkpoints and pictures left out)."""
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
@@ -261,12 +262,8 @@ class MetricsWindow:
             self.sums[name] = self.sums.get(name, 0.0) + value
 
     def summary(self, samples_per_step: int) -> dict[str, float]:
-        """{"loss": mean total, "loss_<output>": ..., "grad_norm" (if clipping), "samples_per_s"}."""
-        means = {name: value / self.steps for name, value in self.sums.items()}
-        values = {"loss": means.pop("total")}
-        values.update(
-            {name if name == "grad_norm" else f"loss_{name}": value for name, value in means.items()}
-        )
+        """The mean of every value added, and "samples_per_s"."""
+        values = {name: value / self.steps for name, value in self.sums.items()}
         elapsed = time.perf_counter() - self.start - self.excluded
         values["samples_per_s"] = self.steps * samples_per_step / max(elapsed, 1e-9)
         return values
@@ -326,7 +323,10 @@ def train(job: TrainingJob, state: LoopState, logger: RunLogger) -> LoopState:
             losses_sum = {}
             if math.isfinite(losses["total"]):
                 grad_norm = _optimizer_step(job)
-                window.add(losses if grad_norm is None else {**losses, "grad_norm": grad_norm})
+                values = {"loss": losses["total"]}
+                values.update({f"loss_{name}": value for name, value in losses.items() if name != "total"})
+                values.update(output.scalars)  # those of the last micro-step, the same on every rank
+                window.add(values if grad_norm is None else {**values, "grad_norm": grad_norm})
                 state.nonfinite_in_a_row = 0
             else:
                 state.nonfinite_in_a_row += 1

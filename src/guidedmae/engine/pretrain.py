@@ -16,6 +16,7 @@ from torch.utils.data import Dataset, default_collate
 from guidedmae.config import PretrainConfig
 from guidedmae.data.datasets import FolderDataset, SyntheticScenes, derived_generator
 from guidedmae.data.modalities import DERIVED_TARGETS
+from guidedmae.engine.distributed import DistributedContext
 from guidedmae.engine.logging import RunLogger
 from guidedmae.engine.loop import LoopState, TrainingJob
 from guidedmae.engine.optim import param_groups
@@ -73,7 +74,12 @@ def save_reconstruction(
         )
     step.train(was_training)
     image = reconstruction_figure(
-        batch, output.choice, output.preds, config.log.picture_samples, step.model.config.patch_size
+        batch,
+        output.choice,
+        output.preds,
+        config.log.picture_samples,
+        step.model.config.patch_size,
+        step.strategy.score_label,
     )
     return save_png(image, path)
 
@@ -86,12 +92,12 @@ class PretrainJob(Job):
     kind = "pretraining"
     config: PretrainConfig
 
-    def build(self) -> JobParts:
+    def build(self, context: DistributedContext) -> JobParts:
         config = self.config
         model = MultiMAE(config.model.architecture())
-        strategy = build_strategy(config.masking, model.config)
-        self.step = MaskedAutoencoderStep(model, strategy, config.loss)
         dataset = build_dataset(config)
+        strategy = build_strategy(config.masking, model.config, len(dataset), context)
+        self.step = MaskedAutoencoderStep(model, strategy, config.loss)
         groups = param_groups(model, config.optim.weight_decay)
         groups += [
             {**group, "name": STRATEGY_KEY} for group in param_groups(strategy, config.optim.weight_decay)

@@ -8,7 +8,7 @@ and what to do after each step and at the end (pictures, evaluations). run_job o
 
     context   = init_distributed(run.device); CPU threads per process
     resume    = resolve_resume(config.resume, out_dir)          '' | auto | PATH
-    seed      -> parts = job.build()                            model, step, data set, parameter groups
+    seed      -> parts = job.build(context)                     model, step, data set, parameter groups
     model.init (fresh runs only) -> job.initialize(parts.model, path)
     schedule  = LRSchedule(peak lr of the total batch, steps per epoch of the data set)
     optimizer = AdamW(parts.param_groups); loss scaler; per-rank generators
@@ -19,6 +19,7 @@ and what to do after each step and at the end (pictures, evaluations). run_job o
     job.finish(...) -> scores; weights check; results.json when the job has scores
 """
 
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,7 +79,7 @@ class Job(ABC):
         self.config = config
 
     @abstractmethod
-    def build(self) -> JobParts:
+    def build(self, context: DistributedContext) -> JobParts:
         """The model (random init, on the CPU), the step, the training set and the parameter groups.
         Called after seeding, on every rank: every rank builds the same initial weights."""
 
@@ -196,7 +197,7 @@ def _run(job: Job, context: DistributedContext) -> RunResult:
     resume_path = resolve_resume(config.resume, out_dir)
 
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    parts = job.build()
+    parts = job.build(context)
     init_report = None
     if config.model.init and resume_path is None:
         init_report = job.initialize(parts.model, config.model.init)
@@ -227,11 +228,17 @@ def _run(job: Job, context: DistributedContext) -> RunResult:
         state, changed = resume(training, resume_path)
 
     if context.is_distributed:
-        # No buffer broadcasts: every rank computes its buffers alike (fixed position tables), and a
-        # strategy's memory of per-sample losses is kept consistent by the strategy itself.
-        training.step = DistributedDataParallel(
-            parts.step, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
-        )
+        # No buffer broadcasts, not even at the start: every rank computes its buffers alike (fixed
+        # position tables), and a strategy's memory of per-sample losses is kept consistent by the
+        # strategy itself. (torch 2.13 deprecates broadcast_buffers, but its successor still syncs
+        # buffers at init; the deprecation warning says to keep broadcast_buffers=False for this.)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
+            training.step = DistributedDataParallel(
+                parts.step,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False,
+            )
     if config.run.compile:  # a compiled wrapper: pictures and evaluations keep the eager modules
         training.step = torch.compile(training.step)
 

@@ -4,8 +4,8 @@ tokens    = model.tokenize(inputs)                                  once, with g
 choice    = strategy(model, tokens, generator, progress, indices)   reads the tokens detached
 encoded   = model.encode(tokens.embeddings, ids_keep)               visible tokens from the same tensor
 preds     = model.decode(encoded, tokens, selection)
-losses    = reconstruction_losses(preds, batch, masks) (+ the strategy's own loss)
-strategy.observe(choice, per-patch losses, indices)                 what loss-guided strategies learn from
+losses    = reconstruction_losses(preds, batch, masks)                also per patch
+losses   += strategy.observe(choice, per-patch losses)               what loss-guided strategies learn from
 """
 
 from dataclasses import dataclass
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from guidedmae.engine.schedule import START, Progress
-from guidedmae.losses import LossConfig, PatchLosses, reconstruction_losses
+from guidedmae.losses import LossConfig, PatchLosses, modality_patch_losses, reconstruction_losses
 from guidedmae.masking.strategy import MaskChoice, MaskingStrategy
 from guidedmae.models.multimae import MultiMAE
 
@@ -29,6 +29,7 @@ class StepOutput:
     choice: MaskChoice  # the masks (and scores, for guided strategies)
     preds: dict[str, torch.Tensor]
     patch_losses: dict[str, PatchLosses]  # per output, detached
+    scalars: dict[str, float]  # values to log beside the losses (e.g. the adaptive budget's alphas)
 
 
 class MaskedAutoencoderStep(nn.Module):
@@ -47,9 +48,8 @@ class MaskedAutoencoderStep(nn.Module):
         both the inputs and the targets, and the samples' "index" where the loader gives it;
         generator: CPU generator for the masking randomness; progress: where the run is."""
         inputs = {name: batch[name] for name in self.model.config.inputs}
-        indices = batch.get("index")
         tokens = self.model.tokenize(inputs)
-        choice = self.strategy(self.model, tokens, generator, progress, indices)
+        choice = self.strategy(self.model, tokens, generator, progress, batch.get("index"), batch.get("view"))
         encoded = self.model.encode(tokens.embeddings, choice.selection.ids_keep)
         preds = self.model.decode(encoded, tokens, choice.selection)
         losses, patch_losses = reconstruction_losses(
@@ -61,10 +61,10 @@ class MaskedAutoencoderStep(nn.Module):
             self.loss.on_unmasked,
             per_patch=True,
         )
-        if choice.aux_loss is not None:
-            losses[STRATEGY_LOSS] = choice.aux_loss
-            losses["total"] = losses["total"] + choice.aux_loss
-        if self.training:  # pictures and benchmarks in eval mode teach the strategy nothing
-            with torch.no_grad():
-                self.strategy.observe(choice, patch_losses, indices)
-        return StepOutput(losses, choice, preds, patch_losses)
+        if self.training:  # pictures in eval mode teach the strategy nothing
+            per_modality = modality_patch_losses(patch_losses, tokens.modalities, self.loss.weights)
+            strategy_loss = self.strategy.observe(choice, per_modality)
+            if strategy_loss is not None:
+                losses[STRATEGY_LOSS] = strategy_loss
+                losses["total"] = losses["total"] + strategy_loss
+        return StepOutput(losses, choice, preds, patch_losses, self.strategy.scalars())

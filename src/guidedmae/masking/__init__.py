@@ -3,7 +3,13 @@ selection routine."""
 
 from guidedmae.masking.budget import sample_visible_counts
 from guidedmae.masking.config import MaskingConfig, build_strategy, validate_masking
-from guidedmae.masking.priority import attention_priorities, random_priorities, reveal_hints
+from guidedmae.masking.priority import (
+    attention_priorities,
+    gumbel_priorities,
+    mix_with_random,
+    random_priorities,
+    reveal_hints,
+)
 from guidedmae.masking.select import Selection, from_masks, from_priorities
 from guidedmae.masking.strategy import (
     STRATEGIES,
@@ -26,6 +32,8 @@ __all__ = [
     "build_strategy",
     "from_masks",
     "from_priorities",
+    "gumbel_priorities",
+    "mix_with_random",
     "random_priorities",
     "register",
     "reveal_hints",

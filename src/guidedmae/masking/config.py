@@ -4,6 +4,8 @@
       strategy: attention          # a name in the registry (masking.strategy.STRATEGIES)
       num_visible: 98              # tokens the encoder sees, over all modalities
       alphas: [1.0]                # Dirichlet concentration(s) of the visible share per modality
+      budget: dirichlet            # or mixture (alpha_mixture), adaptive (adaptive: {...})
+      curriculum: {shape: linear, start: 0.0, end: 0.5}   # guided share of the masked tokens over the run
       attention: {select: high, noise: 0.0, ...}    # the keys of the attention strategy
 
 A strategy's section is its options dataclass (see its module in masking/strategies/); a registered
@@ -12,20 +14,64 @@ strategy gets its section here without any edit of this file.
 
 from dataclasses import dataclass, field, fields, make_dataclass
 
+from guidedmae.engine.distributed import DistributedContext
 from guidedmae.masking import strategies  # noqa: F401 - registers every strategy
 from guidedmae.masking.strategy import STRATEGIES, MaskingStrategy
 
-__all__ = ["MaskingConfig", "build_strategy", "validate_masking"]
+__all__ = [
+    "AdaptiveBudgetOptions",
+    "CurriculumConfig",
+    "MaskingBase",
+    "MaskingConfig",
+    "build_strategy",
+    "validate_masking",
+]
+
+
+BUDGETS = ("dirichlet", "mixture", "adaptive")
+CURRICULUM_SHAPES = ("none", "linear", "cosine", "step")
+SAMPLINGS = ("topk", "gumbel")
 
 
 @dataclass
-class BudgetConfig:
-    """The keys every strategy shares: which strategy, and how many tokens stay visible."""
+class AdaptiveBudgetOptions:
+    """masking.budget=adaptive: Dirichlet alphas that follow moving averages of the modalities' losses."""
+
+    momentum: float = 0.99  # average = momentum * average + (1 - momentum) * this step's loss
+    temperature: float = 1.0  # alpha_m ~ average_m ** (sign / temperature); large = symmetric
+    sign: int = 1  # +1: harder modalities (higher loss) get more visible tokens; -1: fewer
+    floor: float = 0.1  # no alpha below floor * masking.alphas[0], so no modality starves
+
+
+@dataclass
+class CurriculumConfig:
+    """The share of each modality's masked tokens the guided strategy chooses, over the run's own part
+    (a continuation starts at 0); the rest are masked at random. HPM: linear from 0 to 0.5."""
+
+    shape: str = "none"  # none (always 1: fully guided) | linear | cosine | step
+    start: float = 0.0  # the share at the run's start
+    end: float = 1.0  # the share at its end
+    at: float = 0.5  # step: the fraction of the run at which the share switches from start to end
+
+
+@dataclass
+class MaskingBase:
+    """The keys every strategy shares: which strategy, how many tokens stay visible, and the wrappers
+    (curriculum, per-image random masking, sampling) that apply to any guided strategy."""
 
     strategy: str = "random"  # a registered strategy: random | attention | ...
     num_visible: int = 98  # tokens the encoder sees, over all modalities (MultiMAE-B: 98 of 588)
     alphas: list[float] = field(default_factory=lambda: [1.0])  # Dirichlet: one value = symmetric
     sample_tasks_uniformly: bool = False  # MultiMAE's option: a random subset of modalities per sample
+    budget: str = "dirichlet"  # dirichlet (alphas) | mixture (alpha_mixture) | adaptive (see adaptive)
+    alpha_mixture: list[list[float]] = field(
+        default_factory=list
+    )  # mixture: alpha vectors, one drawn per sample
+    adaptive: AdaptiveBudgetOptions = field(default_factory=AdaptiveBudgetOptions)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    random_images: float = 0.0  # AttMask: this share of the images of a batch is masked at random
+    sampling: str = "topk"  # topk (with the strategy's Gaussian noise) | gumbel: Gumbel-top-k on log scores
+    temperature: float = 1.0  # gumbel: 0 -> top-k, large -> uniform
 
 
 MaskingConfig = make_dataclass(
@@ -35,24 +81,21 @@ MaskingConfig = make_dataclass(
         for name, cls in STRATEGIES.items()
         if fields(cls.options_class)
     ],
-    bases=(BudgetConfig,),
+    bases=(MaskingBase,),
 )
 MaskingConfig.__module__ = __name__
-MaskingConfig.__doc__ = "BudgetConfig's keys, then one section per strategy with options (masking.<name>)."
+MaskingConfig.__doc__ = "MaskingBase's keys, then one section per strategy with options (masking.<name>)."
 
 
 def _check_strategy(config, model) -> type[MaskingStrategy]:
     if config.strategy not in STRATEGIES:
         raise ValueError(f"masking.strategy={config.strategy!r}; expected one of {tuple(sorted(STRATEGIES))}")
-    for name, cls in STRATEGIES.items():
-        cls.check(getattr(config, name, None), model)
+    for cls in STRATEGIES.values():
+        cls.check(config, model)
     return STRATEGIES[config.strategy]
 
 
-def validate_masking(config, model) -> None:
-    """Check a MaskingConfig against the architecture it will drive (MultiMAEConfig); errors name the
-    offending key and what was expected."""
-    _check_strategy(config, model)
+def _check_budget(config, model) -> None:
     num_tokens = len(model.inputs) * (model.image_size // model.patch_size) ** 2
     if not 0 <= config.num_visible <= num_tokens:
         raise ValueError(
@@ -65,9 +108,82 @@ def validate_masking(config, model) -> None:
             f"masking.alphas has {len(config.alphas)} values; expected 1 (symmetric) or one per input "
             f"modality ({len(model.inputs)}: {list(model.inputs)})"
         )
+    if config.budget not in BUDGETS:
+        raise ValueError(f"masking.budget={config.budget!r}; expected one of {BUDGETS}")
+    mixture = [list(vector) for vector in config.alpha_mixture]
+    if config.budget == "mixture" and (
+        not mixture or any(len(v) != len(model.inputs) or min(v) <= 0 for v in mixture)
+    ):
+        raise ValueError(
+            f"masking.alpha_mixture={mixture}; masking.budget=mixture needs a list of alpha vectors, each "
+            f"of {len(model.inputs)} positive values ({list(model.inputs)})"
+        )
+    if config.budget != "mixture" and mixture:
+        raise ValueError(
+            f"masking.alpha_mixture is set but masking.budget={config.budget!r}; use budget=mixture"
+        )
+    adaptive = config.adaptive
+    if config.budget == "adaptive" and len(config.alphas) != 1:
+        raise ValueError(
+            "masking.budget=adaptive scales one base concentration: give one value in masking.alphas"
+        )
+    rules = (
+        ("momentum", 0 <= adaptive.momentum < 1, "in [0, 1)"),
+        ("temperature", adaptive.temperature > 0, "> 0"),
+        ("sign", adaptive.sign in (1, -1), "1 or -1"),
+        ("floor", adaptive.floor >= 0, ">= 0"),
+    )
+    for key, ok, expected in rules:
+        if not ok:
+            raise ValueError(f"masking.adaptive.{key}={getattr(adaptive, key)!r}; expected {expected}")
 
 
-def build_strategy(config, model) -> MaskingStrategy:
+def _check_wrappers(config) -> None:
+    """Curriculum, per-image random masking and sampling: only for guided strategies."""
+    curriculum = config.curriculum
+    if curriculum.shape not in CURRICULUM_SHAPES:
+        raise ValueError(
+            f"masking.curriculum.shape={curriculum.shape!r}; expected one of {CURRICULUM_SHAPES}"
+        )
+    for key in ("start", "end", "at"):
+        if not 0 <= getattr(curriculum, key) <= 1:
+            raise ValueError(
+                f"masking.curriculum.{key}={getattr(curriculum, key)}; expected a value in [0, 1]"
+            )
+    if not 0 <= config.random_images <= 1:
+        raise ValueError(f"masking.random_images={config.random_images}; expected a share in [0, 1]")
+    if config.sampling not in SAMPLINGS:
+        raise ValueError(f"masking.sampling={config.sampling!r}; expected one of {SAMPLINGS}")
+    if not config.temperature > 0:
+        raise ValueError(f"masking.temperature={config.temperature}; expected a positive number")
+    if not STRATEGIES[config.strategy].guided:
+        used = {
+            "masking.curriculum": curriculum.shape != "none",
+            "masking.random_images": config.random_images > 0,
+            "masking.sampling": config.sampling != "topk",
+        }
+        if any(used.values()):
+            names = ", ".join(name for name, on in used.items() if on)
+            raise ValueError(
+                f"{names} apply to guided strategies; masking.strategy={config.strategy!r} has no guidance"
+            )
+
+
+def validate_masking(config, model) -> None:
+    """Check a MaskingConfig against the architecture it will drive (MultiMAEConfig); errors name the
+    offending key and what was expected."""
+    _check_strategy(config, model)
+    _check_budget(config, model)
+    _check_wrappers(config)
+
+
+def build_strategy(
+    config, model, num_samples: int = 0, context: DistributedContext | None = None
+) -> MaskingStrategy:
     """The strategy `config.strategy` names, for a MultiMAE of architecture `model` (MultiMAEConfig).
-    Its options are checked here; the budget against the token count when a run's config is loaded."""
-    return _check_strategy(config, model)(config, model)
+
+    num_samples: the training set's size (strategies that remember samples need it); context: the
+    processes of the run (strategies whose state must agree across processes talk through it).
+    Its options are checked here; the budget against the token count when a run's config is loaded.
+    """
+    return _check_strategy(config, model)(config, model, num_samples, context or DistributedContext())

@@ -1,6 +1,9 @@
-"""Masking strategies as priority functions: per token, how urgently to hide it (higher = masked first).
+"""Priority functions: per token, how urgently to hide it (higher = masked first).
 
-Selection, gathering and the Dirichlet budget live in `select` and `budget`; a strategy only ranks tokens.
+Selection, gathering and the Dirichlet budget live in `select` and `budget`; a strategy only ranks tokens,
+with these: uniform noise (random masking), scores with Gaussian noise (the seed's stochastic masking) or
+Gumbel noise (sampling without replacement), AttMask's hints, and the mix of guided and random choices
+that curricula schedule.
 """
 
 from collections.abc import Mapping
@@ -48,6 +51,58 @@ def attention_priorities(
             score = score + noise * score.std(dim=1, keepdim=True) * eps
         priorities[name] = sign * score
     return priorities
+
+
+def gumbel_priorities(
+    scores: dict[str, torch.Tensor],
+    select: str = "high",
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Gumbel-top-k on log scores: selecting the top k of log(s) / temperature + Gumbel noise draws k
+    tokens without replacement with probability proportional to s ** (1 / temperature) (a Plackett-Luce
+    draw; 'low' uses 1 / s). temperature -> 0 is plain top-k, a large temperature uniform sampling.
+    scores: {modality: [B, N_m]} positive -> {modality: [B, N_m] float32}
+    """
+    if select not in ("high", "low"):
+        raise ValueError(f"select must be 'high' or 'low', got {select!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    sign = 1.0 if select == "high" else -1.0
+    priorities = {}
+    for name, score in scores.items():
+        uniform = torch.rand(score.shape, generator=generator, device=generator_device(generator)).to(
+            score.device
+        )
+        gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1 - 1e-7)))
+        priorities[name] = sign * score.float().clamp_min(1e-30).log() / temperature + gumbel
+    return priorities
+
+
+def mix_with_random(
+    priorities: dict[str, torch.Tensor],
+    visible_counts: torch.Tensor,
+    guided_share: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Let the strategy choose only a share of each modality's masked tokens, the rest at random.
+
+    Per sample b and modality, round(guided_share[b] * masked count) tokens of highest priority are
+    masked first; the remaining masked tokens are drawn uniformly among the others. guided_share: [B] in
+    [0, 1] (1 = the strategy's masks, 0 = random masking). visible_counts: [B, M] in `priorities` order.
+    """
+    mixed = {}
+    for column, (name, priority) in enumerate(priorities.items()):
+        batch, num_tokens = priority.shape
+        masked = num_tokens - visible_counts[:, column].to(priority.device)
+        num_guided = (guided_share.to(priority.device).double() * masked).round().long()  # [B]
+        rank = priority.argsort(dim=1, descending=True, stable=True).argsort(dim=1)  # 0 = highest
+        noise = torch.rand(batch, num_tokens, generator=generator, device=generator_device(generator))
+        # Guided picks rank above every random draw (which lie in [0, 1)) and keep their order.
+        mixed[name] = torch.where(
+            rank < num_guided[:, None], 2.0 + num_tokens - rank, noise.to(priority.device)
+        )
+    return mixed
 
 
 def reveal_hints(

@@ -20,6 +20,7 @@ config as `masking.<name>.<key>`, and `bench` and `visualize` list its `variants
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,9 +29,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
+from guidedmae.engine.distributed import DistributedContext
 from guidedmae.engine.schedule import START, Progress
-from guidedmae.losses import PatchLosses
-from guidedmae.masking.budget import sample_visible_counts
+from guidedmae.losses import PatchLosses, masked_patch_mean
+from guidedmae.masking.budget import VisibleBudget
+from guidedmae.masking.priority import (
+    attention_priorities,
+    generator_device,
+    gumbel_priorities,
+    mix_with_random,
+)
 from guidedmae.masking.select import Selection, from_priorities
 
 if TYPE_CHECKING:  # models import masking.select: a run-time import here would be circular
@@ -43,6 +51,8 @@ __all__ = [
     "MaskingStrategy",
     "NoOptions",
     "Proposal",
+    "check_selection",
+    "curriculum_share",
     "register",
 ]
 
@@ -62,6 +72,7 @@ class MaskingContext:
     generator: torch.Generator  # every random draw of the strategy comes from it
     progress: Progress  # where the run is
     indices: torch.Tensor | None  # [B] the samples' indices in the data set (None outside training)
+    views: torch.Tensor | None  # [B, 5] each sample's crop box in its source image and flip (data.transforms)
 
 
 @dataclass
@@ -70,7 +81,7 @@ class Proposal:
 
     priorities: dict[str, torch.Tensor]  # {modality: [B, N_m]}, higher = masked first
     scores: dict[str, torch.Tensor] | None = None  # {modality: [B, N_m]} a map worth showing (attention)
-    aux_loss: torch.Tensor | None = None  # a scalar the step adds to its loss (trains the strategy)
+    predictions: dict[str, torch.Tensor] | None = None  # what the strategy learns from in `learn` (with grad)
 
 
 @dataclass
@@ -79,40 +90,76 @@ class MaskChoice:
 
     selection: Selection
     scores: dict[str, torch.Tensor] | None  # {modality: [B, N_m]} when the strategy computed them
-    aux_loss: torch.Tensor | None = None
+    predictions: dict[str, torch.Tensor] | None = None  # the proposal's predictions, for `learn`
+    context: MaskingContext | None = None  # what the strategy saw, handed back to `observe`
 
 
 class MaskingStrategy(nn.Module):
-    """Which tokens to hide first. Subclasses implement `propose`; the rest is shared."""
+    """Which tokens to hide first. Subclasses implement `propose` (and `learn`, if they learn)."""
 
     name: ClassVar[str]  # set by @register
     options_class: ClassVar[type] = NoOptions  # the dataclass of masking.<name>
+    guided: ClassVar[bool] = True  # False: curricula, per-image random masking and sampling do not apply
+    score_label: ClassVar[str] = "scores"  # what Proposal.scores are, as pictures title them
 
-    def __init__(self, masking, model: MultiMAEConfig) -> None:
-        """masking: the run's MaskingConfig (budget keys and every strategy's section)."""
+    def __init__(
+        self, masking, model: MultiMAEConfig, num_samples: int = 0, context: DistributedContext | None = None
+    ) -> None:
+        """masking: the run's MaskingConfig (shared keys and every strategy's section); num_samples: the
+        training set's size; context: the run's processes."""
         super().__init__()
         self.masking = masking
         self.options = getattr(masking, self.name, NoOptions())
+        self.context = context or DistributedContext()
+        self.budget = VisibleBudget(masking, model.inputs, self.context)
 
     @classmethod
-    def check(cls, options, model: MultiMAEConfig) -> None:
+    def check(cls, masking, model: MultiMAEConfig) -> None:
         """Raise ValueError naming `masking.<name>.<key>` if the options do not fit the model."""
 
     @classmethod
     def variants(cls, model: MultiMAEConfig) -> dict[str, dict[str, Any]]:
         """Named settings worth comparing (bench rows): {row name: option values over the defaults}."""
-        return {cls.name: {}}
+        return {cls.name.replace("_", "-"): {}}
 
     def describe(self) -> str:
         """A short name of this strategy with its options, for file names: attention-low-noise0.5."""
-        return self.name
+        return self.name.replace("_", "-")
 
     @abstractmethod
     def propose(self, context: MaskingContext) -> Proposal:
         """Priorities per modality for the batch in `context`."""
 
-    def observe(self, choice: MaskChoice, patch_losses: dict[str, PatchLosses], indices) -> None:
-        """Learn from the step's per-patch losses (detached); most strategies need not."""
+    def learn(self, choice: MaskChoice, patch_losses: dict[str, PatchLosses]) -> torch.Tensor | None:
+        """Learn from the step's per-patch losses of each input modality (detached); return a loss to
+        train the strategy's parameters with, or None. Most strategies learn nothing."""
+        return None
+
+    def score_priorities(
+        self, scores: dict[str, torch.Tensor], select: str, noise: float, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """Priorities from positive scores, as masking.sampling says: top-k with the seed's Gaussian
+        noise, or Gumbel-top-k (sampling without replacement) at masking.temperature."""
+        if self.masking.sampling == "gumbel":
+            return gumbel_priorities(scores, select, self.masking.temperature, generator)
+        return attention_priorities(scores, select, noise, generator)
+
+    def guided_share(
+        self, batch_size: int, progress: Progress, generator: torch.Generator
+    ) -> torch.Tensor | None:
+        """[B] share of each sample's masked tokens the strategy chooses (the rest are random), or None
+        when it chooses all: the curriculum's value at the run's progress, 0 for masking.random_images
+        of the images."""
+        masking, curriculum = self.masking, self.masking.curriculum
+        if not self.guided or (curriculum.shape == "none" and masking.random_images == 0):
+            return None
+        share = torch.full(
+            (batch_size,), curriculum_share(curriculum, progress.fraction), dtype=torch.float64
+        )
+        if masking.random_images > 0:
+            draws = torch.rand(batch_size, generator=generator, device=generator_device(generator)).cpu()
+            share = torch.where(draws < masking.random_images, 0.0, share)
+        return share
 
     def forward(
         self,
@@ -121,22 +168,58 @@ class MaskingStrategy(nn.Module):
         generator: torch.Generator,
         progress: Progress = START,
         indices: torch.Tensor | None = None,
+        views: torch.Tensor | None = None,
     ) -> MaskChoice:
-        """Masks for one batch: budget -> priorities -> selection. tokens: the batch's Tokens."""
+        """Masks for one batch: budget -> priorities (-> curriculum) -> selection. tokens: the batch's
+        Tokens; indices: [B] sample indices; views: [B, 5] crop boxes and flips (data.transforms)."""
         batch_size = tokens.embeddings.shape[0]
-        visible_counts = sample_visible_counts(
-            batch_size,
-            [tokens.tokens_per_modality] * len(tokens.modalities),
-            self.masking.num_visible,
-            self.masking.alphas if len(self.masking.alphas) > 1 else self.masking.alphas[0],
-            self.masking.sample_tasks_uniformly,
-            generator,
+        visible_counts = self.budget(
+            batch_size, [tokens.tokens_per_modality] * len(tokens.modalities), generator
         )
-        context = MaskingContext(tokens.detach(), model, visible_counts, generator, progress, indices)
+        context = MaskingContext(tokens.detach(), model, visible_counts, generator, progress, indices, views)
         proposal = self.propose(context)
-        return MaskChoice(
-            from_priorities(proposal.priorities, visible_counts), proposal.scores, proposal.aux_loss
+        priorities = proposal.priorities
+        share = self.guided_share(batch_size, progress, generator)
+        if share is not None:
+            priorities = mix_with_random(priorities, visible_counts, share, generator)
+        selection = from_priorities(priorities, visible_counts)
+        return MaskChoice(selection, proposal.scores, proposal.predictions, context)
+
+    def observe(self, choice: MaskChoice, patch_losses: dict[str, PatchLosses]) -> torch.Tensor | None:
+        """After the step's forward pass: the budget and the strategy learn from the per-patch losses of
+        each input modality (losses.modality_patch_losses, detached). Returns the strategy's own loss, or None."""
+        with torch.no_grad():
+            self.budget.observe(torch.stack([masked_patch_mean(patch_losses[name]) for name in patch_losses]))
+        return self.learn(choice, patch_losses)
+
+    def scalars(self) -> dict[str, float]:
+        """Values to log every step (the adaptive budget's alphas)."""
+        return self.budget.scalars()
+
+
+def check_selection(name: str, options, masking) -> None:
+    """The `select` and `noise` options of a score-based strategy (masking.<name>.select / .noise)."""
+    if options.select not in ("high", "low"):
+        raise ValueError(f"masking.{name}.select={options.select!r}; expected 'high' or 'low'")
+    if not 0.0 <= options.noise <= 1.0:
+        raise ValueError(f"masking.{name}.noise={options.noise}; expected a value in [0, 1]")
+    if options.noise and masking.sampling == "gumbel" and masking.strategy == name:
+        raise ValueError(
+            f"masking.{name}.noise={options.noise} with masking.sampling=gumbel: choose one kind of "
+            "randomness (noise for the seed's Gaussian scores, gumbel for sampling without replacement)"
         )
+
+
+def curriculum_share(curriculum, fraction: float) -> float:
+    """The guided share at `fraction` of the run (see masking.config.CurriculumConfig)."""
+    start, end = curriculum.start, curriculum.end
+    if curriculum.shape == "none":
+        return 1.0
+    if curriculum.shape == "linear":
+        return start + (end - start) * fraction
+    if curriculum.shape == "cosine":
+        return start + (end - start) * (1 - math.cos(math.pi * fraction)) / 2
+    return start if fraction < curriculum.at else end
 
 
 STRATEGIES: dict[str, type[MaskingStrategy]] = {}

@@ -4,6 +4,7 @@ The forward pass is split into its steps so that guided masking can reuse the to
 
     tokens = model.tokenize(inputs)                      # once, with gradients
     scores = model.attention_scores(tokens.detach())     # no-grad pass over every token (guided masking)
+    scan = model.scan(tokens.detach())                   # the same pass: scores and the tokens' features
     selection = masking.from_priorities(priorities, visible_counts)
     encoded = model.encode(tokens.embeddings, selection.ids_keep)
     preds = model.decode(encoded, tokens, selection)
@@ -84,6 +85,14 @@ class Tokens:
     def split(self, per_token: torch.Tensor) -> dict[str, torch.Tensor]:
         """Split a [B, N, ...] tensor along the token dimension into {modality: [B, N_m, ...]}."""
         return dict(zip(self.modalities, per_token.split(self.tokens_per_modality, dim=1)))
+
+
+@dataclass
+class Scan:
+    """What one no-grad pass over every token gives guided masking."""
+
+    scores: dict[str, torch.Tensor]  # {modality: [B, N_m] float32} last-block attention scores
+    features: torch.Tensor  # [B, N, D] the patch tokens entering the last block, layer-normalized
 
 
 def build_input_adapter(name: str, config: MultiMAEConfig) -> nn.Module:
@@ -241,17 +250,15 @@ class MultiMAE(nn.Module):
         return [outputs[index] for index in layers]
 
     @torch.no_grad()
-    def attention_scores(
-        self, tokens: Tokens, score: str = "global", head_weights: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Per-token attention scores from the last encoder block, over all tokens, without gradients.
+    def scan(self, tokens: Tokens, score: str = "global", head_weights: torch.Tensor | None = None) -> "Scan":
+        """One encoder pass over every token, without gradients: what guided masking reads.
 
         Every block but the last runs in full (fused attention); in the last block only what the score
         needs is formed: for 'global', the keys and the global token's query, giving its attention row
         (never the [N, N] map, no values, projection or MLP); for 'received', the column means of the
-        attention map, accumulated over query chunks.
+        attention map, accumulated over query chunks. The last block's normalized input is kept as the
+        tokens' features (what a loss predictor reads).
         head_weights: [B, H] weights over heads (rows sum to 1); None = mean over all heads.
-        Returns {modality: [B, N_m] float32}.
         """
         embeddings = tokens.embeddings
         batch_size, num_tokens = embeddings.shape[:2]
@@ -266,16 +273,24 @@ class MultiMAE(nn.Module):
         for block in self.encoder[:-1]:
             x = block(x, stochastic_depth=False)  # score with the whole model, not a random sub-network
         last = self.encoder[-1]
+        normed = last.norm1(x)
         if score == "global":
-            per_head = last.attn.query_attention(last.norm1(x), query_index=num_tokens)  # [B, H, N + G]
+            per_head = last.attn.query_attention(normed, query_index=num_tokens)  # [B, H, N + G]
         else:
-            per_head = last.attn.received_attention(last.norm1(x))
+            per_head = last.attn.received_attention(normed)
         per_head = per_head[..., :num_tokens]
         if head_weights is None:
             scores = per_head.mean(dim=1)
         else:
             scores = torch.einsum("bhn,bh->bn", per_head, head_weights.to(per_head))
-        return tokens.split(scores)
+        return Scan(tokens.split(scores), normed[:, :num_tokens])
+
+    def attention_scores(
+        self, tokens: Tokens, score: str = "global", head_weights: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Per-token attention scores from the last encoder block, over all tokens, without gradients
+        (see `scan`). Returns {modality: [B, N_m] float32}."""
+        return self.scan(tokens, score, head_weights).scores
 
     def no_weight_decay(self) -> set[str]:
         """Names of parameters exempt from weight decay: tokens, embeddings, norms and biases."""

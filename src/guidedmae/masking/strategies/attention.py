@@ -10,11 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from guidedmae.masking.priority import attention_priorities, reveal_hints
-from guidedmae.masking.strategy import MaskingContext, MaskingStrategy, Proposal, register
+from guidedmae.masking.priority import reveal_hints
+from guidedmae.masking.strategy import MaskingContext, MaskingStrategy, Proposal, check_selection, register
 
 SCORES = ("global", "received")
-SELECTS = ("high", "low")
 
 
 @dataclass
@@ -38,21 +37,20 @@ def random_head_weights(
 class AttentionMasking(MaskingStrategy):
     """Priorities from the last block's attention over all tokens (see the module docstring)."""
 
+    score_label = "attention"
+
     @classmethod
-    def check(cls, options: AttentionOptions, model) -> None:
+    def check(cls, masking, model) -> None:
+        options = masking.attention
+        check_selection("attention", options, masking)
         if options.score not in SCORES:
             raise ValueError(f"masking.attention.score={options.score!r}; expected 'global' or 'received'")
-        if options.select not in SELECTS:
-            raise ValueError(f"masking.attention.select={options.select!r}; expected 'high' or 'low'")
         if not 0 <= options.heads <= model.num_heads:
             raise ValueError(
                 f"masking.attention.heads={options.heads}; expected 0 (all) .. {model.num_heads} heads of the encoder"
             )
-        for key in ("noise", "hint"):
-            if not 0.0 <= getattr(options, key) <= 1.0:
-                raise ValueError(
-                    f"masking.attention.{key}={getattr(options, key)}; expected a value in [0, 1]"
-                )
+        if not 0.0 <= options.hint <= 1.0:
+            raise ValueError(f"masking.attention.hint={options.hint}; expected a value in [0, 1]")
 
     @classmethod
     def variants(cls, model) -> dict[str, dict]:
@@ -82,7 +80,7 @@ class AttentionMasking(MaskingStrategy):
             head_weights = random_head_weights(batch_size, num_heads, options.heads, context.generator)
             head_weights = head_weights.to(tokens.embeddings.device)
         scores = context.model.attention_scores(tokens, options.score, head_weights)
-        priorities = attention_priorities(scores, options.select, options.noise, context.generator)
+        priorities = self.score_priorities(scores, options.select, options.noise, context.generator)
         if options.hint > 0:
             priorities = reveal_hints(
                 priorities, context.visible_counts, options.hint, generator=context.generator

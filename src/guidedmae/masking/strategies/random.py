@@ -8,6 +8,8 @@ from guidedmae.masking.strategy import MaskingContext, MaskingStrategy, Proposal
 class RandomMasking(MaskingStrategy):
     """Within each modality, a uniformly random subset of the budget's size stays visible."""
 
+    guided = False
+
     def propose(self, context: MaskingContext) -> Proposal:
         tokens = context.tokens
         per_modality = dict.fromkeys(tokens.modalities, tokens.tokens_per_modality)

@@ -1,0 +1,179 @@
+"""Loss-guided masking, remembered: mask the patches whose reconstruction loss was highest when this
+sample was last seen. No extra pass at all.
+
+A memory holds, per training sample and input modality, a grid of the per-patch losses observed so far,
+in the coordinates of the source image (so it survives random crops and flips): a token's cell is where
+its centre falls in the source image, the crop box and flip of the sample's view mapped back. After each
+step the masked patches' losses update their cells (an exponential moving average; several tokens of one
+cell are averaged first). Cells never observed get a prior: the mean of the sample's observed cells (or
+of every loss observed so far, `prior: dataset`), plus optional Gaussian noise so that they get explored.
+
+Storage: float16, NaN = never observed; [samples, modalities, grid * grid]. ImageNet-1K at 224 with a
+14 x 14 grid: 1,281,167 x 3 x 196 x 2 bytes = 1.51 GB, in memory on every process and in checkpoints.
+Under DDP every process applies every process's observations (all-gathered, in rank order), so the
+memories stay identical.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from guidedmae.engine.distributed import all_gather_tensors
+from guidedmae.losses import PatchLosses
+from guidedmae.masking.strategy import (
+    MaskChoice,
+    MaskingContext,
+    MaskingStrategy,
+    Proposal,
+    check_selection,
+    register,
+)
+
+PRIORS = ("sample", "dataset")
+
+
+@dataclass
+class LossMemoryOptions:
+    momentum: float = 0.5  # cell = momentum * cell + (1 - momentum) * observed loss
+    prior: str = "sample"  # unseen cells: the mean of the sample's seen cells | of all losses so far
+    explore: float = 0.0  # noise on unseen cells: prior + explore * std(seen cells of the sample) * eps
+    select: str = "high"  # high: mask the patches remembered hardest; low: the easiest
+    noise: float = 0.0  # s + noise * std(s) * eps on the remembered losses, as attention's noise
+
+
+def token_cells(views: torch.Tensor, grid: tuple[int, int], memory_grid: int) -> torch.Tensor:
+    """The memory cell of every token of every sample: [B, rows * cols] indices into memory_grid ** 2.
+
+    views: [B, 5] (top, left, height, width as fractions of the source image, flipped); a token's centre
+    (row + 0.5, col + 0.5) / grid of the crop lies at top + height * y, left + width * x of the source,
+    with x mirrored (1 - x) when the sample was flipped after cropping.
+    """
+    rows, cols = grid
+    device = views.device
+    y = (torch.arange(rows, device=device, dtype=torch.float64) + 0.5) / rows  # [rows]
+    x = (torch.arange(cols, device=device, dtype=torch.float64) + 0.5) / cols  # [cols]
+    views = views.double()
+    top, left, height, width, flipped = views.unbind(dim=1)
+    x = torch.where(flipped[:, None] > 0.5, 1 - x, x)  # [B, cols]
+    source_y = top[:, None] + height[:, None] * y  # [B, rows]
+    source_x = left[:, None] + width[:, None] * x  # [B, cols]
+    cell_y = (source_y * memory_grid).floor().long().clamp(0, memory_grid - 1)
+    cell_x = (source_x * memory_grid).floor().long().clamp(0, memory_grid - 1)
+    return (cell_y[:, :, None] * memory_grid + cell_x[:, None, :]).flatten(1)
+
+
+@register("loss_memory", LossMemoryOptions)
+class LossMemoryMasking(MaskingStrategy):
+    """Priorities from remembered per-patch losses (see the module docstring)."""
+
+    score_label = "remembered loss"
+
+    def __init__(self, masking, model, num_samples=0, context=None) -> None:
+        super().__init__(masking, model, num_samples, context)
+        if num_samples < 1:
+            raise ValueError("masking.strategy=loss_memory remembers training samples: it needs their number")
+        self.grid = model.image_size // model.patch_size
+        self.modalities = tuple(model.inputs)
+        cells = self.grid * self.grid
+        self.register_buffer(
+            "memory", torch.full((num_samples, len(self.modalities), cells), torch.nan, dtype=torch.float16)
+        )
+        # Sum and count of every loss observed (per modality): the data set's prior.
+        self.register_buffer("observed_sum", torch.zeros(len(self.modalities), dtype=torch.float64))
+        self.register_buffer("observed_count", torch.zeros(len(self.modalities), dtype=torch.float64))
+
+    @classmethod
+    def check(cls, masking, model) -> None:
+        options = masking.loss_memory
+        check_selection("loss_memory", options, masking)
+        if not 0 <= options.momentum < 1:
+            raise ValueError(f"masking.loss_memory.momentum={options.momentum}; expected a value in [0, 1)")
+        if options.prior not in PRIORS:
+            raise ValueError(f"masking.loss_memory.prior={options.prior!r}; expected one of {PRIORS}")
+        if options.explore < 0:
+            raise ValueError(f"masking.loss_memory.explore={options.explore}; expected >= 0")
+
+    @classmethod
+    def variants(cls, model) -> dict[str, dict]:
+        return {"loss-memory": {}}
+
+    def describe(self) -> str:
+        noise = f"-noise{self.options.noise:g}" if self.options.noise else ""
+        return f"loss-memory-{self.options.select}{noise}"
+
+    def _cells(self, context: MaskingContext) -> torch.Tensor:
+        if context.indices is None or context.views is None:
+            raise ValueError(
+                "masking.strategy=loss_memory needs each sample's index and view (the data sets give "
+                "'index' and 'view')"
+            )
+        return token_cells(context.views, context.tokens.grid, self.grid)
+
+    def recall(
+        self, indices: torch.Tensor, cells: torch.Tensor, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """The remembered loss of every token, unseen cells filled with the prior: {modality: [B, N_m]}."""
+        rows = self.memory[indices.to(self.memory.device)].float()  # [B, M, cells]
+        recalled = {}
+        for column, name in enumerate(self.modalities):
+            memory = rows[:, column]  # [B, cells]
+            seen = ~memory.isnan()
+            values = memory.gather(1, cells.to(memory.device))  # [B, N]
+            seen_count = seen.sum(dim=1, keepdim=True)
+            sample_mean = memory.nan_to_num().sum(dim=1, keepdim=True) / seen_count.clamp_min(1)
+            dataset_mean = (self.observed_sum[column] / self.observed_count[column].clamp_min(1)).float()
+            prior = sample_mean if self.options.prior == "sample" else dataset_mean.expand_as(sample_mean)
+            prior = torch.where(seen_count > 0, prior, dataset_mean)
+            if self.options.explore:
+                spread = (
+                    torch.where(seen, (memory - sample_mean).nan_to_num(), 0.0).square().sum(1, keepdim=True)
+                )
+                spread = (spread / seen_count.clamp_min(1)).sqrt()
+                noise = torch.randn(values.shape, generator=generator).to(values.device)
+                prior = prior + self.options.explore * spread * noise
+            recalled[name] = torch.where(values.isnan(), prior, values)
+        return recalled
+
+    def propose(self, context: MaskingContext) -> Proposal:
+        recalled = self.recall(context.indices, self._cells(context), context.generator)
+        # Losses are non-negative; Gumbel sampling takes logs of positive scores.
+        scores = {name: value.clamp_min(1e-8) for name, value in recalled.items()}
+        priorities = self.score_priorities(scores, self.options.select, self.options.noise, context.generator)
+        return Proposal(priorities, scores)
+
+    @torch.no_grad()
+    def learn(self, choice: MaskChoice, patch_losses: dict[str, PatchLosses]) -> None:
+        context = choice.context
+        if context.indices is None:
+            return None
+        cells = self._cells(context)
+        num_cells = self.grid * self.grid
+        observed = []  # per modality: [B, cells] mean masked loss per cell, NaN where none
+        for name in self.modalities:
+            losses = patch_losses[name]
+            masked = losses.masked.to(torch.float64)
+            totals = torch.zeros(len(cells), num_cells, dtype=torch.float64, device=cells.device)
+            counts = torch.zeros_like(totals)
+            totals.scatter_add_(1, cells, losses.values.double() * masked)
+            counts.scatter_add_(1, cells, masked)
+            observed.append(torch.where(counts > 0, totals / counts.clamp_min(1), torch.nan))
+        observed = torch.stack(observed, dim=1)  # [B, M, cells]
+        indices = context.indices.to(cells.device)
+        # Every process applies every process's observations, in rank order: the memories agree.
+        for rank_indices, rank_observed in zip(
+            all_gather_tensors(self.context, indices), all_gather_tensors(self.context, observed)
+        ):
+            self._remember(rank_indices, rank_observed)
+        return None
+
+    def _remember(self, indices: torch.Tensor, observed: torch.Tensor) -> None:
+        """memory[indices] <- EMA with `observed` [B, M, cells] where observed (NaN = not observed)."""
+        indices = indices.to(self.memory.device)
+        observed = observed.to(self.memory.device)
+        current = self.memory[indices].double()
+        momentum = self.options.momentum
+        updated = torch.where(current.isnan(), observed, momentum * current + (1 - momentum) * observed)
+        self.memory[indices] = torch.where(observed.isnan(), current, updated).to(torch.float16)
+        seen = ~observed.isnan()
+        self.observed_sum += observed.nan_to_num().sum(dim=(0, 2))
+        self.observed_count += seen.sum(dim=(0, 2)).double()

@@ -1,0 +1,351 @@
+"""The seed's future work as strategies: learned and remembered loss-guided masking, adaptive and mixed
+Dirichlet budgets, curricula, Gumbel sampling and per-image random masking; each tested for what it means."""
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from guidedmae.data.transforms import AugmentConfig, augment_sample
+from guidedmae.engine.schedule import Progress
+from guidedmae.losses import PatchLosses
+from guidedmae.masking import MaskingConfig, build_strategy, from_priorities, gumbel_priorities
+from guidedmae.masking.budget import VisibleBudget, adaptive_alphas
+from guidedmae.masking.config import AdaptiveBudgetOptions, CurriculumConfig
+from guidedmae.masking.strategies import LossMemoryOptions, PredictedLossOptions
+from guidedmae.masking.strategies.loss_memory import token_cells
+from guidedmae.masking.strategy import curriculum_share
+from guidedmae.models import MultiMAE, Tokens
+from tests.conftest import tiny_config
+
+GRID = (4, 4)  # the tiny model's token grid: 32-pixel images, patch 8
+MODALITIES = ("rgb", "depth", "semseg")
+PER_MODALITY = GRID[0] * GRID[1]
+
+
+def identity_model() -> MultiMAE:
+    """A tiny MultiMAE whose blocks add nothing: the scan's features are the layer-normed embeddings."""
+    model = MultiMAE(tiny_config(outputs=())).eval()
+    with torch.no_grad():
+        for block in model.encoder:
+            for layer in (block.attn.proj, block.mlp.fc2):
+                layer.weight.zero_()
+                layer.bias.zero_()
+    return model
+
+
+def random_tokens(batch: int, seed: int) -> Tokens:
+    generator = torch.Generator().manual_seed(seed)
+    embeddings = torch.randn(batch, len(MODALITIES) * PER_MODALITY, 32, generator=generator)
+    return Tokens(embeddings, MODALITIES, GRID)
+
+
+def planted_losses(model: MultiMAE, tokens: Tokens) -> dict[str, torch.Tensor]:
+    """A per-patch 'reconstruction loss' the features determine: exp of their first channel."""
+    features = model.scan(tokens).features
+    return tokens.split(features[..., 0].exp())
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    ranks = [x.flatten().argsort().argsort().double() for x in (a, b)]
+    return torch.corrcoef(torch.stack(ranks))[0, 1].item()
+
+
+def test_the_predictor_learns_the_planted_order_and_masks_the_hardest_patches():
+    model = identity_model()
+    config = MaskingConfig(
+        strategy="predicted_loss", num_visible=24, predicted_loss=PredictedLossOptions(hidden=32)
+    )
+    torch.manual_seed(0)
+    strategy = build_strategy(config, model.config)
+    optimizer = torch.optim.Adam(strategy.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(1)
+    for step in range(300):
+        tokens = random_tokens(16, seed=step)
+        choice = strategy(model, tokens, generator)
+        planted = planted_losses(model, tokens)
+        patch_losses = {name: PatchLosses(planted[name], choice.selection.masks[name]) for name in MODALITIES}
+        loss = strategy.observe(choice, patch_losses)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    held_out = random_tokens(32, seed=10_000)
+    choice = strategy(model, held_out, generator)
+    planted = planted_losses(model, held_out)
+    correlation = min(spearman(choice.scores[name], planted[name]) for name in MODALITIES)
+    print(f"rank correlation of predicted and planted losses (worst modality): {correlation:.3f}")
+    assert correlation > 0.95
+    # The masks hold the planted hardest patches of each modality, as many as the budget masks.
+    overlaps = []
+    for name in MODALITIES:
+        masks = choice.selection.masks[name]
+        for b in range(len(masks)):
+            count = int(masks[b].sum())
+            hardest = set(planted[name][b].argsort(descending=True)[:count].tolist())
+            if count:
+                overlaps.append(len(hardest & set(masks[b].nonzero().flatten().tolist())) / count)
+    print(f"masked share of the planted hardest patches: {np.mean(overlaps):.3f}")
+    assert np.mean(overlaps) > 0.97
+
+
+def memory_strategy(momentum: float = 0.5, **options):
+    config = MaskingConfig(
+        strategy="loss_memory", num_visible=24, loss_memory=LossMemoryOptions(momentum=momentum, **options)
+    )
+    return build_strategy(config, tiny_config(), num_samples=6)
+
+
+def whole_views(batch: int) -> torch.Tensor:
+    """Every sample seen whole and unflipped: token cells are the source cells."""
+    return torch.tensor([[0.0, 0.0, 1.0, 1.0, 0.0]]).repeat(batch, 1)
+
+
+def test_the_memory_holds_exactly_the_moving_average_of_what_was_observed():
+    strategy = memory_strategy(momentum=0.25)
+    model = identity_model()
+    indices, views = torch.tensor([4, 1]), whole_views(2)
+    tokens = random_tokens(2, seed=0)
+    first = {
+        name: torch.rand(2, PER_MODALITY, generator=torch.Generator().manual_seed(1)) for name in MODALITIES
+    }
+    second = {
+        name: torch.rand(2, PER_MODALITY, generator=torch.Generator().manual_seed(2)) for name in MODALITIES
+    }
+    masks = []
+    for losses in (first, second):
+        choice = strategy(
+            model, tokens, torch.Generator().manual_seed(len(masks)), indices=indices, views=views
+        )
+        masks.append(choice.selection.masks)
+        strategy.observe(
+            choice, {name: PatchLosses(losses[name], choice.selection.masks[name]) for name in MODALITIES}
+        )
+    for column, name in enumerate(MODALITIES):
+        seen_first, seen_second = masks[0][name], masks[1][name]
+        stored_first = torch.where(seen_first, first[name], torch.nan).half()
+        both = 0.25 * stored_first.double() + 0.75 * second[name].double()
+        expected = torch.where(
+            seen_second, torch.where(seen_first, both, second[name].double()).half(), stored_first
+        )
+        memory = strategy.memory[indices, column]
+        assert torch.equal(memory.isnan(), expected.isnan())
+        assert torch.equal(memory.nan_to_num(), expected.nan_to_num())
+    assert strategy.memory[[0, 2, 3, 5]].isnan().all()  # samples never seen stay unobserved
+
+
+def test_unseen_cells_get_the_samples_mean_and_the_masks_follow_the_memory():
+    strategy = memory_strategy()
+    with torch.no_grad():
+        strategy.memory[0, :, :8] = torch.arange(8.0).half()  # the first 8 cells of every modality
+    recalled = strategy.recall(torch.tensor([0]), torch.arange(PER_MODALITY)[None], torch.Generator())
+    for name in MODALITIES:
+        assert torch.equal(recalled[name][0, :8], torch.arange(8.0))
+        assert torch.equal(recalled[name][0, 8:], torch.full((8,), 3.5))  # mean of 0..7
+    choice = strategy(
+        identity_model(),
+        random_tokens(1, 0),
+        torch.Generator(),
+        indices=torch.tensor([0]),
+        views=whole_views(1),
+    )
+    for name in MODALITIES:
+        masked = choice.selection.masks[name][0].nonzero().flatten().tolist()
+        highest = [7, 6, 5, 4][: len(masked)]  # above the prior of 3.5: cells 7, 6, 5, 4
+        if len(masked) <= 4:
+            assert masked == sorted(highest)
+
+
+def test_a_flipped_crop_maps_each_token_to_the_source_cell_under_its_centre():
+    # The top-right quarter of a 4 x 4 grid, zoomed 2x and flipped: token (0, 0) lies over source
+    # row 0.5 + 0.5 * 0.125 (cell 2) and column 0.5 + 0.5 * (1 - 0.125) (cell 3).
+    view = torch.tensor([[0.5, 0.5, 0.5, 0.5, 1.0]])
+    cells = token_cells(view, (4, 4), 4).view(4, 4)
+    assert cells[0].tolist() == [11, 11, 10, 10] and cells[3].tolist() == [15, 15, 14, 14]
+    # Through the real augmentation: a source image whose class ids name its memory cells comes out with,
+    # under each token's centre, the cell token_cells computes from the sample's view.
+    side, memory_grid = 64, 8
+    rows, cols = np.meshgrid(
+        np.arange(side) * memory_grid // side, np.arange(side) * memory_grid // side, indexing="ij"
+    )
+    source = {
+        "semseg": (rows * memory_grid + cols).astype(np.uint8),
+        "rgb": np.zeros((side, side, 3), np.uint8),
+    }
+    # 36 pixels, 4 x 4 tokens of 9: each token has a centre pixel.
+    config = AugmentConfig(size=36, semseg_stride=1, hflip=0.5, scale=(0.1, 0.6))
+    flips = 0
+    for seed in range(20):
+        sample = augment_sample(source, config, torch.Generator().manual_seed(seed))
+        centres = sample["semseg"][4::9, 4::9].flatten()
+        assert torch.equal(token_cells(sample["view"][None], (4, 4), memory_grid)[0], centres)
+        flips += int(sample["view"][4])
+    assert 0 < flips < 20
+
+
+def test_adaptive_alphas_follow_the_harder_modality_and_respect_the_floor():
+    harder_rgb = torch.tensor([2.0, 1.0, 1.0])
+    more = adaptive_alphas(harder_rgb, concentration=1.0, temperature=1.0, sign=1, floor=0.1)
+    fewer = adaptive_alphas(harder_rgb, concentration=1.0, temperature=1.0, sign=-1, floor=0.1)
+    assert more[0] > more[1] == more[2] and fewer[0] < fewer[1] == fewer[2]
+    assert more.sum().item() == pytest.approx(3.0)  # the total concentration is kept
+    assert adaptive_alphas(torch.tensor([100.0, 1.0, 1.0]), 1.0, 0.2, -1, 0.1)[0] == pytest.approx(0.1)
+    # The budget moves its visible tokens toward the modality whose loss average is higher.
+    masking = MaskingConfig(num_visible=24, budget="adaptive", adaptive=AdaptiveBudgetOptions(momentum=0.5))
+    budget = VisibleBudget(masking, MODALITIES)
+    assert budget.alphas() == [1.0, 1.0, 1.0]  # symmetric until the first observation
+    for _ in range(5):
+        budget.observe(torch.tensor([3.0, 1.0, 1.0]))
+    assert budget.loss_averages.tolist() == [3.0, 1.0, 1.0]
+    counts = budget(2000, [16, 16, 16], torch.Generator().manual_seed(0)).double().mean(dim=0)
+    assert counts[0] > counts[1] + 3 and counts[0] > counts[2] + 3
+    assert set(budget.scalars()) == {"alpha_rgb", "alpha_depth", "alpha_semseg"}
+
+
+def test_a_mixture_draws_one_alpha_vector_per_sample():
+    masking = MaskingConfig(
+        num_visible=24, budget="mixture", alpha_mixture=[[50.0, 0.1, 0.1], [0.1, 0.1, 50.0]]
+    )
+    counts = VisibleBudget(masking, MODALITIES)(400, [16, 16, 16], torch.Generator().manual_seed(0))
+    mostly_rgb, mostly_semseg = (counts[:, 0] >= 15).sum().item(), (counts[:, 2] >= 15).sum().item()
+    assert mostly_rgb + mostly_semseg == 400 and 150 < mostly_rgb < 250
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ("none", [1.0, 1.0, 1.0, 1.0]),
+        ("linear", [0.0, 0.125, 0.25, 0.5]),
+        ("cosine", [0.0, 0.25 * (1 - math.cos(math.pi / 4)), 0.25, 0.5]),
+        ("step", [0.0, 0.0, 0.5, 0.5]),
+    ],
+)
+def test_the_curriculum_share_at_known_points_of_the_run(shape, expected):
+    curriculum = CurriculumConfig(shape=shape, start=0.0, end=0.5, at=0.5)
+    assert [curriculum_share(curriculum, f) for f in (0.0, 0.25, 0.5, 1.0)] == pytest.approx(expected)
+
+
+def test_a_half_guided_step_masks_the_top_half_and_the_rest_at_random():
+    model = identity_model()
+    config = MaskingConfig(
+        strategy="attention", num_visible=24, curriculum=CurriculumConfig(shape="linear", start=0.0, end=1.0)
+    )
+    strategy = build_strategy(config, model.config)
+    tokens = random_tokens(64, seed=3)
+    scores = model.attention_scores(tokens)
+    choice = strategy(model, tokens, torch.Generator().manual_seed(0), Progress(step=50, fraction=0.5))
+    random_hits = []
+    for name in MODALITIES:
+        for b in range(64):
+            mask = choice.selection.masks[name][b]
+            masked = int(mask.sum())
+            guided = round(0.5 * masked)
+            order = scores[name][b].argsort(descending=True).tolist()
+            assert all(mask[order[:guided]])  # the strategy's top choices are masked
+            rest = order[guided:]
+            random_hits.append(mask[rest].double().mean().item() if rest else 0)
+    # The other masked tokens are spread over the rest, not its top: about (masked - guided) / rest.
+    assert 0.2 < np.mean(random_hits) < 0.6
+
+
+def test_gumbel_sampling_is_top_k_when_cold_and_chance_when_hot():
+    generator = torch.Generator().manual_seed(0)
+    scores = {"rgb": torch.rand(500, 40, generator=generator) + 0.01}
+    counts = torch.full((500, 1), 30)  # 10 masked of 40
+    top = from_priorities({"rgb": scores["rgb"]}, counts).masks["rgb"]
+    cold = from_priorities(gumbel_priorities(scores, "high", 1e-4, generator), counts).masks["rgb"]
+    hot = from_priorities(gumbel_priorities(scores, "high", 1e4, generator), counts).masks["rgb"]
+    assert torch.equal(cold, top)
+    overlap = (hot & top).sum().item() / top.sum().item()
+    assert overlap == pytest.approx(10 / 40, abs=0.02)
+
+
+def test_random_images_are_masked_at_random_and_the_others_by_the_strategy():
+    model = identity_model()
+    config = MaskingConfig(strategy="attention", num_visible=24, random_images=0.5)
+    choice = build_strategy(config, model.config)(
+        model, random_tokens(200, 4), torch.Generator().manual_seed(0)
+    )
+    tokens = random_tokens(200, 4)
+    top = from_priorities(model.attention_scores(tokens), choice.context.visible_counts).masks
+    guided = torch.stack([(choice.selection.masks[n] == top[n]).all(dim=1) for n in MODALITIES]).all(dim=0)
+    assert 60 < guided.sum().item() < 140  # about half the images follow the attention exactly
+
+
+STRATEGY_CONFIGS = [
+    MaskingConfig(strategy="predicted_loss"),
+    MaskingConfig(strategy="predicted_loss", sampling="gumbel", temperature=0.5),
+    MaskingConfig(strategy="loss_memory", loss_memory=LossMemoryOptions(explore=0.5, select="low")),
+    MaskingConfig(strategy="attention", curriculum=CurriculumConfig(shape="cosine"), random_images=0.3),
+    MaskingConfig(strategy="attention", budget="adaptive"),
+    MaskingConfig(strategy="random", budget="mixture", alpha_mixture=[[1.0, 2.0, 3.0], [3.0, 1.0, 1.0]]),
+]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.sampled_from(STRATEGY_CONFIGS),
+    st.integers(0, 3 * PER_MODALITY),
+    st.integers(0, 2**31),
+    st.floats(0, 0.99),
+)
+def test_every_strategy_keeps_the_budget_and_is_reproducible_from_its_seed(
+    config, num_visible, seed, fraction
+):
+    config = replace(config, num_visible=num_visible)
+    model = identity_model()
+
+    def choose():
+        torch.manual_seed(0)  # the same predictor weights
+        strategy = build_strategy(config, model.config, num_samples=8)
+        return strategy(
+            model, random_tokens(3, seed % 100), torch.Generator().manual_seed(seed),
+            Progress(step=10, fraction=fraction), indices=torch.tensor([0, 5, 7]), views=whole_views(3),
+        )  # fmt: skip
+
+    first, second = choose(), choose()
+    for column, name in enumerate(MODALITIES):
+        visible = (~first.selection.masks[name]).sum(dim=1)
+        assert torch.equal(visible, first.context.visible_counts[:, column])
+        assert torch.equal(first.selection.masks[name], second.selection.masks[name])
+    assert first.selection.ids_keep.shape == (3, num_visible)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            dict(budget="adaptive", alphas=[1.0, 2.0, 3.0]),
+            "masking.budget=adaptive scales one base concentration",
+        ),
+        (dict(budget="mixture"), "masking.budget=mixture needs a list of alpha vectors"),
+        (
+            dict(alpha_mixture=[[1.0, 1.0, 1.0]]),
+            "masking.alpha_mixture is set but masking.budget='dirichlet'",
+        ),
+        (
+            dict(curriculum=CurriculumConfig(shape="linear")),
+            "apply to guided strategies; masking.strategy='random'",
+        ),
+        (dict(sampling="gumbel"), "masking.sampling apply to guided strategies"),
+        (
+            dict(strategy="loss_memory", loss_memory=LossMemoryOptions(prior="zero")),
+            "masking.loss_memory.prior='zero'",
+        ),
+        (
+            dict(
+                strategy="predicted_loss", sampling="gumbel", predicted_loss=PredictedLossOptions(noise=0.5)
+            ),
+            "choose one kind of randomness",
+        ),
+    ],
+)
+def test_bad_settings_name_the_key(change, message):
+    from guidedmae.masking import validate_masking
+
+    with pytest.raises(ValueError, match=message):
+        validate_masking(MaskingConfig(num_visible=10, **change), tiny_config())
