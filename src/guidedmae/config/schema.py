@@ -1,26 +1,14 @@
-"""Typed run configs: dataclasses used as OmegaConf structured configs, for every training command.
+"""The schemas of every training command: typed dataclasses, checked entirely when they are built.
 
-    config = load_config(PretrainConfig, "configs/pretrain/demo.yaml", ["optim.blr=2e-4"])
-    config = load_config(FinetuneConfig, "configs/finetune/synthetic_cls.yaml", ["model.init=..."])
-
-A YAML file is merged over the dataclass defaults, then `key=value` overrides (dotted keys) over the
-file; `extends: other.yaml` at the top of a file merges that file first (path relative to the file).
-A value `???` is required: loading fails until an override sets it. An unknown key, a value of the
-wrong type, a missing required value or a value out of range is a ConfigError naming the key and
-where it came from, raised when the config is loaded: before anything is built.
 The sections are the dataclasses of the modules they configure (MultiMAEConfig, MaskingConfig,
 LossConfig, AugmentConfig, OptimConfig, ScheduleConfig, HeadConfig, TaskConfig, EvalConfig,
-MixupConfig); this module composes them into the two jobs, PretrainConfig and FinetuneConfig.
+MixupConfig); this module composes them into the two jobs, PretrainConfig and FinetuneConfig, and adds
+the sections every job shares (data, run, log, checkpoint). Their __post_init__ checks raise
+ValueError naming the key; guidedmae.config.loading turns them into ConfigErrors naming the source.
 """
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import ClassVar, TypeVar
-
-import yaml
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from typing import ClassVar
 
 from guidedmae.data.mixup import MixupConfig
 from guidedmae.data.scenes import NUM_SEMSEG_CLASSES, SHAPES
@@ -29,7 +17,6 @@ from guidedmae.engine.evaluate import EvalConfig
 from guidedmae.engine.optim import OptimConfig, validate_optim
 from guidedmae.engine.precision import PRECISIONS
 from guidedmae.engine.schedule import ScheduleConfig, validate_schedule
-from guidedmae.files import atomic_write
 from guidedmae.losses import LossConfig
 from guidedmae.masking.config import MaskingConfig, validate_masking
 from guidedmae.models.finetune import HeadConfig
@@ -38,7 +25,6 @@ from guidedmae.tasks import TaskConfig
 
 __all__ = [
     "CheckpointConfig",
-    "ConfigError",
     "DataConfig",
     "FinetuneConfig",
     "FinetuneDataConfig",
@@ -48,20 +34,11 @@ __all__ = [
     "ModelSettings",
     "PretrainConfig",
     "RunConfig",
-    "config_differences",
-    "config_to_dict",
-    "config_to_yaml",
-    "load_config",
-    "save_config",
 ]
 
-EXTENDS = "extends"
 PRETRAIN_SOURCES = ("synthetic", "folder")
+ON_ERROR = ("raise", "skip")
 FINETUNE_SOURCES = ("synthetic", "folder", "ade20k")
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the config's schema."""
 
 
 # -- sections shared by every job -----------------------------------------------------------------
@@ -87,6 +64,7 @@ class DataConfig:
     render_size: int = 0  # synthetic: pixels per side rendered before augmentation; 0 = augment.size
     batch_size: int = 256  # per process; total batch = batch_size * processes * optim.accum_steps
     num_workers: int = 4  # loader processes per training process
+    on_error: str = "raise"  # a broken sample: raise (naming its files) | skip (decode all at start, warn)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -94,6 +72,13 @@ class DataConfig:
             raise ValueError(f"data.source={self.source!r}; expected one of {self.sources}")
         if self.source != "synthetic" and not self.root:
             raise ValueError(f"data.source={self.source} needs data.root (the folder holding the data set)")
+        if self.source == "synthetic" and self.root:
+            raise ValueError(
+                f"data.root={self.root!r} is not read: data.source=synthetic renders its scenes; "
+                "set data.source=folder to train on that folder"
+            )
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"data.on_error={self.on_error!r}; expected one of {ON_ERROR}")
         if self.num_samples < 1 or self.render_size < 0:
             raise ValueError(
                 f"data.num_samples={self.num_samples}, data.render_size={self.render_size}; "
@@ -306,107 +291,3 @@ def _check_task_data(config: FinetuneConfig) -> None:
             raise ValueError(
                 f"head.num_classes={config.head.num_classes}; the synthetic scenes have {classes} {what}"
             )
-
-
-# -- loading and saving -------------------------------------------------------------------------
-
-
-Config = TypeVar("Config")
-
-
-def _describe(error: OmegaConfBaseException) -> str:
-    key = getattr(error, "full_key", None)
-    message = str(getattr(error, "msg", None) or error).splitlines()[0]
-    if "not in" in message and key:
-        return f"unknown key '{key}' ({message})"
-    return f"'{key}': {message}" if key else message
-
-
-def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
-    """A YAML file as a DictConfig, with the files it `extends` merged underneath it."""
-    path = path.resolve()
-    if path in seen:
-        raise ConfigError(f"{path}: '{EXTENDS}' forms a cycle: {' -> '.join(map(str, (*seen, path)))}")
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        loaded = OmegaConf.load(path)
-    except (yaml.YAMLError, OmegaConfBaseException) as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from error
-    if not isinstance(loaded, DictConfig):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
-    parent = loaded.pop(EXTENDS, None)
-    if parent is None:
-        return loaded
-    return OmegaConf.merge(_load_yaml(path.parent / str(parent), (*seen, path)), loaded)
-
-
-def load_config(
-    schema: type[Config], path: str | Path | None, overrides: Sequence[str] = (), base: Mapping | None = None
-) -> Config:
-    """The typed config: dataclass defaults <- base (if any) <- YAML file (if any) <- `key=value` overrides.
-
-    base: a saved config dict, e.g. the one a checkpoint holds (evaluating a run with its own config).
-    """
-    merged = OmegaConf.structured(schema)
-    if base is not None:
-        try:
-            merged = OmegaConf.merge(merged, base)
-        except OmegaConfBaseException as error:
-            raise ConfigError(f"saved config: {_describe(error)}") from error
-    required = set()  # '???' values of the file, which an override must set
-    if path is not None:
-        try:
-            loaded = _load_yaml(Path(path))
-            required = OmegaConf.missing_keys(loaded)
-            merged = OmegaConf.merge(merged, loaded)
-        except OmegaConfBaseException as error:
-            raise ConfigError(f"{path}: {_describe(error)}") from error
-    malformed = [item for item in overrides if "=" not in item or item.startswith("=")]
-    if malformed:
-        raise ConfigError(f"overrides must be key=value (dotted keys, e.g. optim.blr=2e-4), got {malformed}")
-    for item in overrides:  # one at a time, so that an error can name the override
-        try:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
-        except OmegaConfBaseException as error:
-            raise ConfigError(f"command line {item!r}: {_describe(error)}") from error
-    source = "command line" if path is None else f"{path} + command line" if overrides else str(path)
-    missing = sorted(required - {item.split("=", 1)[0] for item in overrides})
-    if missing:
-        raise ConfigError(
-            f"{source}: required values not set ('???'): {', '.join(missing)}; "
-            f"give them on the command line, e.g. {missing[0]}=..."
-        )
-    try:
-        return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as error:
-        raise ConfigError(f"{source}: {_describe(error)}") from error
-    except ValueError as error:  # a dataclass's own check of its values (__post_init__)
-        raise ConfigError(f"{source}: {error}") from error
-
-
-def config_to_dict(config) -> dict:
-    """A config dataclass as plain dicts, lists and scalars (what checkpoints store)."""
-    return OmegaConf.to_container(OmegaConf.structured(config))
-
-
-def config_to_yaml(config) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(config))
-
-
-def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts, as 'key: old -> new'."""
-    differences = []
-    for key in sorted(set(old) | set(new), key=str):
-        name = f"{prefix}{key}"
-        before, after = old.get(key), new.get(key)
-        if isinstance(before, dict) and isinstance(after, dict):
-            differences += config_differences(before, after, f"{name}.")
-        elif before != after:
-            differences.append(f"{name}: {before!r} -> {after!r}")
-    return differences
-
-
-def save_config(config, path: str | Path) -> Path:
-    """Write the resolved config as YAML, atomically."""
-    return atomic_write(path, lambda file: file.write(config_to_yaml(config).encode()))

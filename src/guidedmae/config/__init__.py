@@ -1,0 +1,44 @@
+"""Typed run configs (dataclasses used as OmegaConf structured configs) and how they are loaded.
+
+config = load_config(PretrainConfig, "configs/pretrain/demo.yaml", ["optim.blr=2e-4"])
+"""
+
+from guidedmae.config.loading import (
+    ConfigError,
+    config_differences,
+    config_to_dict,
+    config_to_yaml,
+    load_config,
+    save_config,
+)
+from guidedmae.config.schema import (
+    CheckpointConfig,
+    DataConfig,
+    FinetuneConfig,
+    FinetuneDataConfig,
+    FinetuneModelSettings,
+    FinetuneOptimConfig,
+    LogConfig,
+    ModelSettings,
+    PretrainConfig,
+    RunConfig,
+)
+
+__all__ = [
+    "CheckpointConfig",
+    "ConfigError",
+    "DataConfig",
+    "FinetuneConfig",
+    "FinetuneDataConfig",
+    "FinetuneModelSettings",
+    "FinetuneOptimConfig",
+    "LogConfig",
+    "ModelSettings",
+    "PretrainConfig",
+    "RunConfig",
+    "config_differences",
+    "config_to_dict",
+    "config_to_yaml",
+    "load_config",
+    "save_config",
+]

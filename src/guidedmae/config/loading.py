@@ -1,0 +1,155 @@
+"""Loading configs: YAML files merged over the typed defaults, then dotted `key=value` overrides.
+
+    config = load_config(PretrainConfig, "configs/pretrain/demo.yaml", ["optim.blr=2e-4"])
+    config = load_config(FinetuneConfig, "configs/finetune/synthetic_cls.yaml", ["model.init=..."])
+
+`extends: other.yaml` at the top of a file merges that file first (path relative to the file). A value
+`???` is required: loading fails until an override sets it. An unknown key, a value of the wrong type,
+an empty or non-finite value, a missing required value or a value out of range is a ConfigError naming
+the key and where it came from, raised when the config is loaded: before anything is built.
+"""
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from guidedmae.files import atomic_write
+
+__all__ = [
+    "ConfigError",
+    "config_differences",
+    "config_to_dict",
+    "config_to_yaml",
+    "load_config",
+    "save_config",
+]
+
+EXTENDS = "extends"
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the config's schema."""
+
+
+Config = TypeVar("Config")
+
+
+def _describe(error: OmegaConfBaseException) -> str:
+    key = getattr(error, "full_key", None)
+    message = str(getattr(error, "msg", None) or error).splitlines()[0]
+    if "not in" in message and key:
+        return f"unknown key '{key}' ({message})"
+    return f"'{key}': {message}" if key else message
+
+
+def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
+    """A YAML file as a DictConfig, with the files it `extends` merged underneath it."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: '{EXTENDS}' forms a cycle: {' -> '.join(map(str, (*seen, path)))}")
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        loaded = OmegaConf.load(path)
+    except (yaml.YAMLError, OmegaConfBaseException) as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from error
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    parent = loaded.pop(EXTENDS, None)
+    if parent is None:
+        return loaded
+    return OmegaConf.merge(_load_yaml(path.parent / str(parent), (*seen, path)), loaded)
+
+
+def _check_finite(values, source: str, prefix: str = "") -> None:
+    """No NaN or infinity anywhere in a config: a learning rate of inf trains nothing useful."""
+    items = (
+        values.items() if isinstance(values, dict) else enumerate(values) if isinstance(values, list) else ()
+    )
+    for key, value in items:
+        name = f"{prefix}{key}" if isinstance(values, dict) else f"{prefix[:-1]}[{key}]"
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{source}: {name}={value}; expected a finite number")
+        _check_finite(value, source, f"{name}.")
+
+
+def load_config(
+    schema: type[Config], path: str | Path | None, overrides: Sequence[str] = (), base: Mapping | None = None
+) -> Config:
+    """The typed config: dataclass defaults <- base (if any) <- YAML file (if any) <- `key=value` overrides.
+
+    base: a saved config dict, e.g. the one a checkpoint holds (evaluating a run with its own config).
+    """
+    merged = OmegaConf.structured(schema)
+    if base is not None:
+        try:
+            merged = OmegaConf.merge(merged, base)
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"saved config: {_describe(error)}") from error
+    required = set()  # '???' values of the file, which an override must set
+    if path is not None:
+        try:
+            loaded = _load_yaml(Path(path))
+            required = OmegaConf.missing_keys(loaded)
+            merged = OmegaConf.merge(merged, loaded)
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"{path}: {_describe(error)}") from error
+    malformed = [item for item in overrides if "=" not in item or item.startswith("=")]
+    if malformed:
+        raise ConfigError(f"overrides must be key=value (dotted keys, e.g. optim.blr=2e-4), got {malformed}")
+    empty = [item for item in overrides if item.endswith("=")]
+    if empty:  # OmegaConf would read `key=` as null: a default silently changed
+        raise ConfigError(
+            f"command line {empty[0]!r}: no value after '='; give one, or write {empty[0]}null to unset it"
+        )
+    for item in overrides:  # one at a time, so that an error can name the override
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"command line {item!r}: {_describe(error)}") from error
+    source = "command line" if path is None else f"{path} + command line" if overrides else str(path)
+    missing = sorted(required - {item.split("=", 1)[0] for item in overrides})
+    if missing:
+        raise ConfigError(
+            f"{source}: required values not set ('???'): {', '.join(missing)}; "
+            f"give them on the command line, e.g. {missing[0]}=..."
+        )
+    _check_finite(OmegaConf.to_container(merged, resolve=True, throw_on_missing=False), source)
+    try:
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{source}: {_describe(error)}") from error
+    except ValueError as error:  # a dataclass's own check of its values (__post_init__)
+        raise ConfigError(f"{source}: {error}") from error
+
+
+def config_to_dict(config) -> dict:
+    """A config dataclass as plain dicts, lists and scalars (what checkpoints store)."""
+    return OmegaConf.to_container(OmegaConf.structured(config))
+
+
+def config_to_yaml(config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts, as 'key: old -> new'."""
+    differences = []
+    for key in sorted(set(old) | set(new), key=str):
+        name = f"{prefix}{key}"
+        before, after = old.get(key), new.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            differences += config_differences(before, after, f"{name}.")
+        elif before != after:
+            differences.append(f"{name}: {before!r} -> {after!r}")
+    return differences
+
+
+def save_config(config, path: str | Path) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    return atomic_write(path, lambda file: file.write(config_to_yaml(config).encode()))
