@@ -8,13 +8,13 @@ import torch
 from guidedmae.engine.checkpoint import (
     LAST,
     atomic_save,
-    latest_checkpoint,
     read_training_checkpoint,
-    remove_stale_temps,
     resolve_resume,
+    resume_candidates,
     save_checkpoint,
     step_checkpoints,
 )
+from guidedmae.engine.run_folder import remove_stale_temps
 from guidedmae.models import MultiMAE
 from guidedmae.models.checkpoints import CheckpointError
 from guidedmae.models.pretrained import load_pretrained
@@ -29,7 +29,7 @@ class Unpicklable:
 def test_a_failed_write_leaves_the_previous_file_whole_and_no_temp(tmp_path):
     path = tmp_path / "checkpoint-last.pt"
     atomic_save({"step": 1, "weights": torch.arange(4.0)}, path)
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(OSError, match=r"cannot write .*checkpoint-last.pt: .*disk full"):
         atomic_save({"step": 2, "oops": Unpicklable()}, path)
     assert torch.load(path, weights_only=True)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint-last.pt"]
@@ -43,30 +43,45 @@ def test_keeps_the_last_k_and_last_names_the_newest(tmp_path):
         "checkpoint-00000040.pt",
     ]
     assert torch.load(tmp_path / LAST, weights_only=True) == {"step": 40}
-    assert latest_checkpoint(tmp_path).name == "checkpoint-00000040.pt"
-    # Killed between writing a step file and pointing checkpoint-last.pt at it: the step file wins.
+    assert [p.name for p in resume_candidates(tmp_path)] == [
+        "checkpoint-00000040.pt",
+        LAST,
+        "checkpoint-00000030.pt",
+    ]
+    # Killed between writing a step file and copying it to checkpoint-last.pt: the step file comes first.
     atomic_save({"step": 50}, tmp_path / "checkpoint-00000050.pt")
-    assert latest_checkpoint(tmp_path).name == "checkpoint-00000050.pt"
+    assert resume_candidates(tmp_path)[0].name == "checkpoint-00000050.pt"
     # Numeric, not text, order of steps; checkpoint-last.pt alone is found too.
     save_checkpoint({"step": 100}, tmp_path / "other", 100, keep=5)
     save_checkpoint({"step": 99}, tmp_path / "other", 99, keep=5)
-    assert latest_checkpoint(tmp_path / "other").name == "checkpoint-00000100.pt"
+    assert resume_candidates(tmp_path / "other")[0].name == "checkpoint-00000100.pt"
     for path in step_checkpoints(tmp_path / "other"):
         path.unlink()
-    assert latest_checkpoint(tmp_path / "other") == tmp_path / "other" / LAST
+    assert resume_candidates(tmp_path / "other") == [tmp_path / "other" / LAST]
+
+
+def test_checkpoint_last_is_a_file_of_its_own(tmp_path):
+    save_checkpoint({"step": 7}, tmp_path, 7, keep=2)
+    (tmp_path / LAST).write_bytes(b"edited in place")  # damaging the copy leaves the step file whole
+    assert torch.load(tmp_path / "checkpoint-00000007.pt", weights_only=True) == {"step": 7}
 
 
 def test_resume_choices(tmp_path):
-    assert resolve_resume("auto", tmp_path) is None  # first launch of a requeued job
-    assert resolve_resume("", tmp_path) is None
+    assert resolve_resume("auto", tmp_path) == []  # first launch of a requeued job
+    assert resolve_resume("", tmp_path) == []
     save_checkpoint({"step": 5}, tmp_path, 5, keep=1)
-    assert resolve_resume("auto", tmp_path) == tmp_path / "checkpoint-00000005.pt"
+    assert resolve_resume("auto", tmp_path) == [tmp_path / "checkpoint-00000005.pt", tmp_path / LAST]
     with pytest.raises(
         ValueError, match=r"already holds checkpoints \(checkpoint-00000005.pt\); pass resume=auto"
     ):
         resolve_resume("", tmp_path)
     with pytest.raises(FileNotFoundError, match="resume=/nowhere.pt: no such checkpoint file"):
         resolve_resume("/nowhere.pt", tmp_path)
+    other = tmp_path / "other"
+    save_checkpoint({"step": 3}, other, 3, keep=1)
+    assert resolve_resume(str(other / LAST), other) == [other / LAST]  # a run's own folder
+    with pytest.raises(ValueError, match="which holds another run's checkpoints"):
+        resolve_resume(str(other / LAST), tmp_path)
 
 
 def test_stale_temps_of_a_killed_writer_are_removed(tmp_path):
@@ -144,6 +159,6 @@ def test_init_with_a_different_encoder_lists_the_mismatches(tmp_path):
     torch.save({"model": MultiMAE(tiny_config(dim=48, outputs=())).state_dict()}, path)
     with pytest.raises(
         CheckpointError,
-        match=r"does not fit the model:\n  mis-shaped .*global_tokens: checkpoint \(1, 1, 48\)",
+        match=r"does not fit the model: .*mis-shaped .*global_tokens: checkpoint \(1, 1, 48\)",
     ):
         load_pretrained(MultiMAE(tiny_config(outputs=("rgb",))), path)

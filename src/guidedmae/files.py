@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -35,11 +36,27 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, path)
+    except Exception as error:
+        Path(temp).unlink(missing_ok=True)
+        # One line naming the file; torch.save reports a full disk as a RuntimeError of its zip writer.
+        reason = getattr(error, "strerror", None) or (str(error).splitlines() or [type(error).__name__])[0]
+        if _disk_full(path.parent):
+            reason = f"the disk is full ({reason})"
+        message = f"cannot write {path}: {reason}; it is as it was"
+        errno = getattr(error, "errno", None)
+        raise (OSError(errno, message) if errno else OSError(message)) from error
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
     return path
+
+
+def _disk_full(folder: Path, margin: int = 1 << 20) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < margin
+    except OSError:
+        return False
 
 
 def write_json(path: str | Path, value) -> Path:

@@ -25,6 +25,7 @@ from guidedmae.engine.step import MaskedAutoencoderStep
 from guidedmae.masking import MaskingConfig, build_strategy
 from guidedmae.models.checkpoints import (
     CheckpointError,
+    build_to_fit,
     config_from_official,
     load_weights,
     official_args,
@@ -64,8 +65,7 @@ def load_step(
         architecture = config_from_official(weights, official_args(checkpoint))
         saved = config_to_dict(_official_config(architecture))
     config = load_config(PretrainConfig, None, overrides, base=saved)
-    model = MultiMAE(config.model.architecture())
-    load_weights(model, weights, str(path))
+    model = build_to_fit(lambda: MultiMAE(config.model.architecture()), weights, str(path))
     dataset = build_dataset(config)
     strategy = build_strategy(config.masking, model.config, len(dataset))
     if strategy.state_dict():

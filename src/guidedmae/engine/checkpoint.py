@@ -1,7 +1,7 @@
 """Training checkpoints: atomic writes, the last K kept, resume, and initialization from weights.
 
-A run folder holds `checkpoint-<step>.pt` (the last `keep` of them) and `checkpoint-last.pt`, a second
-name of the newest. A checkpoint is a dict:
+A run folder holds `checkpoint-<step>.pt` (the last `keep` of them) and `checkpoint-last.pt`, a copy of
+the newest (its own file: damaging one never damages the other). A checkpoint is a dict:
     model      state dict (official MultiMAE parameter names)
     optimizer  AdamW state;  scaler: GradScaler state or None
     schedule   {"step": optimizer steps taken in this run, "first_step", "steps_per_epoch", "total_steps"}
@@ -37,27 +37,20 @@ def atomic_save(obj, path: Path) -> Path:
     return atomic_write(path, lambda file: torch.save(obj, file))
 
 
-def link_atomically(source: Path, name: Path) -> None:
-    """Make `name` a second name of the complete file `source`: a hard link (no second write), or a
-    fsynced copy on file systems without links; either way renamed into place."""
+def copy_atomically(source: Path, name: Path) -> Path:
+    """Make `name` a copy of the complete file `source`: its own file (editing one never changes the
+    other), written to a temp file, fsynced and renamed into place."""
     temp = name.with_name(f".{name.name}.{os.getpid()}.tmp")
-    temp.unlink(missing_ok=True)
     try:
-        os.link(source, temp)
-    except OSError:
         shutil.copyfile(source, temp)
         with open(temp, "rb+") as file:
             os.fsync(file.fileno())
-    os.replace(temp, name)
+        os.replace(temp, name)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
     fsync_directory(name.parent)
-
-
-def remove_stale_temps(out_dir: Path) -> list[Path]:
-    """Delete the temp files a killed writer left in the run folder (never a complete checkpoint)."""
-    stale = sorted(Path(out_dir).glob(".checkpoint-*.tmp"))
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
+    return name
 
 
 def step_checkpoints(out_dir: Path) -> list[Path]:
@@ -76,39 +69,44 @@ def save_checkpoint(state: dict, out_dir: Path, step: int, keep: int) -> Path:
         raise ValueError(f"checkpoint.keep={keep}; expected at least 1")
     out_dir = Path(out_dir)
     path = atomic_save(state, out_dir / step_checkpoint_name(step))
-    link_atomically(path, out_dir / LAST)
+    copy_atomically(path, out_dir / LAST)
     for old in step_checkpoints(out_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
 
 
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    """The run's newest complete checkpoint: its newest step file (written before checkpoint-last.pt is
-    pointed at it, so never older), else checkpoint-last.pt, else None."""
-    steps = step_checkpoints(out_dir)
-    if steps:
-        return steps[-1]
+def resume_candidates(out_dir: Path) -> list[Path]:
+    """The run's checkpoints, newest first: its newest step file (written before checkpoint-last.pt is
+    copied from it, so never older), checkpoint-last.pt, then the older step files."""
+    steps = step_checkpoints(out_dir)[::-1]
     last = Path(out_dir) / LAST
-    return last if last.is_file() else None
+    return steps[:1] + ([last] if last.is_file() else []) + steps[1:]
 
 
-def resolve_resume(resume: str, out_dir: Path) -> Path | None:
-    """The checkpoint to resume from: '' -> none (the run folder must hold none), 'auto' -> the newest
-    one in out_dir if any, else the file named."""
-    existing = latest_checkpoint(out_dir)
+def resolve_resume(resume: str, out_dir: Path) -> list[Path]:
+    """The checkpoints to try resuming from, in order: '' -> none (the run folder must hold none),
+    'auto' -> those in out_dir, newest first (none: a fresh run), a path -> that file, which must lie
+    in out_dir if out_dir already holds another run's checkpoints."""
+    existing = resume_candidates(out_dir)
     if resume == "":
-        if existing is not None:
+        if existing:
             raise ValueError(
-                f"{out_dir} already holds checkpoints ({existing.name}); pass resume=auto to continue "
+                f"{out_dir} already holds checkpoints ({existing[0].name}); pass resume=auto to continue "
                 "that run, or choose another out_dir"
             )
-        return None
+        return []
     if resume == "auto":
         return existing
     path = Path(resume)
     if not path.is_file():
         raise FileNotFoundError(f"resume={resume}: no such checkpoint file")
-    return path
+    if existing and path.resolve().parent != Path(out_dir).resolve():
+        raise ValueError(
+            f"resume={resume} into out_dir={out_dir}, which holds another run's checkpoints "
+            f"({existing[0].name}): its files would be overwritten. Resume in {path.parent}, or choose an "
+            "empty out_dir"
+        )
+    return [path]
 
 
 def read_training_checkpoint(path: Path) -> dict:

@@ -18,6 +18,10 @@ from torch import nn
 DEVICES = ("auto", "cpu", "cuda")
 
 
+class LauncherGone(RuntimeError):
+    """The torchrun agent that started this worker died: the worker stops instead of training on."""
+
+
 @dataclass(frozen=True)
 class DistributedContext:
     rank: int = 0
@@ -25,6 +29,7 @@ class DistributedContext:
     local_rank: int = 0
     local_world_size: int = 1
     device: torch.device = torch.device("cpu")
+    launcher_pid: int | None = None  # the torchrun agent's pid (our parent), None without torchrun
 
     @property
     def is_main(self) -> bool:
@@ -70,7 +75,19 @@ def init_distributed(device: str = "auto", env: Mapping[str, str] | None = None)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if resolved.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size)
-    return DistributedContext(rank, world_size, local_rank, local_world_size, resolved)
+    # torchrun's workers outlive a killed agent (reparented); they watch their parent to notice.
+    launcher = os.getppid() if "TORCHELASTIC_RUN_ID" in env else None
+    return DistributedContext(rank, world_size, local_rank, local_world_size, resolved, launcher)
+
+
+def check_launcher(context: DistributedContext) -> None:
+    """Raise LauncherGone if the torchrun agent that started this process has died (a requeued job
+    must not find the old one's workers still writing)."""
+    if context.launcher_pid is not None and os.getppid() != context.launcher_pid:
+        raise LauncherGone(
+            f"the torchrun agent (pid {context.launcher_pid}) that started rank {context.rank} is gone; "
+            "this worker stops instead of training on without it"
+        )
 
 
 def close_distributed(context: DistributedContext) -> None:

@@ -36,7 +36,7 @@ from guidedmae.engine.optim import layer_decay_groups
 from guidedmae.engine.run import Job, JobParts, RunResult, run_job
 from guidedmae.engine.schedule import START, Progress
 from guidedmae.metrics import format_iou_table, iou_per_class
-from guidedmae.models.checkpoints import CheckpointError, load_weights, read_checkpoint, state_dict_of
+from guidedmae.models.checkpoints import CheckpointError, build_to_fit, read_checkpoint, state_dict_of
 from guidedmae.models.finetune import FineTuneModel, build_head
 from guidedmae.models.multimae import MultiMAE
 from guidedmae.models.pretrained import InitReport, load_pretrained
@@ -260,8 +260,7 @@ def evaluate_checkpoint(
     context = init_distributed(config.run.device)
     try:
         torch.set_num_threads(threads_per_process(config.run.threads, context))
-        model = build_model(config)
-        load_weights(model, state_dict_of(checkpoint, str(path)), str(path))
+        model = build_to_fit(lambda: build_model(config), state_dict_of(checkpoint, str(path)), str(path))
         meter = evaluate_split(model.to(context.device), evaluation_set(config), config, context)
     finally:
         close_distributed(context)

@@ -31,7 +31,12 @@ from torch.utils.data import Dataset
 from guidedmae.config import config_differences
 from guidedmae.data.datasets import build_loader
 from guidedmae.engine.checkpoint import read_training_checkpoint, save_checkpoint
-from guidedmae.engine.distributed import DistributedContext, all_gather_objects, all_reduce_mean
+from guidedmae.engine.distributed import (
+    DistributedContext,
+    all_gather_objects,
+    all_reduce_mean,
+    check_launcher,
+)
 from guidedmae.engine.logging import RunLogger
 from guidedmae.engine.optim import set_lr
 from guidedmae.engine.precision import autocast
@@ -298,6 +303,7 @@ def train(job: TrainingJob, state: LoopState, logger: RunLogger) -> LoopState:
         for batch in loader:
             micro_step = state.batch % accum_steps
             if micro_step == 0:
+                check_launcher(context)
                 lr = schedule.run_lr(state.step)
                 set_lr(job.optimizer, lr)
                 progress = schedule.progress(state.step)

@@ -7,20 +7,23 @@ parameter groups (`build`), how to start from saved weights (`initialize`), how 
 and what to do after each step and at the end (pictures, evaluations). run_job owns the rest, in order:
 
     context   = init_distributed(run.device); CPU threads per process
-    resume    = resolve_resume(config.resume, out_dir)          '' | auto | PATH
+    lock      : rank 0 holds out_dir/.lock for the whole run (a second run there stops at once)
+    resume    = resolve_resume(config.resume, out_dir)          '' | auto (newest readable) | PATH
     seed      -> parts = job.build(context)                     model, step, data set, parameter groups
     model.init (fresh runs only) -> job.initialize(parts.model, path)
     schedule  = LRSchedule(peak lr of the total batch, steps per epoch of the data set)
     optimizer = AdamW(parts.param_groups); loss scaler; per-rank generators
     state     = resume(checkpoint) or the start of the run's part of the schedule
     DDP, torch.compile
-    rank 0: stale temps removed, config.yaml, events init / resumed / start
+    rank 0: config.yaml, events init / resume_skipped / resumed / start
     train(...)                                                  engine.loop, job.after_step on every rank
     job.finish(...) -> scores; weights check; results.json when the job has scores
 """
 
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -32,10 +35,11 @@ from torch.utils.data import Dataset
 
 from guidedmae.config import config_to_dict, config_to_yaml, save_config
 from guidedmae.data.datasets import derived_generator
-from guidedmae.engine.checkpoint import LAST, remove_stale_temps, resolve_resume
+from guidedmae.engine.checkpoint import LAST, resolve_resume
 from guidedmae.engine.distributed import (
     DistributedContext,
     all_gather_objects,
+    broadcast_object,
     close_distributed,
     init_distributed,
     threads_per_process,
@@ -45,8 +49,10 @@ from guidedmae.engine.logging import METRICS, RunLogger
 from guidedmae.engine.loop import LoopSettings, LoopState, TrainingJob, resume, steps_per_epoch, train
 from guidedmae.engine.optim import build_optimizer, peak_lr
 from guidedmae.engine.precision import grad_scaler
+from guidedmae.engine.run_folder import RunFolderBusy, lock_run_folder, remove_stale_temps
 from guidedmae.engine.schedule import LRSchedule
 from guidedmae.files import write_json
+from guidedmae.models.checkpoints import UnreadableCheckpoint
 from guidedmae.models.pretrained import InitReport
 
 __all__ = ["CONFIG_FILE", "RESULTS", "Job", "JobParts", "RunResult", "run_job"]
@@ -123,9 +129,30 @@ def run_job(job: Job) -> RunResult:
     """Run (or resume) the job's training; returns where its outputs are and its final scores."""
     context = init_distributed(job.config.run.device)
     try:
-        return _run(job, context)
+        with _own_run_folder(Path(job.config.out_dir), context):
+            return _run(job, context)
     finally:
         close_distributed(context)
+
+
+@contextmanager
+def _own_run_folder(out_dir: Path, context: DistributedContext) -> Iterator[None]:
+    """Rank 0 holds the run folder's lock for the whole run (and cleans what killed runs left there);
+    every rank learns whether it got it, so that all stop together when it did not."""
+    with ExitStack() as lock:
+        refusal = None
+        if context.is_main:
+            try:
+                lock.enter_context(lock_run_folder(out_dir))
+                remove_stale_temps(out_dir)
+            except OSError as error:
+                refusal = error
+        message = broadcast_object(context, None if refusal is None else str(refusal))
+        if refusal is not None:
+            raise refusal
+        if message is not None:
+            raise RunFolderBusy(message)
+        yield
 
 
 def _write_run_config(config, out_dir: Path, resumed_step: int | None) -> Path:
@@ -194,12 +221,12 @@ def _run(job: Job, context: DistributedContext) -> RunResult:
     out_dir = Path(config.out_dir)
     device = context.device
     # Every rank decides alone: nothing writes checkpoints before all ranks have started.
-    resume_path = resolve_resume(config.resume, out_dir)
+    candidates = resolve_resume(config.resume, out_dir)
 
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     parts = job.build(context)
     init_report = None
-    if config.model.init and resume_path is None:
+    if config.model.init and not candidates:
         init_report = job.initialize(parts.model, config.model.init)
     parts.step.to(device)
 
@@ -223,9 +250,17 @@ def _run(job: Job, context: DistributedContext) -> RunResult:
         saved=parts.saved,
     )
     torch.manual_seed(derived_generator(config.seed, context.rank, TORCH_STREAM).initial_seed())
-    state, changed = LoopState(epoch=config.schedule.start_epoch), []
-    if resume_path is not None:
-        state, changed = resume(training, resume_path)
+    state, changed, resume_path, skipped = LoopState(epoch=config.schedule.start_epoch), [], None, []
+    for path in candidates:  # newest first; a file that cannot be read gives way to the next
+        try:
+            state, changed = resume(training, path)
+        except UnreadableCheckpoint as error:
+            skipped.append(str(error))
+            continue
+        resume_path = path
+        break
+    if candidates and resume_path is None:
+        raise UnreadableCheckpoint(f"no checkpoint of {out_dir} can be read: {'; '.join(skipped)}")
 
     if context.is_distributed:
         # No buffer broadcasts, not even at the start: every rank computes its buffers alike (fixed
@@ -246,7 +281,8 @@ def _run(job: Job, context: DistributedContext) -> RunResult:
     training.after_step = lambda state: job.after_step(training, state, logger)
     try:
         if context.is_main:
-            remove_stale_temps(out_dir)
+            for message in skipped:
+                logger.event("resume_skipped", f"skipped {message}", reason=message)
             _write_run_config(config, out_dir, state.step if resume_path else None)
             if init_report is not None:
                 logger.event("init", init_report.describe(), **asdict(init_report))

@@ -7,9 +7,8 @@ non-tensor class admitted is `argparse.Namespace` (the training script's argumen
 
 import argparse
 import contextlib
-import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
 
@@ -26,8 +25,16 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be read or does not fit the model."""
 
 
+class UnreadableCheckpoint(CheckpointError):
+    """A file that is not a complete, safe torch checkpoint (junk, truncated, empty, or pickling code)."""
+
+
 def read_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint file without executing pickled code; returns the stored dict."""
+    """Read a checkpoint file without executing pickled code; returns the stored dict.
+
+    Raises FileNotFoundError if there is no such file, UnreadableCheckpoint (one line naming the file)
+    for anything that is not a complete, safe torch checkpoint holding a dict.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -35,15 +42,21 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         with allow(OFFICIAL_SAFE_GLOBALS) if allow else contextlib.nullcontext():
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"{path}: refused to load, it pickles something beyond tensors and {OFFICIAL_SAFE_GLOBALS} "
-            f"(loading never executes pickled code). torch said: {str(error).splitlines()[0]}"
+    except Exception as error:  # junk makes the unpickler fail in every way (IndexError, struct.error, ...)
+        detail = next((line for line in str(error).splitlines() if "Unsupported global" in line), None)
+        if detail is not None:
+            raise UnreadableCheckpoint(
+                f"{path}: refused to load, it pickles something beyond tensors and "
+                f"{[cls.__name__ for cls in OFFICIAL_SAFE_GLOBALS]} (loading never executes pickled code; "
+                f"{detail.strip()})"
+            ) from error
+        first_line = (str(error).splitlines() or [""])[0][:200]
+        raise UnreadableCheckpoint(
+            f"{path}: not a readable torch checkpoint (empty, truncated, damaged or another kind of file: "
+            f"{type(error).__name__}: {first_line})"
         ) from error
-    except (RuntimeError, EOFError, OSError) as error:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({error})") from error
     if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{path}: expected a dict, found {type(checkpoint).__name__}")
+        raise UnreadableCheckpoint(f"{path}: expected a checkpoint dict, found {type(checkpoint).__name__}")
     return checkpoint
 
 
@@ -55,9 +68,12 @@ def state_dict_of(checkpoint: Mapping, source: str) -> dict[str, torch.Tensor]:
     return dict(weights)
 
 
-def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Strict load; a mismatch is one error listing every missing, unexpected and mis-shaped key."""
-    own = model.state_dict()
+SHOWN_KEYS = 12  # keys named per kind of mismatch; the rest are counted
+
+
+def fit_problems(own: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """What keeps `state_dict` from loading strictly into a model whose state dict is `own`: one entry
+    per kind of mismatch (missing, unexpected, mis-shaped keys), empty if it fits."""
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
     misshaped = [
@@ -65,13 +81,40 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
         for key, value in state_dict.items()
         if key in own and value.shape != own[key].shape
     ]
-    if missing or unexpected or misshaped:
-        lines = [f"{source} does not fit the model:"]
-        for title, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-            if keys:
-                lines.append(f"  {title} ({len(keys)}): " + ", ".join(keys))
-        raise CheckpointError("\n".join(lines))
+    problems = []
+    for title, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+        if keys:
+            more = f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
+            problems.append(f"{title} ({len(keys)}): {', '.join(keys[:SHOWN_KEYS])}{more}")
+    return problems
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Strict load; a mismatch is one error listing the missing, unexpected and mis-shaped keys."""
+    problems = fit_problems(model.state_dict(), state_dict)
+    if problems:
+        raise CheckpointError(f"{source} does not fit the model: {'; '.join(problems)}")
     model.load_state_dict(state_dict, strict=True)
+
+
+def build_to_fit(
+    build: Callable[[], nn.Module], state_dict: Mapping[str, torch.Tensor], source: str
+) -> nn.Module:
+    """`build()` a model for the weights of `source`, with what the file declares about its architecture.
+
+    The model is first built on the meta device, where nothing is allocated, and its parameter names
+    and shapes are compared with the file's tensors: a file whose stored config or arguments declare a
+    larger (or any other) model than its tensors hold is an error before a byte is allocated.
+    """
+    with torch.device("meta"):
+        problems = fit_problems(build().state_dict(), state_dict)
+    if problems:
+        raise CheckpointError(
+            f"{source} does not fit the model it declares (its stored config or arguments): {'; '.join(problems)}"
+        )
+    model = build()
+    load_weights(model, state_dict, source)
+    return model
 
 
 def module_names(state_dict: Mapping[str, torch.Tensor], prefix: str) -> list[str]:
@@ -170,6 +213,4 @@ def load_official_checkpoint(path: str | Path, **overrides) -> MultiMAE:
             for key, value in state_dict.items()
             if not key.startswith("output_adapters.") or key.startswith(kept)
         }
-    model = MultiMAE(config)
-    load_weights(model, state_dict, str(path))
-    return model
+    return build_to_fit(lambda: MultiMAE(config), state_dict, str(path))

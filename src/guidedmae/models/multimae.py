@@ -146,9 +146,9 @@ class MultiMAE(nn.Module):
             {name: build_output_adapter(name, config) for name in config.outputs}
         )
         self.global_tokens = nn.Parameter(torch.zeros(1, config.num_global_tokens, config.dim))
-        drop_path = torch.linspace(
-            0, config.drop_path, config.depth
-        ).tolist()  # stochastic depth rises with depth
+        # Stochastic depth rises with depth. Rates on the CPU: a model built on the meta device (to check
+        # a file's shapes before allocating anything) has no values to read.
+        drop_path = torch.linspace(0, config.drop_path, config.depth, device="cpu").tolist()
         self.encoder = nn.Sequential(
             *[Block(config.dim, config.num_heads, config.mlp_ratio, config.qkv_bias, p) for p in drop_path]
         )

@@ -78,7 +78,7 @@ def _check_architecture(saved: Mapping, config: MultiMAEConfig, source: str) -> 
         if name in saved and saved[name] != getattr(config, name)
     ]
     if differences:
-        raise CheckpointError(f"{source} was trained with another encoder:\n  " + "\n  ".join(differences))
+        raise CheckpointError(f"{source} was trained with another encoder: {'; '.join(differences)}")
 
 
 def load_pretrained(model: MultiMAE, path: str | Path) -> InitReport:
