@@ -8,18 +8,16 @@ import pytest
 from PIL import Image
 
 from guidedmae.data.folder import (
-    convert_nyuv2,
     encode_depth,
     index_ade20k,
     index_folder,
-    load_class_mapping,
-    load_nyuv2_split,
     read_ade20k_sample,
     read_image,
     read_sample,
     save_image_atomic,
     write_sample,
 )
+from guidedmae.data.nyuv2 import convert_nyuv2, load_class_mapping, load_nyuv2_split
 
 MODALITIES = ("rgb", "depth", "semseg")
 

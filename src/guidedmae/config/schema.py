@@ -77,6 +77,10 @@ class DataConfig:
                 f"data.root={self.root!r} is not read: data.source=synthetic renders its scenes; "
                 "set data.source=folder to train on that folder"
             )
+        if self.source == "synthetic" and self.split != "train":
+            raise ValueError(
+                f"data.split={self.split!r} does not apply to data.source=synthetic (it has no splits)"
+            )
         if self.on_error not in ON_ERROR:
             raise ValueError(f"data.on_error={self.on_error!r}; expected one of {ON_ERROR}")
         if self.num_samples < 1 or self.render_size < 0:
@@ -204,6 +208,11 @@ class FinetuneDataConfig(DataConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.source == "synthetic" and self.eval_split != "val":
+            raise ValueError(
+                f"data.eval_split={self.eval_split!r} does not apply to data.source=synthetic: its held-out "
+                "scenes are the series data.eval_scene_seed"
+            )
         if not 0 < self.fraction <= 1 or self.per_class < 0:
             raise ValueError(
                 f"data.fraction={self.fraction}, data.per_class={self.per_class}; expected 0 < fraction <= 1 "

@@ -2,7 +2,8 @@
 
 import argparse
 
-from guidedmae.data.folder import convert_nyuv2, write_synthetic
+from guidedmae.data.folder import write_synthetic
+from guidedmae.data.nyuv2 import convert_nyuv2
 
 
 def run_synth(args: argparse.Namespace) -> int:

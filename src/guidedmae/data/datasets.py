@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from guidedmae.data.folder import (
     DEPTH_SCALE,
+    check_class_ids,
     index_ade20k,
     index_folder,
     read_ade20k_sample,
@@ -129,13 +130,16 @@ class FolderDataset(AugmentedDataset):
         depth_scale: float = DEPTH_SCALE,
         on_error: str = "raise",
         seed: int = 0,
+        semseg_classes: int = 0,
+        ignore_index: int | None = None,
     ) -> None:
         super().__init__(augment, seed)
         if depth_scale <= 0:
             raise ValueError(f"depth_scale (file units per metre) must be positive, got {depth_scale}")
         self.modalities = checked_modalities(modalities)
         self.depth_scale = depth_scale
-        self.samples, self.classes = index_folder(root, split, self.modalities, on_error)
+        self.semseg_classes, self.ignore_index = semseg_classes, ignore_index
+        self.samples, self.classes = index_folder(root, split, self.modalities, on_error, self.read)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -147,9 +151,16 @@ class FolderDataset(AugmentedDataset):
     def labels(self) -> np.ndarray:
         return np.array([sample.label for sample in self.samples], np.int64)
 
+    def read(self, paths: dict[str, Path]) -> dict[str, np.ndarray]:
+        """The decoded files of one sample, semseg ids checked against semseg_classes (0 = unchecked)."""
+        arrays = read_sample(paths, self.depth_scale)
+        if "semseg" in arrays and self.semseg_classes:
+            check_class_ids(arrays["semseg"], paths["semseg"], self.semseg_classes, self.ignore_index)
+        return arrays
+
     def load(self, index: int) -> dict:
         sample = self.samples[index]
-        return {**read_sample(sample.paths, self.depth_scale), "label": sample.label}
+        return {**self.read(sample.paths), "label": sample.label}
 
 
 class ADE20KDataset(AugmentedDataset):
@@ -169,13 +180,16 @@ class ADE20KDataset(AugmentedDataset):
     ) -> None:
         super().__init__(augment, seed)
         self.reduce_zero_label = reduce_zero_label
-        self.samples = index_ade20k(root, split, on_error)
+        self.samples = index_ade20k(root, split, on_error, self.read)
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def read(self, paths: dict[str, Path]) -> dict[str, np.ndarray]:
+        return read_ade20k_sample(paths, self.reduce_zero_label)
+
     def load(self, index: int) -> dict:
-        return read_ade20k_sample(self.samples[index], self.reduce_zero_label)
+        return self.read(self.samples[index])
 
 
 class ResumableDistributedSampler(DistributedSampler):

@@ -10,16 +10,14 @@ without the class level. Files are written atomically (temp file, then rename), 
 writer never leaves a half-written image under its final name.
 """
 
-import json
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
 
-import h5py
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
@@ -38,25 +36,25 @@ SKIPPED_SHOWN = 5  # paths named in the warning that summarizes skipped samples
 ADE20K_SPLITS = {"training": "training", "validation": "validation", "train": "training", "val": "validation"}
 ADE20K_NUM_CLASSES = 150  # annotation ids 1..150; 0 is "other" and ignored
 
-NYUV2_CLASS_FOLDER = "nyu"  # the layout needs a class level; NYUv2 has no image classes
-NYUV2_NUM_RAW_CLASSES = 894  # ids of the labeled .mat, 0 = unlabeled
-NYUV2_NUM_TRAIN = 795  # the official split: 795 train / 654 test
-
 
 # ----------------------------------------------------------------------------------------------
 # Reading
 
 
-def open_image(path: Path, modality: str, decode: bool) -> Image.Image:
-    """The image in `path` (header only, or decoded), checked to be able to hold `modality`.
+def open_image(path: Path, modality: str) -> Image.Image:
+    """The image in `path`, decoded and checked to be able to hold `modality`.
 
     Raises ValueError naming the file if it cannot be read, or if its mode is wrong: depth needs
     16-bit grey, semseg 8- or 16-bit integer ids.
     """
     try:
         image = Image.open(path)
-        if decode:
-            image.load()
+        image.load()
+    except Image.DecompressionBombError as error:
+        raise ValueError(
+            f"{path}: refused as a decompression bomb ({error}); raise PIL.Image.MAX_IMAGE_PIXELS if the "
+            "image is genuine"
+        ) from error
     except IMAGE_ERRORS as error:
         raise ValueError(f"cannot read {modality} image {path}: {error}") from error
     expected = {"depth": DEPTH_MODES, "semseg": CLASS_MAP_MODES}.get(modality)
@@ -67,21 +65,31 @@ def open_image(path: Path, modality: str, decode: bool) -> Image.Image:
     return image
 
 
-def probe_image(path: Path, modality: str) -> tuple[int, int]:
-    """(width, height) of an image file, from its header; raises naming the file if unusable."""
-    with open_image(path, modality, decode=False) as image:
-        return image.size
-
-
 def read_image(path: Path, modality: str, depth_scale: float = DEPTH_SCALE) -> np.ndarray:
     """Decode one file: rgb uint8 [H, W, 3]; depth float32 [H, W] metres; semseg uint8/uint16 [H, W]."""
-    with open_image(path, modality, decode=True) as image:
+    with open_image(path, modality) as image:
         if modality == "rgb":
             return np.asarray(image.convert("RGB"))
         array = np.asarray(image)
     if modality == "depth":
         return array.astype(np.float32) / depth_scale
     return array
+
+
+def check_class_ids(ids: np.ndarray, path: Path, num_classes: int, ignore_index: int | None = None) -> None:
+    """Raise naming the file and the largest offending id if a class map holds ids >= num_classes (other
+    than ignore_index): an embedding or a loss would index out of range, or silently train on them."""
+    bad = ids >= num_classes
+    if ignore_index is not None:
+        bad &= ids != ignore_index
+    if bad.any():
+        allowed = f"0..{num_classes - 1}" + (
+            f" and {ignore_index} (ignored)" if ignore_index is not None else ""
+        )
+        raise ValueError(
+            f"{path}: class id {int(ids[bad].max())} in a semseg map, the model takes {allowed}; set the "
+            "number of classes (model.semseg_classes, head.num_classes) to cover the data"
+        )
 
 
 def check_same_size(sizes: dict[Path, tuple[int, int]]) -> None:
@@ -142,12 +150,13 @@ def match_samples(files: dict[str, dict[str, Path]], directories: dict[str, Path
     return samples, problems
 
 
-def verify_samples(samples: list) -> tuple[list, list]:
-    """Split samples into usable ones and problems, reading every header (readable, mode, size)."""
+def verify_samples(samples: list, read: Callable[[dict[str, Path]], object]) -> tuple[list, list]:
+    """Split samples into usable ones and problems, reading every file in full with `read` (decoded,
+    checked for mode, size and class ids, as training would read it)."""
     usable, problems = [], []
     for key, paths in samples:
         try:
-            check_same_size({path: probe_image(path, modality) for modality, path in paths.items()})
+            read(paths)
         except ValueError as error:
             problems.append(error)
         else:
@@ -155,12 +164,19 @@ def verify_samples(samples: list) -> tuple[list, list]:
     return usable, problems
 
 
-def index_samples(directories: dict[str, Path], class_level: bool, on_error: str, where: Path) -> list:
+def index_samples(
+    directories: dict[str, Path],
+    class_level: bool,
+    on_error: str,
+    where: Path,
+    read: Callable[[dict[str, Path]], object] = read_sample,
+) -> list:
     """The samples [(key, {modality: path})] found in one directory per modality.
 
-    on_error="raise": a sample missing a modality raises at once; unreadable files and size
-    mismatches raise when the sample is read. on_error="skip": every header is read now, unusable
-    samples are dropped, and one warning says how many and names the first few.
+    on_error="raise": a sample missing a modality raises at once; unreadable files, size mismatches and
+    bad class ids raise when the sample is read. on_error="skip": every sample is read now with `read`
+    (decoded, not only its header probed), unusable samples are dropped, and one warning says how many
+    and names the first few.
     """
     if on_error not in ERROR_MODES:
         raise ValueError(f"on_error must be one of {ERROR_MODES}, got {on_error!r}")
@@ -172,7 +188,7 @@ def index_samples(directories: dict[str, Path], class_level: bool, on_error: str
     if on_error == "raise" and problems:
         raise problems[0]
     if on_error == "skip":
-        samples, unreadable = verify_samples(samples)
+        samples, unreadable = verify_samples(samples, read)
         problems += unreadable
         if problems:
             shown = "; ".join(str(p) for p in problems[:SKIPPED_SHOWN])
@@ -191,20 +207,29 @@ class FolderSample:
 
 
 def index_folder(
-    root: str | Path, split: str, modalities: tuple[str, ...], on_error: str = "raise"
+    root: str | Path,
+    split: str,
+    modalities: tuple[str, ...],
+    on_error: str = "raise",
+    read: Callable[[dict[str, Path]], object] = read_sample,
 ) -> tuple[list[FolderSample], list[str]]:
-    """The samples and class names of root/<split> in the MultiMAE layout."""
+    """The samples and class names of root/<split> in the MultiMAE layout (`read`: see index_samples)."""
     split_dir = Path(root) / split
     if not split_dir.is_dir():
         raise FileNotFoundError(f"no split folder {split_dir}")
     directories = {modality: split_dir / modality for modality in modalities}
-    samples = index_samples(directories, class_level=True, on_error=on_error, where=split_dir)
+    samples = index_samples(directories, class_level=True, on_error=on_error, where=split_dir, read=read)
     classes = sorted({key.split("/")[0] for key, _ in samples})
     label_of = {name: index for index, name in enumerate(classes)}
     return [FolderSample(key, paths, label_of[key.split("/")[0]]) for key, paths in samples], classes
 
 
-def index_ade20k(root: str | Path, split: str, on_error: str = "raise") -> list[dict[str, Path]]:
+def index_ade20k(
+    root: str | Path,
+    split: str,
+    on_error: str = "raise",
+    read: Callable[[dict[str, Path]], object] = read_sample,
+) -> list[dict[str, Path]]:
     """[{rgb: images/<split>/X.jpg, semseg: annotations/<split>/X.png}] of an ADEChallengeData2016 folder.
 
     split: "training" / "validation" (or "train" / "val").
@@ -216,7 +241,8 @@ def index_ade20k(root: str | Path, split: str, on_error: str = "raise") -> list[
         raise FileNotFoundError(f"{root} is not an ADEChallengeData2016 folder: no {root / 'images'}")
     folder = ADE20K_SPLITS[split]
     directories = {"rgb": root / "images" / folder, "semseg": root / "annotations" / folder}
-    return [paths for _, paths in index_samples(directories, False, on_error, where=root / "images" / folder)]
+    samples = index_samples(directories, False, on_error, where=root / "images" / folder, read=read)
+    return [paths for _, paths in samples]
 
 
 def read_ade20k_annotation(path: Path, reduce_zero_label: bool) -> np.ndarray:
@@ -322,160 +348,3 @@ def write_synthetic(
                 for _ in pool.imap_unordered(write_one, range(n), chunksize=max(1, n // (workers * 16))):
                     bar.update()
     return n
-
-
-# ----------------------------------------------------------------------------------------------
-# NYUv2: the official labeled .mat (MATLAB v7.3 = HDF5) into the folder layout
-
-
-def read_mat_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Named arrays of a MATLAB .mat file: v7.3 (HDF5) through h5py, older versions through scipy."""
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file {path}")
-    if h5py.is_hdf5(path):
-        with h5py.File(path, "r") as mat:
-            contents = {key: np.asarray(mat[key]) for key in keys if key in mat}
-    else:
-        try:
-            from scipy.io import loadmat
-        except ImportError as error:
-            raise ImportError(f"reading the MATLAB v5 file {path} needs scipy (pip install scipy)") from error
-        contents = loadmat(path, variable_names=keys)
-    missing = [key for key in keys if key not in contents]
-    if missing:
-        raise ValueError(f"{path} has no {', '.join(missing)} (expected the keys {', '.join(keys)})")
-    return {key: contents[key] for key in keys}
-
-
-def checked_indices(values: Iterable, num_images: int, path: Path, what: str) -> np.ndarray:
-    """1-based image numbers -> sorted 0-based indices, checked to be in range and unique."""
-    one_based = np.asarray(list(values), dtype=np.int64).ravel()
-    if one_based.size and (one_based.min() < 1 or one_based.max() > num_images):
-        found = f"{one_based.min()}..{one_based.max()}"
-        raise ValueError(f"{path}: {what} indices are 1-based in 1..{num_images}, found {found}")
-    if len(np.unique(one_based)) != len(one_based):
-        raise ValueError(f"{path}: {what} indices repeat")
-    return np.sort(one_based - 1)
-
-
-def load_nyuv2_split(path: str | Path | None, num_images: int) -> dict[str, np.ndarray]:
-    """{"train": 0-based indices, "test": ...} of the images in the labeled .mat.
-
-    path: None -> the first 795 images train, the rest test (the official splits.mat is not a
-    contiguous range: pass it for the standard benchmark). Files hold 1-based image numbers:
-      .mat   `trainNdxs` and `testNdxs` (the official splits.mat)
-      .json  {"train": [...], "test": [...]}; without "test" the test set is every other image
-      .txt   the train image numbers, separated by white space; the test set is every other image
-    """
-    if path is None:
-        indices = np.arange(num_images)
-        return {"train": indices[:NYUV2_NUM_TRAIN], "test": indices[NYUV2_NUM_TRAIN:]}
-    path = Path(path)
-    if path.suffix == ".mat":
-        arrays = read_mat_arrays(path, ("trainNdxs", "testNdxs"))
-        train = checked_indices(arrays["trainNdxs"], num_images, path, "train")
-        test = checked_indices(arrays["testNdxs"], num_images, path, "test")
-    elif path.suffix in (".json", ".txt"):
-        if path.suffix == ".json":
-            listed = json.loads(path.read_text())
-            if not isinstance(listed, dict) or "train" not in listed:
-                raise ValueError(
-                    f"{path}: expected a JSON object with a 'train' list (and optionally 'test')"
-                )
-        else:
-            listed = {"train": path.read_text().split()}
-        train = checked_indices(listed["train"], num_images, path, "train")
-        if "test" in listed:
-            test = checked_indices(listed["test"], num_images, path, "test")
-        else:
-            test = np.setdiff1d(np.arange(num_images), train)
-    else:
-        raise ValueError(f"{path}: a split file is .mat, .json or .txt")
-    overlap = np.intersect1d(train, test)
-    if overlap.size:
-        raise ValueError(f"{path}: images in both train and test, e.g. number {overlap[0] + 1}")
-    return {"train": train, "test": test}
-
-
-def load_class_mapping(path: str | Path) -> np.ndarray:
-    """Lookup table uint8 [895]: raw NYUv2 id (0..894) -> class (Gupta et al.'s 40 classes: 1..40, 0 = none).
-
-    Accepted: a .mat with `mapClass` (894 entries for ids 1..894, as classMapping40.mat), or a .npy /
-    .txt (white-space separated) with 894 entries (ids 1..894; id 0 maps to 0) or 895 (ids 0..894).
-    """
-    path = Path(path)
-    if path.suffix == ".mat":
-        table = read_mat_arrays(path, ("mapClass",))["mapClass"]
-    elif path.suffix == ".npy":
-        table = np.load(path, allow_pickle=False)
-    elif path.suffix == ".txt":
-        table = np.array(path.read_text().split(), dtype=np.int64)
-    else:
-        raise ValueError(f"{path}: a class mapping is .mat, .npy or .txt")
-    table = np.asarray(table, dtype=np.int64).ravel()
-    if len(table) == NYUV2_NUM_RAW_CLASSES:
-        table = np.concatenate([[0], table])
-    if len(table) != NYUV2_NUM_RAW_CLASSES + 1:
-        expected = f"{NYUV2_NUM_RAW_CLASSES} or {NYUV2_NUM_RAW_CLASSES + 1}"
-        raise ValueError(f"{path}: expected {expected} entries, got {len(table)}")
-    if table.min() < 0 or table.max() > 255:
-        found = f"{table.min()}..{table.max()}"
-        raise ValueError(f"{path}: mapped classes must be in 0..255 to fit an 8-bit PNG, found {found}")
-    return table.astype(np.uint8)
-
-
-def nyuv2_sample(mat: h5py.File, index: int, mapping: np.ndarray | None) -> dict[str, np.ndarray]:
-    """Image `index` (0-based) of the labeled .mat: rgb uint8 [H, W, 3], depth metres [H, W], semseg [H, W].
-
-    MATLAB is column-major: the file holds images [N, 3, W, H], depths and labels [N, W, H].
-    """
-    raw_labels = mat["labels"][index].T
-    if raw_labels.max() > NYUV2_NUM_RAW_CLASSES:
-        raise ValueError(f"{mat.filename}: labels of image {index + 1} exceed {NYUV2_NUM_RAW_CLASSES}")
-    return {
-        "rgb": np.ascontiguousarray(mat["images"][index].transpose(2, 1, 0), dtype=np.uint8),
-        "depth": mat["depths"][index].T,
-        "semseg": raw_labels.astype(np.uint16) if mapping is None else mapping[raw_labels],
-    }
-
-
-def convert_nyuv2(
-    mat_path: str | Path,
-    out: str | Path,
-    split_file: str | Path | None = None,
-    mapping_file: str | Path | None = None,
-    progress: bool = True,
-) -> dict[str, int]:
-    """Write the NYUv2 labeled .mat into out/{train,test}/{rgb,depth,semseg}/nyu/<number>.png.
-
-    <number> is the 1-based image number (0001..1449). Depth: millimetres, 16-bit. Semseg: with a
-    mapping file, the mapped classes as 8-bit; without, the raw ids 0..894 as 16-bit.
-    Returns the number of images written per split.
-    """
-    mat_path, out = Path(mat_path), Path(out)
-    if not mat_path.is_file():
-        raise FileNotFoundError(f"no such file {mat_path}")
-    if not h5py.is_hdf5(mat_path):
-        raise ValueError(f"{mat_path} is not HDF5: expected the MATLAB v7.3 nyu_depth_v2_labeled.mat")
-    mapping = None if mapping_file is None else load_class_mapping(mapping_file)
-    with h5py.File(mat_path, "r") as mat:
-        missing = [key for key in ("images", "depths", "labels") if key not in mat]
-        if missing:
-            raise ValueError(f"{mat_path} has no {', '.join(missing)} (expected images, depths, labels)")
-        images, depths, labels = mat["images"], mat["depths"], mat["labels"]
-        shapes_ok = (
-            images.ndim == 4
-            and images.shape[1] == 3
-            and depths.shape == labels.shape == (images.shape[0], *images.shape[2:])
-        )
-        if not shapes_ok:
-            raise ValueError(
-                f"{mat_path}: expected images [N, 3, W, H] and depths, labels [N, W, H], got "
-                f"{images.shape}, {depths.shape}, {labels.shape}"
-            )
-        splits = load_nyuv2_split(split_file, images.shape[0])
-        jobs = [(split, index) for split, indices in splits.items() for index in indices.tolist()]
-        for split, index in tqdm(jobs, desc="nyuv2", unit="image", disable=not progress):
-            sample = nyuv2_sample(mat, index, mapping)
-            write_sample(out, split, NYUV2_CLASS_FOLDER, f"{index + 1:04d}", sample)
-    return {split: len(indices) for split, indices in splits.items()}

@@ -64,8 +64,23 @@ def build_split(config: FinetuneConfig, train: bool) -> Dataset:
     split = data.split if train else data.eval_split
     if data.source == "ade20k":
         # The task applies reduce_zero_label (task.reduce_zero_label), for every source alike.
-        return ADE20KDataset(data.root, split, augment, reduce_zero_label=False, seed=config.seed)
-    return FolderDataset(data.root, split, modalities, augment, seed=config.seed)
+        return ADE20KDataset(
+            data.root, split, augment, reduce_zero_label=False, on_error=data.on_error, seed=config.seed
+        )
+    return FolderDataset(
+        data.root, split, modalities, augment, on_error=data.on_error, seed=config.seed, **semseg_ids(config)
+    )
+
+
+def semseg_ids(config: FinetuneConfig) -> dict:
+    """The semseg ids the data may hold: as the input, the encoder's classes; as the target, the head's
+    (one more before reduce_zero_label shifts them down) and task.ignore_index."""
+    if "semseg" in config.model.inputs:
+        return {"semseg_classes": config.model.semseg_classes}
+    if config.head.task == "semseg":
+        shift = 1 if config.task.reduce_zero_label else 0
+        return {"semseg_classes": config.head.num_classes + shift, "ignore_index": config.task.ignore_index}
+    return {}
 
 
 class EpochSubset(Subset):

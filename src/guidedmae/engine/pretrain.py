@@ -47,7 +47,16 @@ def build_dataset(config: PretrainConfig) -> Dataset:
         return SyntheticScenes(
             data.num_samples, data.render_size or data.augment.size, config.seed, modalities, data.augment
         )
-    return FolderDataset(data.root, data.split, modalities, data.augment, seed=config.seed)
+    # Every semseg id must index the model's class embedding (inputs) and logits (outputs).
+    return FolderDataset(
+        data.root,
+        data.split,
+        modalities,
+        data.augment,
+        on_error=data.on_error,
+        seed=config.seed,
+        semseg_classes=config.model.semseg_classes,
+    )
 
 
 def picture_batch(dataset: Dataset, samples: int) -> dict[str, torch.Tensor]:

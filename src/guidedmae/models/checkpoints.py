@@ -43,7 +43,8 @@ def read_checkpoint(path: str | Path) -> dict:
         with allow(OFFICIAL_SAFE_GLOBALS) if allow else contextlib.nullcontext():
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # junk makes the unpickler fail in every way (IndexError, struct.error, ...)
-        detail = next((line for line in str(error).splitlines() if "Unsupported global" in line), None)
+        # torch names the class it refused ("Unsupported global: ...", "unsupported GLOBAL os.system").
+        detail = next((line for line in str(error).splitlines() if "global" in line.lower()), None)
         if detail is not None:
             raise UnreadableCheckpoint(
                 f"{path}: refused to load, it pickles something beyond tensors and "
