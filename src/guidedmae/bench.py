@@ -69,14 +69,14 @@ def synthetic_batch(batch_size: int, image_size: int, seed: int = 0) -> dict[str
     return default_collate([scenes[index] for index in range(batch_size)])
 
 
-def cuda_peak_bytes(run: Callable[[], None], device: torch.device) -> int:
+def _cuda_peak_bytes(run: Callable[[], None], device: torch.device) -> int:
     """The most CUDA memory allocated at once while `run` runs (everything held included)."""
     torch.cuda.reset_peak_memory_stats(device)
     run()
     return torch.cuda.max_memory_allocated(device)
 
 
-def held_bytes(step: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> int:
+def _held_bytes(step: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> int:
     """Memory of what a training step starts from: weights and buffers (the model's and the strategy's),
     gradients, optimizer state and the batch."""
     tensors = [*step.parameters(), *step.buffers(), *batch.values()]
@@ -87,7 +87,7 @@ def held_bytes(step: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[st
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def cpu_peak_bytes(run: Callable[[], None], held: int) -> int | None:
+def _cpu_peak_bytes(run: Callable[[], None], held: int) -> int | None:
     """The most CPU memory allocated at once while `run` runs: `held` bytes at its start plus the peak of
     the profiler's allocation events (None where this torch build does not expose them)."""
     with torch.profiler.profile(
@@ -174,14 +174,14 @@ def time_strategies(
                 if round_index == warmup - 1 and device.type == "cpu":
                     # The profiler misses frees of blocks allocated before it started: drop the gradients first.
                     optimizer.zero_grad(set_to_none=True)
-                    results[name].peak_bytes.append(cpu_peak_bytes(run, held_bytes(step, optimizer, batch)))
+                    results[name].peak_bytes.append(_cpu_peak_bytes(run, _held_bytes(step, optimizer, batch)))
                 else:
                     run()
                 continue
             synchronize(device)
             start = time.perf_counter()
             if device.type == "cuda":
-                results[name].peak_bytes.append(cuda_peak_bytes(run, device))
+                results[name].peak_bytes.append(_cuda_peak_bytes(run, device))
             else:
                 run()
             synchronize(device)
@@ -223,7 +223,7 @@ def format_table(results: dict[str, Measurement], baseline: str = BASELINE) -> s
     return "\n".join(lines)
 
 
-def resolve_bench_device(name: str) -> torch.device:
+def _resolve_bench_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda, but CUDA is not available here")
     if name == "auto":
@@ -231,7 +231,7 @@ def resolve_bench_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def bench_model_and_masking(args: argparse.Namespace) -> tuple[MultiMAEConfig, MaskingConfig, str]:
+def _bench_model_and_masking(args: argparse.Namespace) -> tuple[MultiMAEConfig, MaskingConfig, str]:
     """The architecture and base masking settings to time, and a name for them."""
     if args.config:
         config = load_config(PretrainConfig, args.config)
@@ -248,8 +248,8 @@ def bench_model_and_masking(args: argparse.Namespace) -> tuple[MultiMAEConfig, M
 
 
 def run(args: argparse.Namespace) -> int:
-    device = resolve_bench_device(args.device)
-    architecture, masking, name = bench_model_and_masking(args)
+    device = _resolve_bench_device(args.device)
+    architecture, masking, name = _bench_model_and_masking(args)
     variants = strategy_variants(masking, architecture)
     chosen = args.strategies or list(variants)
     unknown = [strategy for strategy in chosen if strategy not in variants]

@@ -45,11 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as error:
         if args.debug or os.environ.get("GUIDEDMAE_DEBUG") == "1":
             raise
-        print(f"guidedmae {args.command}: error: {one_line(error)}", file=sys.stderr)
+        print(f"guidedmae {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
 
 
-def one_line(error: BaseException) -> str:
+def _one_line(error: BaseException) -> str:
     """The error's message on one line. An error raised in a DataLoader worker arrives as
     "Caught ValueError in DataLoader worker process 0. Original Traceback ...": its last line is ours."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]

@@ -38,7 +38,7 @@ class RunSummary:
     curves: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> {step: value}
 
 
-def as_float(value) -> float | None:
+def _as_float(value) -> float | None:
     """A logged scalar as a float (the logger writes non-finite floats as "nan" / "inf"), else None."""
     if isinstance(value, bool):
         return None
@@ -49,14 +49,14 @@ def as_float(value) -> float | None:
     return None
 
 
-def read_curves(path: Path) -> dict[str, dict[int, float]]:
+def _read_curves(path: Path) -> dict[str, dict[int, float]]:
     """{metric: {step: value}} from a metrics.jsonl; a step logged twice (a resumed run) keeps its later value."""
     curves: dict[str, dict[int, float]] = {}
     for record in read_metrics(path):
         if "event" in record or not isinstance(record.get("step"), int):
             continue
         for key, value in record.items():
-            number = as_float(value)
+            number = _as_float(value)
             if key not in NOT_METRICS and number is not None:
                 curves.setdefault(key, {})[record["step"]] = number
     return curves
@@ -79,11 +79,11 @@ def read_run(run_dir: str | Path, last: int = 1) -> RunSummary:
         if not isinstance(results.get("metrics"), dict):
             raise ValueError(f"{results_path}: expected a 'metrics' object of name -> value")
         for key, value in results["metrics"].items():
-            number = as_float(value)
+            number = _as_float(value)
             if number is not None:
                 summary.final[key] = number
     if metrics_path.is_file():
-        summary.curves = read_curves(metrics_path)
+        summary.curves = _read_curves(metrics_path)
         for key in sorted(summary.curves):
             # eval/<name> is logged at each evaluation; results.json already holds the final <name>.
             repeated = key.startswith("eval/") and key.removeprefix("eval/") in summary.final
@@ -93,7 +93,7 @@ def read_run(run_dir: str | Path, last: int = 1) -> RunSummary:
     return summary
 
 
-def format_value(value: float | None) -> str:
+def _format_value(value: float | None) -> str:
     if value is None:
         return "-"
     if math.isnan(value) or math.isinf(value):
@@ -106,7 +106,7 @@ def summary_table(runs: list[RunSummary]) -> str:
     metrics = list(dict.fromkeys(key for run in runs for key in run.final))
     lines = ["| metric | " + " | ".join(run.name for run in runs) + " |", "|---|" + "---:|" * len(runs)]
     for metric in metrics:
-        cells = [format_value(run.final.get(metric)) for run in runs]
+        cells = [_format_value(run.final.get(metric)) for run in runs]
         lines.append(f"| {metric} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -142,7 +142,7 @@ def curves_figure(runs: list[RunSummary]) -> Image.Image:
     return image
 
 
-def default_figure_path(run_dirs: list[Path]) -> Path:
+def _default_figure_path(run_dirs: list[Path]) -> Path:
     """RUN_DIR/curves.png for one run; report.png in the runs' common folder for several."""
     if len(run_dirs) == 1:
         return run_dirs[0] / "curves.png"
@@ -150,12 +150,12 @@ def default_figure_path(run_dirs: list[Path]) -> Path:
     return (parents.pop() if len(parents) == 1 else Path.cwd()) / "report.png"
 
 
-def run_report(args: argparse.Namespace) -> int:
+def _run_report(args: argparse.Namespace) -> int:
     run_dirs = [Path(path) for path in args.runs]
     runs = [read_run(path, args.last) for path in run_dirs]
     print(summary_table(runs))
     if any(run.curves for run in runs):
-        path = save_png(curves_figure(runs), args.out or default_figure_path(run_dirs))
+        path = save_png(curves_figure(runs), args.out or _default_figure_path(run_dirs))
         print(f"\ncurves: {path}")
     return 0
 
@@ -172,4 +172,4 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--last", type=int, default=1, help="average logged scalars over the last N logged steps (default 1)"
     )
-    parser.set_defaults(func=run_report)
+    parser.set_defaults(func=_run_report)

@@ -6,7 +6,7 @@ from guidedmae.data.folder import write_synthetic
 from guidedmae.data.nyuv2 import convert_nyuv2
 
 
-def run_synth(args: argparse.Namespace) -> int:
+def _run_synth(args: argparse.Namespace) -> int:
     count = write_synthetic(
         args.out, n=args.n, size=args.size, split=args.split, seed=args.seed, workers=args.workers
     )
@@ -14,7 +14,7 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_nyuv2(args: argparse.Namespace) -> int:
+def _run_nyuv2(args: argparse.Namespace) -> int:
     counts = convert_nyuv2(args.mat, args.out, split_file=args.split_file, mapping_file=args.mapping)
     print(f"wrote NYUv2 to {args.out}: " + ", ".join(f"{split} {count}" for split, count in counts.items()))
     return 0
@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--split", default="train", help="split folder name (default train)")
     synth.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
     synth.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (default 1)")
-    synth.set_defaults(func=run_synth)
+    synth.set_defaults(func=_run_synth)
 
     nyuv2 = commands.add_parser("nyuv2", help="convert nyu_depth_v2_labeled.mat into OUT/{train,test}/...")
     nyuv2.add_argument("--mat", required=True, help="the labeled .mat (MATLAB v7.3 / HDF5)")
@@ -49,4 +49,4 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="raw id -> class table: .mat with mapClass (e.g. classMapping40.mat), or .npy / .txt of "
         "894 or 895 entries; default: keep the raw ids 0..894 (16-bit semseg)",
     )
-    nyuv2.set_defaults(func=run_nyuv2)
+    nyuv2.set_defaults(func=_run_nyuv2)

@@ -36,7 +36,7 @@ def derived_generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(high) << 32 | int(low))
 
 
-def checked_modalities(modalities: tuple[str, ...]) -> tuple[str, ...]:
+def _checked_modalities(modalities: tuple[str, ...]) -> tuple[str, ...]:
     unknown = [name for name in modalities if name not in MODALITIES]
     if not modalities or unknown or len(set(modalities)) != len(modalities):
         raise ValueError(
@@ -100,7 +100,7 @@ class SyntheticScenes(AugmentedDataset):
         if n < 1 or size < 1:
             raise ValueError(f"n and size must be positive, got n={n} size={size}")
         self.n, self.size = n, size
-        self.modalities = checked_modalities(modalities)
+        self.modalities = _checked_modalities(modalities)
 
     def __len__(self) -> int:
         return self.n
@@ -136,7 +136,7 @@ class FolderDataset(AugmentedDataset):
         super().__init__(augment, seed)
         if depth_scale <= 0:
             raise ValueError(f"depth_scale (file units per metre) must be positive, got {depth_scale}")
-        self.modalities = checked_modalities(modalities)
+        self.modalities = _checked_modalities(modalities)
         self.depth_scale = depth_scale
         self.semseg_classes, self.ignore_index = semseg_classes, ignore_index
         self.samples, self.classes = index_folder(root, split, self.modalities, on_error, self.read)

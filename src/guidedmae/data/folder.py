@@ -41,7 +41,7 @@ ADE20K_NUM_CLASSES = 150  # annotation ids 1..150; 0 is "other" and ignored
 # Reading
 
 
-def open_image(path: Path, modality: str) -> Image.Image:
+def _open_image(path: Path, modality: str) -> Image.Image:
     """The image in `path`, decoded and checked to be able to hold `modality`.
 
     Raises ValueError naming the file if it cannot be read, or if its mode is wrong: depth needs
@@ -67,7 +67,7 @@ def open_image(path: Path, modality: str) -> Image.Image:
 
 def read_image(path: Path, modality: str, depth_scale: float = DEPTH_SCALE) -> np.ndarray:
     """Decode one file: rgb uint8 [H, W, 3]; depth float32 [H, W] metres; semseg uint8/uint16 [H, W]."""
-    with open_image(path, modality) as image:
+    with _open_image(path, modality) as image:
         if modality == "rgb":
             return np.asarray(image.convert("RGB"))
         array = np.asarray(image)
@@ -92,7 +92,7 @@ def check_class_ids(ids: np.ndarray, path: Path, num_classes: int, ignore_index:
         )
 
 
-def check_same_size(sizes: dict[Path, tuple[int, int]]) -> None:
+def _check_same_size(sizes: dict[Path, tuple[int, int]]) -> None:
     """Raise naming the files if the images of one sample differ in (width, height)."""
     if len(set(sizes.values())) > 1:
         listed = ", ".join(f"{path} is {w}x{h}" for path, (w, h) in sizes.items())
@@ -102,7 +102,7 @@ def check_same_size(sizes: dict[Path, tuple[int, int]]) -> None:
 def read_sample(paths: dict[str, Path], depth_scale: float = DEPTH_SCALE) -> dict[str, np.ndarray]:
     """All modalities of one sample, checked to share one size."""
     arrays = {modality: read_image(path, modality, depth_scale) for modality, path in paths.items()}
-    check_same_size({paths[m]: array.shape[1::-1] for m, array in arrays.items()})
+    _check_same_size({paths[m]: array.shape[1::-1] for m, array in arrays.items()})
     return arrays
 
 
@@ -110,7 +110,7 @@ def read_sample(paths: dict[str, Path], depth_scale: float = DEPTH_SCALE) -> dic
 # Indexing: which files make a sample
 
 
-def list_files(directory: Path, extensions: Iterable[str], class_level: bool) -> dict[str, Path]:
+def _list_files(directory: Path, extensions: Iterable[str], class_level: bool) -> dict[str, Path]:
     """{key: path} of the images in `directory`; key = "<class>/<stem>" (or "<stem>" without classes).
 
     Hidden files (temp files of an interrupted writer among them) are ignored.
@@ -133,7 +133,7 @@ def list_files(directory: Path, extensions: Iterable[str], class_level: bool) ->
     return files
 
 
-def match_samples(files: dict[str, dict[str, Path]], directories: dict[str, Path]) -> tuple[list, list]:
+def _match_samples(files: dict[str, dict[str, Path]], directories: dict[str, Path]) -> tuple[list, list]:
     """Group files of every modality by key -> (samples [(key, {modality: path})], problems [errors])."""
     samples, problems = [], []
     for key in sorted(set().union(*files.values())):
@@ -150,7 +150,7 @@ def match_samples(files: dict[str, dict[str, Path]], directories: dict[str, Path
     return samples, problems
 
 
-def verify_samples(samples: list, read: Callable[[dict[str, Path]], object]) -> tuple[list, list]:
+def _verify_samples(samples: list, read: Callable[[dict[str, Path]], object]) -> tuple[list, list]:
     """Split samples into usable ones and problems, reading every file in full with `read` (decoded,
     checked for mode, size and class ids, as training would read it)."""
     usable, problems = [], []
@@ -183,12 +183,12 @@ def index_samples(
     for modality, directory in directories.items():
         if not directory.is_dir():
             raise FileNotFoundError(f"no {modality} folder {directory}")
-    files = {m: list_files(d, MODALITIES[m].extensions, class_level) for m, d in directories.items()}
-    samples, problems = match_samples(files, directories)
+    files = {m: _list_files(d, MODALITIES[m].extensions, class_level) for m, d in directories.items()}
+    samples, problems = _match_samples(files, directories)
     if on_error == "raise" and problems:
         raise problems[0]
     if on_error == "skip":
-        samples, unreadable = verify_samples(samples, read)
+        samples, unreadable = _verify_samples(samples, read)
         problems += unreadable
         if problems:
             shown = "; ".join(str(p) for p in problems[:SKIPPED_SHOWN])
@@ -245,7 +245,7 @@ def index_ade20k(
     return [paths for _, paths in samples]
 
 
-def read_ade20k_annotation(path: Path, reduce_zero_label: bool) -> np.ndarray:
+def _read_ade20k_annotation(path: Path, reduce_zero_label: bool) -> np.ndarray:
     """ADE20K class ids [H, W]: 0..150 as stored, or with reduce_zero_label 0 -> 255 (ignore), k -> k - 1."""
     labels = read_image(path, "semseg")
     if labels.max(initial=0) > ADE20K_NUM_CLASSES:
@@ -258,8 +258,8 @@ def read_ade20k_annotation(path: Path, reduce_zero_label: bool) -> np.ndarray:
 def read_ade20k_sample(paths: dict[str, Path], reduce_zero_label: bool) -> dict[str, np.ndarray]:
     """rgb uint8 [H, W, 3] and semseg uint8 [H, W] of one ADE20K image, checked to share one size."""
     rgb = read_image(paths["rgb"], "rgb")
-    semseg = read_ade20k_annotation(paths["semseg"], reduce_zero_label)
-    check_same_size({paths["rgb"]: rgb.shape[1::-1], paths["semseg"]: semseg.shape[::-1]})
+    semseg = _read_ade20k_annotation(paths["semseg"], reduce_zero_label)
+    _check_same_size({paths["rgb"]: rgb.shape[1::-1], paths["semseg"]: semseg.shape[::-1]})
     return {"rgb": rgb, "semseg": semseg}
 
 
@@ -314,7 +314,7 @@ def write_sample(
         save_image_atomic(array, path)
 
 
-def write_synthetic_scene(index: int, out: Path, split: str, size: int, seed: int) -> None:
+def _write_synthetic_scene(index: int, out: Path, split: str, size: int, seed: int) -> None:
     scene = render_scene(seed, index, size)
     sample = {"rgb": scene.rgb, "depth": scene.depth, "semseg": scene.semseg}
     write_sample(out, split, SHAPES[scene.label], f"{index:06d}", sample)
@@ -337,7 +337,7 @@ def write_synthetic(
     """
     if n < 1 or size < 1 or workers < 1:
         raise ValueError(f"n, size and workers must be positive, got n={n} size={size} workers={workers}")
-    write_one = partial(write_synthetic_scene, out=Path(out), split=split, size=size, seed=seed)
+    write_one = partial(_write_synthetic_scene, out=Path(out), split=split, size=size, seed=seed)
     with tqdm(total=n, desc=f"synthetic {split}", unit="scene", disable=not progress) as bar:
         if workers == 1:
             for index in range(n):

@@ -22,7 +22,7 @@ NYUV2_NUM_RAW_CLASSES = 894  # ids of the labeled .mat, 0 = unlabeled
 NYUV2_NUM_TRAIN = 795  # the official split: 795 train / 654 test
 
 
-def read_mat_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+def _read_mat_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Named arrays of a MATLAB .mat file: v7.3 (HDF5) through h5py, older versions through scipy."""
     if not path.is_file():
         raise FileNotFoundError(f"no such file {path}")
@@ -41,7 +41,7 @@ def read_mat_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     return {key: contents[key] for key in keys}
 
 
-def checked_indices(values: Iterable, num_images: int, path: Path, what: str) -> np.ndarray:
+def _checked_indices(values: Iterable, num_images: int, path: Path, what: str) -> np.ndarray:
     """1-based image numbers -> sorted 0-based indices, checked to be in range and unique."""
     one_based = np.asarray(list(values), dtype=np.int64).ravel()
     if one_based.size and (one_based.min() < 1 or one_based.max() > num_images):
@@ -66,9 +66,9 @@ def load_nyuv2_split(path: str | Path | None, num_images: int) -> dict[str, np.n
         return {"train": indices[:NYUV2_NUM_TRAIN], "test": indices[NYUV2_NUM_TRAIN:]}
     path = Path(path)
     if path.suffix == ".mat":
-        arrays = read_mat_arrays(path, ("trainNdxs", "testNdxs"))
-        train = checked_indices(arrays["trainNdxs"], num_images, path, "train")
-        test = checked_indices(arrays["testNdxs"], num_images, path, "test")
+        arrays = _read_mat_arrays(path, ("trainNdxs", "testNdxs"))
+        train = _checked_indices(arrays["trainNdxs"], num_images, path, "train")
+        test = _checked_indices(arrays["testNdxs"], num_images, path, "test")
     elif path.suffix in (".json", ".txt"):
         if path.suffix == ".json":
             listed = json.loads(path.read_text())
@@ -78,9 +78,9 @@ def load_nyuv2_split(path: str | Path | None, num_images: int) -> dict[str, np.n
                 )
         else:
             listed = {"train": path.read_text().split()}
-        train = checked_indices(listed["train"], num_images, path, "train")
+        train = _checked_indices(listed["train"], num_images, path, "train")
         if "test" in listed:
-            test = checked_indices(listed["test"], num_images, path, "test")
+            test = _checked_indices(listed["test"], num_images, path, "test")
         else:
             test = np.setdiff1d(np.arange(num_images), train)
     else:
@@ -99,7 +99,7 @@ def load_class_mapping(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     if path.suffix == ".mat":
-        table = read_mat_arrays(path, ("mapClass",))["mapClass"]
+        table = _read_mat_arrays(path, ("mapClass",))["mapClass"]
     elif path.suffix == ".npy":
         table = np.load(path, allow_pickle=False)
     elif path.suffix == ".txt":
@@ -118,7 +118,7 @@ def load_class_mapping(path: str | Path) -> np.ndarray:
     return table.astype(np.uint8)
 
 
-def nyuv2_sample(mat: h5py.File, index: int, mapping: np.ndarray | None) -> dict[str, np.ndarray]:
+def _nyuv2_sample(mat: h5py.File, index: int, mapping: np.ndarray | None) -> dict[str, np.ndarray]:
     """Image `index` (0-based) of the labeled .mat: rgb uint8 [H, W, 3], depth metres [H, W], semseg [H, W].
 
     MATLAB is column-major: the file holds images [N, 3, W, H], depths and labels [N, W, H].
@@ -170,6 +170,6 @@ def convert_nyuv2(
         splits = load_nyuv2_split(split_file, images.shape[0])
         jobs = [(split, index) for split, indices in splits.items() for index in indices.tolist()]
         for split, index in tqdm(jobs, desc="nyuv2", unit="image", disable=not progress):
-            sample = nyuv2_sample(mat, index, mapping)
+            sample = _nyuv2_sample(mat, index, mapping)
             write_sample(out, split, NYUV2_CLASS_FOLDER, f"{index + 1:04d}", sample)
     return {split: len(indices) for split, indices in splits.items()}

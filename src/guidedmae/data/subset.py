@@ -11,7 +11,7 @@ samples are ranked once by a seeded permutation and the first ones are taken).
 import numpy as np
 
 
-def ranked_by_class(labels: np.ndarray, seed: int) -> dict[int, np.ndarray]:
+def _ranked_by_class(labels: np.ndarray, seed: int) -> dict[int, np.ndarray]:
     """{class: its sample indices in a seeded random order}; the order of a class depends only on
     the seed and the class's own samples."""
     ranked = {}
@@ -45,7 +45,7 @@ def balanced_subset(
         raise ValueError(f"seed must be a non-negative integer, got {seed}")
     if len(labels) == 0:
         raise ValueError("cannot take a subset of an empty data set")
-    ranked = ranked_by_class(labels, seed)
+    ranked = _ranked_by_class(labels, seed)
     if fraction is not None:
         if not 0 < fraction <= 1:
             raise ValueError(f"data.fraction={fraction}; expected 0 < fraction <= 1")

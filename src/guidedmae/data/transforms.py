@@ -114,13 +114,13 @@ def random_resized_crop_box(
     return CropBox((height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w)
 
 
-def center_square_box(height: int, width: int) -> CropBox:
+def _center_square_box(height: int, width: int) -> CropBox:
     """The largest centred square: resize-shorter-side-then-centre-crop, done in one resize."""
     side = min(height, width)
     return CropBox((height - side) // 2, (width - side) // 2, side, side)
 
 
-def resize_box(image: Tensor, box: CropBox, size: int, class_map: bool) -> Tensor:
+def _resize_box(image: Tensor, box: CropBox, size: int, class_map: bool) -> Tensor:
     """Crop `box` out of image [C, H, W] (float) and resize it to [C, size, size].
 
     Bilinear with antialiasing for continuous values; nearest for class ids, which must never be
@@ -134,7 +134,7 @@ def resize_box(image: Tensor, box: CropBox, size: int, class_map: bool) -> Tenso
     )[0]
 
 
-def grayscale(rgb: Tensor) -> Tensor:
+def _grayscale(rgb: Tensor) -> Tensor:
     """Luma of rgb [3, H, W] in [0, 1] -> [1, H, W]."""
     weights = torch.tensor(LUMA_WEIGHTS, dtype=rgb.dtype).view(3, 1, 1)
     return (rgb * weights).sum(0, keepdim=True)
@@ -147,9 +147,9 @@ def color_jitter(rgb: Tensor, strength: float, generator: torch.Generator) -> Te
     """
     low, high = max(0.0, 1 - strength), 1 + strength
     rgb = (rgb * uniform(low, high, generator)).clamp(0, 1)
-    mean_luma = grayscale(rgb).mean()
+    mean_luma = _grayscale(rgb).mean()
     rgb = ((rgb - mean_luma) * uniform(low, high, generator) + mean_luma).clamp(0, 1)
-    luma = grayscale(rgb)
+    luma = _grayscale(rgb)
     return ((rgb - luma) * uniform(low, high, generator) + luma).clamp(0, 1)
 
 
@@ -193,23 +193,25 @@ def augment_sample(sample: dict, config: AugmentConfig, generator: torch.Generat
         box = random_resized_crop_box(height, width, config.scale, config.ratio, generator)
         flip = torch.rand((), generator=generator).item() < config.hflip
     else:
-        box, flip = center_square_box(height, width), False
+        box, flip = _center_square_box(height, width), False
 
     out: dict[str, Tensor] = {}
     if "rgb" in images:
         rgb = torch.from_numpy(np.array(images["rgb"], dtype=np.uint8)).permute(2, 0, 1).float() / 255
-        rgb = resize_box(rgb, box, config.size, class_map=False).clamp(0, 1)  # [3, S, S]
+        rgb = _resize_box(rgb, box, config.size, class_map=False).clamp(0, 1)  # [3, S, S]
         if config.train and config.color_jitter > 0:
             rgb = color_jitter(rgb, config.color_jitter, generator)
         out["rgb"] = normalize_rgb(rgb)
     if "depth" in images:
         depth = torch.from_numpy(np.array(images["depth"], dtype=np.float32))[None]
-        depth = resize_box(depth, box, config.size, class_map=False)  # [1, S, S]
+        depth = _resize_box(depth, box, config.size, class_map=False)  # [1, S, S]
         out["depth"] = standardize_depth(depth) if config.depth == "standardize" else depth
     if "semseg" in images:
         semseg = torch.from_numpy(np.array(images["semseg"], dtype=np.float32))[None]
         semseg_size = config.size // config.semseg_stride
-        out["semseg"] = resize_box(semseg, box, semseg_size, class_map=True)[0].long()  # [S/stride, S/stride]
+        out["semseg"] = _resize_box(semseg, box, semseg_size, class_map=True)[
+            0
+        ].long()  # [S/stride, S/stride]
     if flip:
         out = {name: tensor.flip(-1) for name, tensor in out.items()}
     if "label" in sample:

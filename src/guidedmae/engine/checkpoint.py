@@ -28,7 +28,7 @@ LAST = "checkpoint-last.pt"
 STEP_PATTERN = re.compile(r"checkpoint-(\d+)\.pt")
 
 
-def step_checkpoint_name(step: int) -> str:
+def _step_checkpoint_name(step: int) -> str:
     return f"checkpoint-{step:08d}.pt"
 
 
@@ -37,7 +37,7 @@ def atomic_save(obj, path: Path) -> Path:
     return atomic_write(path, lambda file: torch.save(obj, file))
 
 
-def copy_atomically(source: Path, name: Path) -> Path:
+def _copy_atomically(source: Path, name: Path) -> Path:
     """Make `name` a copy of the complete file `source`: its own file (editing one never changes the
     other), written to a temp file, fsynced and renamed into place."""
     temp = name.with_name(f".{name.name}.{os.getpid()}.tmp")
@@ -68,8 +68,8 @@ def save_checkpoint(state: dict, out_dir: Path, step: int, keep: int) -> Path:
     if keep < 1:
         raise ValueError(f"checkpoint.keep={keep}; expected at least 1")
     out_dir = Path(out_dir)
-    path = atomic_save(state, out_dir / step_checkpoint_name(step))
-    copy_atomically(path, out_dir / LAST)
+    path = atomic_save(state, out_dir / _step_checkpoint_name(step))
+    _copy_atomically(path, out_dir / LAST)
     for old in step_checkpoints(out_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path

@@ -47,7 +47,7 @@ class EvalConfig:
             )
 
 
-def resize_map(image: torch.Tensor, size: tuple[int, int], class_map: bool) -> torch.Tensor:
+def _resize_map(image: torch.Tensor, size: tuple[int, int], class_map: bool) -> torch.Tensor:
     """[C, H, W] -> [C, *size]: antialiased bilinear for values, nearest for class ids (never blended)."""
     if class_map:
         return F.interpolate(image[None].float(), size=size, mode="nearest-exact")[0]
@@ -70,16 +70,16 @@ def resize_for_eval(
     out = {}
     if "rgb" in images:
         rgb = torch.from_numpy(np.array(images["rgb"], dtype=np.uint8)).permute(2, 0, 1).float() / 255
-        out["rgb"] = normalize_rgb(resize_map(rgb, new_size, class_map=False).clamp(0, 1))
+        out["rgb"] = normalize_rgb(_resize_map(rgb, new_size, class_map=False).clamp(0, 1))
     if "depth" in images:
-        depth = resize_map(
+        depth = _resize_map(
             torch.from_numpy(np.array(images["depth"], dtype=np.float32))[None], new_size, False
         )
         out["depth"] = standardize_depth(depth) if depth_mode == "standardize" else depth
     if "semseg" in images:
         semseg = torch.from_numpy(np.array(images["semseg"], dtype=np.float32))[None]
         semseg_size = (new_size[0] // semseg_stride, new_size[1] // semseg_stride)
-        out["semseg"] = resize_map(semseg, semseg_size, class_map=True)[0].long()
+        out["semseg"] = _resize_map(semseg, semseg_size, class_map=True)[0].long()
     if mode == "whole":
         pads = {"rgb": 0.0, "depth": 0.0, "semseg": ignore_index}
         for name, value in out.items():
@@ -146,7 +146,7 @@ def sliding_window(
     return total / counts
 
 
-def shard_loader(
+def _shard_loader(
     dataset: Dataset, batch_size: int, num_workers: int, context: DistributedContext
 ) -> DataLoader:
     """This process's share of an evaluation split: samples rank, rank + W, ... in order."""
@@ -189,7 +189,7 @@ def evaluate(
             raise ValueError(f"eval.mode=sliding crops image-like inputs only; {class_maps} are class maps")
         batch_size = 1
     meter = new_meter(task, num_classes, task_config, context.device)
-    for batch in shard_loader(dataset, batch_size, num_workers, context):
+    for batch in _shard_loader(dataset, batch_size, num_workers, context):
         batch = {name: value.to(context.device, non_blocking=True) for name, value in batch.items()}
         inputs = {name: batch[name] for name in inputs_of}
         with autocast(context.device, precision):

@@ -51,7 +51,7 @@ def data_modalities(config: FinetuneConfig) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*config.model.inputs, *target]))
 
 
-def build_split(config: FinetuneConfig, train: bool) -> Dataset:
+def _build_split(config: FinetuneConfig, train: bool) -> Dataset:
     """The train split (with augmentation) or the evaluation split (the eval transform)."""
     data = config.data
     augment = data.augment if train else replace(data.augment, train=False)
@@ -68,11 +68,11 @@ def build_split(config: FinetuneConfig, train: bool) -> Dataset:
             data.root, split, augment, reduce_zero_label=False, on_error=data.on_error, seed=config.seed
         )
     return FolderDataset(
-        data.root, split, modalities, augment, on_error=data.on_error, seed=config.seed, **semseg_ids(config)
+        data.root, split, modalities, augment, on_error=data.on_error, seed=config.seed, **_semseg_ids(config)
     )
 
 
-def semseg_ids(config: FinetuneConfig) -> dict:
+def _semseg_ids(config: FinetuneConfig) -> dict:
     """The semseg ids the data may hold: as the input, the encoder's classes; as the target, the head's
     (one more before reduce_zero_label shifts them down) and task.ignore_index."""
     if "semseg" in config.model.inputs:
@@ -92,7 +92,7 @@ class EpochSubset(Subset):
 
 def training_set(config: FinetuneConfig) -> Dataset:
     """The train split, or its class-balanced seeded subset in the low-data regime."""
-    dataset = build_split(config, train=True)
+    dataset = _build_split(config, train=True)
     if config.data.fraction == 1 and not config.data.per_class:
         return dataset
     if config.head.task == "classification":
@@ -112,7 +112,7 @@ def training_set(config: FinetuneConfig) -> Dataset:
 
 
 def evaluation_set(config: FinetuneConfig) -> Dataset:
-    dataset = build_split(config, train=False)
+    dataset = _build_split(config, train=False)
     if config.eval.mode == "center":
         return dataset
     depth_mode = "metres" if config.head.task == "depth" else "standardize"
@@ -161,7 +161,7 @@ class FinetuneStep(nn.Module):
         return FinetuneOutput({"total": loss}, output)
 
 
-def evaluate_split(
+def _evaluate_split(
     model: FineTuneModel, dataset: Dataset, config: FinetuneConfig, context: DistributedContext
 ):
     """The task's meter over the evaluation split, with the run's evaluation settings."""
@@ -179,7 +179,7 @@ def evaluate_split(
     )
 
 
-def split_name(config: FinetuneConfig) -> str:
+def _split_name(config: FinetuneConfig) -> str:
     if config.data.source == "synthetic":
         return f"{config.data.eval_num_samples} held-out scenes (series {config.data.eval_scene_seed})"
     return f"{config.data.root} {config.data.eval_split}"
@@ -191,7 +191,7 @@ def class_names(config: FinetuneConfig) -> list[str] | None:
     return None
 
 
-def scores_of(meter, config: FinetuneConfig) -> dict:
+def _scores_of(meter, config: FinetuneConfig) -> dict:
     """The meter's metrics, plus per-class IoU for semseg."""
     scores = {"metrics": meter.compute()}
     if config.head.task == "semseg":
@@ -228,13 +228,13 @@ class FinetuneJob(Job):
         )
 
     def _evaluate(self, training: TrainingJob, step: int, logger: RunLogger) -> dict:
-        scores = scores_of(
-            evaluate_split(self.model, self.eval_set, self.config, training.context), self.config
+        scores = _scores_of(
+            _evaluate_split(self.model, self.eval_set, self.config, training.context), self.config
         )
         logger.scalars(step, {f"eval/{name}": value for name, value in scores["metrics"].items()})
         shown = ", ".join(f"{name} {value:.4g}" for name, value in scores["metrics"].items())
         logger.event(
-            "eval", f"step {step}, {split_name(self.config)}: {shown}", step=step, **scores["metrics"]
+            "eval", f"step {step}, {_split_name(self.config)}: {shown}", step=step, **scores["metrics"]
         )
         return scores
 
@@ -276,7 +276,7 @@ def evaluate_checkpoint(
     try:
         torch.set_num_threads(threads_per_process(config.run.threads, context))
         model = build_to_fit(lambda: build_model(config), state_dict_of(checkpoint, str(path)), str(path))
-        meter = evaluate_split(model.to(context.device), evaluation_set(config), config, context)
+        meter = _evaluate_split(model.to(context.device), evaluation_set(config), config, context)
     finally:
         close_distributed(context)
-    return config, scores_of(meter, config)
+    return config, _scores_of(meter, config)

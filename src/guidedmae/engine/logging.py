@@ -17,7 +17,7 @@ METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 
 
-def end_partial_line(path: Path) -> None:
+def _end_partial_line(path: Path) -> None:
     """A killed writer may have left half a line: end it, so the next line stays parseable."""
     if path.is_file() and path.stat().st_size:
         with open(path, "rb+") as file:
@@ -58,7 +58,7 @@ class RunLogger:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = out_dir / METRICS
-        end_partial_line(self.metrics_path)
+        _end_partial_line(self.metrics_path)
         self.metrics = open(self.metrics_path, "a")  # noqa: SIM115 - open for the whole run, closed in close()
         # purge_step hides the events a killed run wrote after the checkpoint this run resumes from.
         self.tensorboard = SummaryWriter(str(out_dir / TENSORBOARD), purge_step=initial_step or None)

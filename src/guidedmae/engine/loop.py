@@ -147,7 +147,7 @@ def steps_per_epoch(num_samples: int, batch_size: int, world_size: int, accum_st
     return steps
 
 
-def checkpoint_state(job: TrainingJob, state: LoopState) -> dict:
+def _checkpoint_state(job: TrainingJob, state: LoopState) -> dict:
     """The checkpoint of the run at `state`. Collective: every rank must call it (RNG states are gathered)."""
     rng = {
         "torch": torch.get_rng_state(),
@@ -181,7 +181,7 @@ def checkpoint_state(job: TrainingJob, state: LoopState) -> dict:
 
 def write_checkpoint(job: TrainingJob, state: LoopState, logger: RunLogger) -> None:
     """Gather the state on every rank; rank 0 writes it atomically."""
-    checkpoint = checkpoint_state(job, state)
+    checkpoint = _checkpoint_state(job, state)
     if job.context.is_main:
         path = save_checkpoint(checkpoint, job.out_dir, state.step, job.settings.checkpoint_keep)
         logger.event("checkpoint", f"step {state.step}: wrote {path}", step=state.step, path=str(path))

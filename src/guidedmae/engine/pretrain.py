@@ -93,7 +93,7 @@ def save_reconstruction(
     return save_png(image, path)
 
 
-def picture_path(out_dir: Path, step: int) -> Path:
+def _picture_path(out_dir: Path, step: int) -> Path:
     return out_dir / PICTURES / f"step-{step:08d}.png"
 
 
@@ -128,7 +128,7 @@ class PretrainJob(Job):
         return f"{strategy} masking, {self.config.masking.num_visible} visible tokens"
 
     def _picture(self, training: TrainingJob, step: int) -> None:
-        path = picture_path(training.out_dir, step)
+        path = _picture_path(training.out_dir, step)
         if training.context.is_main and not path.is_file():
             save_reconstruction(self.step, self.pictures, self.config, path)
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["LOCK_FILE", "RunFolderBusy", "check_run_folder", "lock_run_folder", "remove_stale_temps"]
+__all__ = ["LOCK_FILE", "RunFolderBusy", "lock_run_folder", "remove_stale_temps"]
 
 LOCK_FILE = ".lock"
 # Folders whose temp files (`.<name>.<random>.tmp`, see guidedmae.files.atomic_write) a killed run may
@@ -31,7 +31,7 @@ class RunFolderBusy(OSError):
     """Another process holds the run folder's lock."""
 
 
-def check_run_folder(out_dir: Path) -> Path:
+def _check_run_folder(out_dir: Path) -> Path:
     """out_dir as a folder, created if needed; an error naming it if it is a file or cannot be made."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -43,7 +43,7 @@ def check_run_folder(out_dir: Path) -> Path:
 @contextmanager
 def lock_run_folder(out_dir: Path) -> Iterator[Path]:
     """Hold out_dir's exclusive lock for the block; RunFolderBusy at once if another process holds it."""
-    out_dir = check_run_folder(out_dir)
+    out_dir = _check_run_folder(out_dir)
     path = out_dir / LOCK_FILE
     handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -69,7 +69,7 @@ def unfold_predictions(x: torch.Tensor, side: int) -> torch.Tensor:
     return x.permute(0, 5, 1, 3, 2, 4).reshape(batch, channels, grid_h * side, grid_w * side)
 
 
-def trunc_normal_linears(module: nn.Module) -> None:
+def _trunc_normal_linears(module: nn.Module) -> None:
     """MultiMAE's head initialisation: linears ~ N(0, 0.02) truncated at +-2, zero biases."""
     for child in module.modules():
         if isinstance(child, nn.Linear):
@@ -96,7 +96,7 @@ class LinearHead(nn.Module):
         self.layers = (depth - 1,)
         self.norm = LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
-        trunc_normal_linears(self)
+        _trunc_normal_linears(self)
         with torch.no_grad():
             self.head.weight.mul_(init_scale)
             self.head.bias.mul_(init_scale)
@@ -155,7 +155,7 @@ class ConvNeXtHead(nn.Module):
         self.proj_dec = nn.Linear(encoder_dim * len(self.readout), dim)
         self.blocks = nn.Sequential(*[ConvNeXtBlock(self.class_dim) for _ in range(depth)])
         self.final_layer = nn.Conv2d(self.class_dim, out_channels, kernel_size=1)
-        trunc_normal_linears(self)
+        _trunc_normal_linears(self)
 
     def forward(
         self,
@@ -208,7 +208,7 @@ class FusionBlock(nn.Module):
         return self.out_conv(x)
 
 
-def reassemble(encoder_dim: int, out_dim: int, scale: float) -> nn.Sequential:
+def _reassemble(encoder_dim: int, out_dim: int, scale: float) -> nn.Sequential:
     """DPT's reassembly of one depth: 1x1 projection, then resampling of the token map by `scale`."""
     project = nn.Conv2d(encoder_dim, out_dim, kernel_size=1)
     if scale > 1:
@@ -249,7 +249,7 @@ class DPTHead(nn.Module):
         self.layers = tuple(layers)
         in_dim = encoder_dim * len(self.readout)
         self.act_postprocess = nn.ModuleList(
-            [reassemble(in_dim, out_dim, scale) for out_dim, scale in zip(layer_dims, self.SCALES)]
+            [_reassemble(in_dim, out_dim, scale) for out_dim, scale in zip(layer_dims, self.SCALES)]
         )
         self.layer_rn = nn.ModuleList(
             [nn.Conv2d(out_dim, feature_dim, kernel_size=3, padding=1, bias=False) for out_dim in layer_dims]

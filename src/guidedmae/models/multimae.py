@@ -95,7 +95,7 @@ class Scan:
     features: torch.Tensor  # [B, N, D] the patch tokens entering the last block, layer-normalized
 
 
-def build_input_adapter(name: str, config: MultiMAEConfig) -> nn.Module:
+def _build_input_adapter(name: str, config: MultiMAEConfig) -> nn.Module:
     modality = get_modality(name)
     if modality.is_class_map:
         return SemSegInputAdapter(
@@ -111,7 +111,7 @@ def build_input_adapter(name: str, config: MultiMAEConfig) -> nn.Module:
     )
 
 
-def build_output_adapter(name: str, config: MultiMAEConfig) -> SpatialOutputAdapter:
+def _build_output_adapter(name: str, config: MultiMAEConfig) -> SpatialOutputAdapter:
     modality = get_modality(name)
     return SpatialOutputAdapter(
         num_channels=config.semseg_classes if modality.is_class_map else modality.channels,
@@ -140,10 +140,10 @@ class MultiMAE(nn.Module):
             )
         self.config = config
         self.input_adapters = nn.ModuleDict(
-            {name: build_input_adapter(name, config) for name in config.inputs}
+            {name: _build_input_adapter(name, config) for name in config.inputs}
         )
         self.output_adapters = nn.ModuleDict(
-            {name: build_output_adapter(name, config) for name in config.outputs}
+            {name: _build_output_adapter(name, config) for name in config.outputs}
         )
         self.global_tokens = nn.Parameter(torch.zeros(1, config.num_global_tokens, config.dim))
         # Stochastic depth rises with depth. Rates on the CPU: a model built on the meta device (to check
@@ -152,7 +152,7 @@ class MultiMAE(nn.Module):
         self.encoder = nn.Sequential(
             *[Block(config.dim, config.num_heads, config.mlp_ratio, config.qkv_bias, p) for p in drop_path]
         )
-        init_weights(self)
+        _init_weights(self)
 
     # -- the steps of a forward pass ----------------------------------------------------------------------
 
@@ -170,7 +170,7 @@ class MultiMAE(nn.Module):
         modalities = tuple(name for name in self.config.inputs if name in inputs)
         per_modality, grids = [], {}
         for name in modalities:
-            check_input(name, inputs[name], self.input_adapters[name].patch, self.config)
+            _check_input(name, inputs[name], self.input_adapters[name].patch, self.config)
             tokens = self.input_adapters[name](inputs[name])  # [B, N_m, D]
             per_modality.append(tokens)
             size = inputs[name].shape[-2:]
@@ -303,7 +303,7 @@ class MultiMAE(nn.Module):
         return exempt
 
 
-def check_input(name: str, x: torch.Tensor, patch: int, config: MultiMAEConfig) -> None:
+def _check_input(name: str, x: torch.Tensor, patch: int, config: MultiMAEConfig) -> None:
     """Validate one input tensor at the model boundary, naming what was expected."""
     modality = get_modality(name)
     if modality.is_class_map:
@@ -320,7 +320,7 @@ def check_input(name: str, x: torch.Tensor, patch: int, config: MultiMAEConfig) 
         )
 
 
-def init_weights(model: MultiMAE) -> None:
+def _init_weights(model: MultiMAE) -> None:
     """MultiMAE's initialisation: xavier-uniform linears (q, k, v treated as separate matrices), patch
     projections initialised like linears (from MAE), truncated-normal tokens and embeddings."""
     for name, module in model.named_modules():
