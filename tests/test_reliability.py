@@ -26,7 +26,7 @@ from guidedmae.data.folder import write_sample
 from guidedmae.engine.logging import read_metrics
 from guidedmae.engine.run_folder import lock_run_folder
 from guidedmae.models import MultiMAE
-from guidedmae.models.checkpoints import CheckpointError, read_checkpoint
+from guidedmae.models.checkpoints import CheckpointError, load_official_checkpoint, read_checkpoint
 from guidedmae.models.pretrained import load_pretrained
 from tests.test_distributed import free_port
 from tests.test_pretrain import ROOT, tiny_config
@@ -253,6 +253,7 @@ def test_fuzzed_checkpoints_give_only_the_named_error(finished_run, tmp_path):
         try:
             read_checkpoint(path)
             load_pretrained(model, path)
+            load_official_checkpoint(path, num_heads=4, decoder_heads=2)
         except CheckpointError as error:  # UnreadableCheckpoint among them
             assert str(path) in str(error) and "\n" not in str(error)
             outcomes["error"] += 1
@@ -320,6 +321,9 @@ def test_a_declared_architecture_is_checked_before_anything_is_allocated(finishe
     one_line_error(capsys, f"{path} does not fit the model it declares")
     official = tmp_path / "official.pth"
     torch.save({"model": model.state_dict(), "args": argparse.Namespace(input_size=65536)}, official)
+    assert main(["visualize", str(official)]) == 1
+    one_line_error(capsys, f"{official}: model.image_size=65536; expected 1..16384")
+    torch.save({"model": model.state_dict(), "args": argparse.Namespace(input_size=8192)}, official)
     assert main(["visualize", str(official)]) == 1
     one_line_error(capsys, f"{official} does not fit the model it declares")
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024

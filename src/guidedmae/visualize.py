@@ -26,9 +26,8 @@ from guidedmae.masking import MaskingConfig, build_strategy
 from guidedmae.models.checkpoints import (
     CheckpointError,
     build_to_fit,
-    config_from_official,
     load_weights,
-    official_args,
+    official_architecture,
     read_checkpoint,
     state_dict_of,
 )
@@ -62,7 +61,7 @@ def load_step(
             "the reconstructions of pretraining checkpoints and official MultiMAE files"
         )
     if not isinstance(saved, dict):
-        architecture = config_from_official(weights, official_args(checkpoint))
+        architecture = official_architecture(checkpoint, str(path))
         saved = config_to_dict(_official_config(architecture))
     config = load_config(PretrainConfig, None, overrides, base=saved)
     model = build_to_fit(lambda: MultiMAE(config.model.architecture()), weights, str(path))

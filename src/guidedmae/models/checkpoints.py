@@ -198,6 +198,23 @@ def official_args(checkpoint: Mapping) -> dict:
     return dict(args) if isinstance(args, Mapping) else {}
 
 
+def official_architecture(checkpoint: Mapping, source: str, **overrides) -> MultiMAEConfig:
+    """The architecture an official checkpoint's tensors and stored arguments describe (see
+    config_from_official); a file they do not describe is a CheckpointError naming it."""
+    try:
+        return config_from_official(state_dict_of(checkpoint, source), official_args(checkpoint), **overrides)
+    except CheckpointError as error:
+        if source in str(error):
+            raise
+        raise CheckpointError(f"{source}: {error}") from error
+    except (KeyError, IndexError, TypeError) as error:  # tensors missing or of unexpected rank
+        raise CheckpointError(
+            f"{source}: not the weights of a MultiMAE ({type(error).__name__}: {error})"
+        ) from error
+    except ValueError as error:  # what it declares is out of range (MultiMAEConfig's limits)
+        raise CheckpointError(f"{source}: {error}") from error
+
+
 def load_official_checkpoint(path: str | Path, **overrides) -> MultiMAE:
     """Build a MultiMAE from an official MultiMAE checkpoint and load its weights strictly.
 
@@ -206,7 +223,7 @@ def load_official_checkpoint(path: str | Path, **overrides) -> MultiMAE:
     """
     checkpoint = read_checkpoint(path)
     state_dict = state_dict_of(checkpoint, str(path))
-    config = config_from_official(state_dict, official_args(checkpoint), **overrides)
+    config = official_architecture(checkpoint, str(path), **overrides)
     if "outputs" in overrides:
         kept = tuple(f"output_adapters.{name}." for name in config.outputs)
         state_dict = {

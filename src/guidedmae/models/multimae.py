@@ -50,6 +50,24 @@ class MultiMAEConfig:
     # Outputs decoded in fp32 even under autocast: MultiMAE runs the semseg decoder so for stability.
     fp32_outputs: tuple[str, ...] = field(default=("semseg",))
 
+    def __post_init__(self) -> None:
+        # Far beyond any ViT trained so far (ViT-22B: dim 6144, depth 48): a config, or a file's stored
+        # config, asking for more is a mistake or an attack, refused before anything is built.
+        limits = {
+            "dim": 16384, "depth": 256, "num_heads": 1024, "image_size": 16384, "patch_size": 1024,
+            "num_global_tokens": 1024, "semseg_classes": 65536, "semseg_class_dim": 16384,
+            "decoder_dim": 16384, "decoder_depth": 256, "decoder_heads": 1024,
+        }  # fmt: skip
+        for name, limit in limits.items():
+            value = getattr(self, name)
+            if not 1 <= value <= limit:
+                raise ValueError(f"model.{name}={value}; expected 1..{limit}")
+        if not 0 < self.mlp_ratio <= 64 or not 0 <= self.drop_path < 1:
+            raise ValueError(
+                f"model.mlp_ratio={self.mlp_ratio}, model.drop_path={self.drop_path}; expected 0 < mlp_ratio "
+                "<= 64 and 0 <= drop_path < 1"
+            )
+
 
 # Encoder sizes of the ViT family; decoders keep MultiMAE's 256 x 2 unless overridden.
 PRESETS: dict[str, dict[str, int]] = {
