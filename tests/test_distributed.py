@@ -112,6 +112,20 @@ def test_torchrun_finetuning_trains_identical_weights_and_evaluates_every_sample
     assert single["metrics"] == pytest.approx(distributed, abs=1e-6)
 
 
+def test_torchrun_batchnorm_probe_keeps_one_set_of_statistics(tmp_path):
+    # gloo has no SyncBatchNorm: rank 0's running statistics are broadcast, so the ranks end identical.
+    out = tmp_path / "ddp-probe"
+    config = tmp_path / "probe.yaml"
+    config.write_text(f"out_dir: {out}\n")
+    torchrun(
+        "finetune", str(config), *SMALL_RUN, "head.task=semseg", "head.num_classes=8", "head.kind=linear",
+        "model.freeze_encoder=true", "data.augment.semseg_stride=1", "data.batch_size=4", "eval.every=0",
+        "run.threads=0",
+    )  # fmt: skip
+    [check] = [r for r in read_metrics(out / "metrics.jsonl") if r.get("event") == "weights_check"]
+    assert check["identical"] is True and check["world_size"] == 2
+
+
 def test_without_torchrun_the_context_is_one_process():
     context = init_distributed("cpu", env={})
     assert context == DistributedContext(0, 1, 0, 1, torch.device("cpu"))

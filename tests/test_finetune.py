@@ -18,6 +18,7 @@ from guidedmae.engine.finetune import (
     finetune,
     training_set,
 )
+from guidedmae.engine.knn import knn_votes
 from guidedmae.engine.optim import layer_decay_groups
 from guidedmae.models import MultiMAE
 from guidedmae.models.checkpoints import read_checkpoint
@@ -274,3 +275,43 @@ def test_every_shipped_finetune_config_loads(path):
 def test_official_recipes_ask_for_their_data_root(tmp_path):
     with pytest.raises(ConfigError, match=r"required values not set \('\?\?\?'\): data.root"):
         load_config(FinetuneConfig, Path(__file__).resolve().parents[1] / "configs/finetune/ade20k.yaml")
+
+
+def test_the_knn_probe_trains_nothing_and_votes_with_its_neighbours(tmp_path):
+    _, path = pretraining_checkpoint(tmp_path)
+    config = config_of(tmp_path, *CLASSIFICATION, f"model.init={path}", "head.kind=knn", "head.knn_k=3")
+    result = finetune(config)
+    assert result.steps == 0 and not result.checkpoint.exists()
+    results = json.loads(result.results.read_text())
+    assert 0 <= results["metrics"]["top1"] <= 100 and results["metrics"]["top5"] == 100  # 5 classes
+    # Votes weigh exp(similarity / T): the nearest neighbours' labels win.
+    bank = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), dim=1)
+    votes = knn_votes(torch.tensor([[1.0, 0.05]]), bank, torch.tensor([2, 2, 0]), 3, k=2, temperature=0.07)
+    assert votes.argmax().item() == 2 and votes[0, 0] == 0
+
+
+@pytest.mark.parametrize("task", ["semseg", "depth"])
+def test_linear_dense_probes_train_only_a_per_token_linear_map(tmp_path, task):
+    task_settings = {
+        "semseg": ["head.num_classes=8", "data.augment.semseg_stride=1"],
+        "depth": ["data.augment.depth=metres"],
+    }[task]
+    config = config_of(
+        tmp_path, f"head.task={task}", "head.kind=linear", "model.freeze_encoder=true", *task_settings
+    )
+    result = finetune(config)
+    weights = read_checkpoint(result.checkpoint)["model"]
+    head = {key for key in weights if key.startswith("head.")}
+    assert head == {
+        "head.norm.weight", "head.norm.bias", "head.norm.running_mean", "head.norm.running_var",
+        "head.norm.num_batches_tracked", "head.classifier.weight", "head.classifier.bias",
+    }  # fmt: skip
+    assert weights["head.classifier.weight"].shape[:2] == ((8, 32) if task == "semseg" else (1, 32))
+    assert set(result.scores["metrics"]) >= ({"miou"} if task == "semseg" else {"rmse", "delta1"})
+
+
+def test_the_mae_linear_probe_normalizes_with_batchnorm_without_affine(tmp_path):
+    config = config_of(tmp_path, *CLASSIFICATION, "model.freeze_encoder=true", "head.norm=batchnorm")
+    model = build_model(config)
+    assert isinstance(model.head.norm, torch.nn.BatchNorm1d) and model.head.norm.weight is None
+    assert 0 <= finetune(config).scores["metrics"]["top1"] <= 100

@@ -159,8 +159,8 @@ def test_layer_ids_follow_multimae_optim_factory():
 def test_head_config_rejects_unknown_tasks_and_kinds_naming_them():
     with pytest.raises(ValueError, match="head.task='detection'"):
         HeadConfig(task="detection")
-    with pytest.raises(ValueError, match="head.kind='linear' for task semseg"):
-        HeadConfig(task="semseg", kind="linear")
+    with pytest.raises(ValueError, match="head.kind='knn' for task semseg"):
+        HeadConfig(task="semseg", kind="knn")
     assert HeadConfig(task="depth").head_kind == "dpt" and HeadConfig(task="depth").out_channels == 1
 
 

@@ -1,6 +1,7 @@
 """`guidedmae pretrain` end to end on a tiny model and synthetic scenes: outputs, resume after SIGKILL
 (bit-exact), continuation, initialization from weights, precisions and errors."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -13,8 +14,10 @@ from PIL import Image
 
 from guidedmae.cli import main
 from guidedmae.config import PretrainConfig, load_config
+from guidedmae.engine.distributed import DistributedContext
 from guidedmae.engine.logging import read_metrics
-from guidedmae.engine.schedule import LRSchedule
+from guidedmae.engine.pretrain import PretrainJob, held_out_losses
+from guidedmae.engine.schedule import START, LRSchedule
 from guidedmae.models import MultiMAE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +32,7 @@ schedule: {total_epochs: 3, warmup_epochs: 1}
 run: {precision: fp32, threads: 1}
 log: {every: 4, picture_every: 8}
 checkpoint: {every: 4, keep: 2}
+eval: {num_samples: 16}
 """
 
 
@@ -250,3 +254,40 @@ def test_compiled_step_trains_like_the_eager_one(tmp_path):
     eager, compiled = losses_by_step(tmp_path / "eager"), losses_by_step(tmp_path / "compiled")
     assert eager.keys() == compiled.keys() == set(range(1, 9))
     assert all(compiled[step] == pytest.approx(eager[step], rel=1e-3) for step in eager)
+
+
+def test_the_held_out_loss_uses_the_same_random_masks_in_every_run(tmp_path):
+    config = tiny_config(tmp_path)
+    runs = {}
+    for strategy in ("random", "attention"):
+        out = tmp_path / strategy
+        overrides = [
+            f"out_dir={out}",
+            f"masking.strategy={strategy}",
+            "eval.every=8",
+            "schedule.total_epochs=2",
+        ]
+        assert main(["pretrain", str(config), *overrides, "log.picture_every=0"]) == 0
+        runs[strategy] = out
+    records = read_metrics(runs["attention"] / "metrics.jsonl")
+    assert [r["step"] for r in records if r.get("event") == "eval"] == [8, 16]
+    results = json.loads((runs["attention"] / "results.json").read_text())
+    assert results["task"] == "pretraining" and results["step"] == 16
+    metrics = results["metrics"]
+    assert {"eval_random/loss", "eval_own/loss", "eval_random/loss_semseg", "eval_own/loss_rgb"} <= set(
+        metrics
+    )
+    assert metrics["eval_own/loss"] != metrics["eval_random/loss"]  # attention masks other patches
+    # Scored on the same random masks, the same weights give the same loss in any run: score one run's
+    # final weights with the other run's set-up.
+    config_a = load_config(PretrainConfig, runs["attention"] / "config.yaml")
+    config_r = load_config(PretrainConfig, runs["random"] / "config.yaml")
+    weights = torch.load(runs["attention"] / "checkpoint-last.pt", weights_only=True)["model"]
+    scores = []
+    for run_config in (config_a, config_r):
+        job = PretrainJob(run_config)
+        job.build(DistributedContext())
+        job.step.model.load_state_dict(weights)
+        losses = held_out_losses(job.random_step, job.held_out, run_config, DistributedContext(), START)
+        scores.append(losses["loss"])
+    assert scores[0] == scores[1] == pytest.approx(metrics["eval_random/loss"], rel=1e-6)

@@ -113,7 +113,7 @@ def write_folder(root: Path, count: int = 16, size: int = 32) -> list[Path]:
     return sorted((root / "train" / "rgb" / "things").iterdir())
 
 
-FOLDER = ["data.source=folder", "data.num_samples=16", "schedule.total_epochs=1"]
+FOLDER = ["data.source=folder", "data.num_samples=16", "schedule.total_epochs=1", "eval.num_samples=0"]
 
 
 def break_truncated(root: Path) -> Path:

@@ -21,6 +21,7 @@ from guidedmae.config.schema import (
     LogConfig,
     ModelSettings,
     PretrainConfig,
+    PretrainEvalConfig,
     RunConfig,
 )
 
@@ -35,6 +36,7 @@ __all__ = [
     "LogConfig",
     "ModelSettings",
     "PretrainConfig",
+    "PretrainEvalConfig",
     "RunConfig",
     "config_differences",
     "config_to_dict",

@@ -33,6 +33,7 @@ __all__ = [
     "LogConfig",
     "ModelSettings",
     "PretrainConfig",
+    "PretrainEvalConfig",
     "RunConfig",
 ]
 
@@ -156,6 +157,34 @@ def _check_training(config) -> None:
 
 
 @dataclass
+class PretrainEvalConfig:
+    """The held-out reconstruction loss, every `every` steps and at the end: per output, under fixed random
+    masks (one seed: every run, whatever its strategy, is scored on the same masks) and under the run's
+    own strategy. In metrics.jsonl, TensorBoard and results.json (what studies compare)."""
+
+    every: int = 0  # optimizer steps between evaluations; 0 = only at the end
+    num_samples: int = 256  # held-out samples: the first of the split / series
+    scene_seed: int = 1_000_000  # synthetic: the held-out series, far from the training seeds 0, 1, 2, ...
+    split: str = "val"  # folder: the held-out split
+    mask_seed: int = 0  # the random masks (and the strategy's draws) of every evaluation
+    batch_size: int = 0  # 0 = data.batch_size
+
+    def __post_init__(self) -> None:
+        if (
+            self.every < 0
+            or self.num_samples < 0
+            or self.scene_seed < 0
+            or self.mask_seed < 0
+            or self.batch_size < 0
+        ):
+            raise ValueError(
+                f"eval.every={self.every}, eval.num_samples={self.num_samples}, eval.scene_seed={self.scene_seed}, "
+                f"eval.mask_seed={self.mask_seed}, eval.batch_size={self.batch_size}; expected non-negative "
+                "values (num_samples 0 = no evaluation)"
+            )
+
+
+@dataclass
 class PretrainConfig:
     out_dir: str = "runs/pretrain"
     seed: int = 0  # model init, masking, data order, augmentation and synthetic scenes
@@ -164,6 +193,7 @@ class PretrainConfig:
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    eval: PretrainEvalConfig = field(default_factory=PretrainEvalConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     run: RunConfig = field(default_factory=RunConfig)

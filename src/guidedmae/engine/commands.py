@@ -51,11 +51,11 @@ def _run_finetune(args: argparse.Namespace) -> int:
     result = finetune(load_config(FinetuneConfig, args.config, args.overrides))
     if launched_rank() == 0:
         _print_scores(result.scores)
+        checkpoint = (
+            f"  checkpoint: {result.checkpoint}\n" if result.steps else ""
+        )  # the k-NN probe trains nothing
         print(
-            f"\ndone: {result.steps} steps\n"
-            f"  checkpoint: {result.checkpoint}\n"
-            f"  metrics:    {result.metrics}\n"
-            f"  results:    {result.results}"
+            f"\ndone: {result.steps} steps\n{checkpoint}  metrics:    {result.metrics}\n  results:    {result.results}"
         )
     return 0 if result.weights_identical else 1
 

@@ -135,6 +135,14 @@ def all_gather_tensors(context: DistributedContext, tensor: torch.Tensor) -> lis
     return gathered
 
 
+def broadcast_buffers(context: DistributedContext, module: nn.Module) -> None:
+    """Every rank takes rank 0's buffers (e.g. BatchNorm running statistics, where they cannot be
+    synchronized as they are computed)."""
+    if context.is_distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def broadcast_object(context: DistributedContext, value):
     """Rank 0's `value` on every process, e.g. a decision taken from files only rank 0 should read."""
     if not context.is_distributed:

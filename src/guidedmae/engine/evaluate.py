@@ -146,7 +146,7 @@ def sliding_window(
     return total / counts
 
 
-def _shard_loader(
+def shard_loader(
     dataset: Dataset, batch_size: int, num_workers: int, context: DistributedContext
 ) -> DataLoader:
     """This process's share of an evaluation split: samples rank, rank + W, ... in order."""
@@ -189,7 +189,7 @@ def evaluate(
             raise ValueError(f"eval.mode=sliding crops image-like inputs only; {class_maps} are class maps")
         batch_size = 1
     meter = new_meter(task, num_classes, task_config, context.device)
-    for batch in _shard_loader(dataset, batch_size, num_workers, context):
+    for batch in shard_loader(dataset, batch_size, num_workers, context):
         batch = {name: value.to(context.device, non_blocking=True) for name, value in batch.items()}
         inputs = {name: batch[name] for name in inputs_of}
         with autocast(context.device, precision):

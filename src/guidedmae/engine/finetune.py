@@ -179,7 +179,7 @@ def _evaluate_split(
     )
 
 
-def _split_name(config: FinetuneConfig) -> str:
+def split_name(config: FinetuneConfig) -> str:
     if config.data.source == "synthetic":
         return f"{config.data.eval_num_samples} held-out scenes (series {config.data.eval_scene_seed})"
     return f"{config.data.root} {config.data.eval_split}"
@@ -234,7 +234,7 @@ class FinetuneJob(Job):
         logger.scalars(step, {f"eval/{name}": value for name, value in scores["metrics"].items()})
         shown = ", ".join(f"{name} {value:.4g}" for name, value in scores["metrics"].items())
         logger.event(
-            "eval", f"step {step}, {_split_name(self.config)}: {shown}", step=step, **scores["metrics"]
+            "eval", f"step {step}, {split_name(self.config)}: {shown}", step=step, **scores["metrics"]
         )
         return scores
 
@@ -253,7 +253,12 @@ class FinetuneJob(Job):
 
 
 def finetune(config: FinetuneConfig) -> RunResult:
-    """Run (or resume) a fine-tuning or linear probe; returns its final evaluation and where its outputs are."""
+    """Run (or resume) a fine-tuning or linear probe, or the k-NN probe (head.kind=knn, which trains
+    nothing); returns its final evaluation and where its outputs are."""
+    if config.head.head_kind == "knn":
+        from guidedmae.engine.knn import knn_probe  # it builds on this module: imported when needed
+
+        return knn_probe(config)
     return run_job(FinetuneJob(config))
 
 

@@ -35,6 +35,7 @@ from guidedmae.engine.distributed import (
     DistributedContext,
     all_gather_objects,
     all_reduce_mean,
+    broadcast_buffers,
     check_launcher,
 )
 from guidedmae.engine.logging import RunLogger
@@ -122,6 +123,7 @@ class TrainingJob:
     saved: dict[str, nn.Module] = field(default_factory=dict)
     # Called on every rank after each optimizer step (collective work such as evaluations allowed).
     after_step: Callable[[LoopState], None] | None = None
+    sync_buffers: bool = False  # give every rank rank 0's buffers after each step (BatchNorm without SyncBN)
 
     @property
     def out_dir(self) -> Path:
@@ -352,6 +354,8 @@ def train(job: TrainingJob, state: LoopState, logger: RunLogger) -> LoopState:
                         f"checkpoint is in {job.out_dir}. Lower the lr, check the data, or try run.precision=fp32."
                     )
             job.optimizer.zero_grad(set_to_none=True)
+            if job.sync_buffers:
+                broadcast_buffers(context, job.model)
             state.step += 1
             if state.batch == batches_per_epoch:
                 state.epoch, state.batch = state.epoch + 1, 0

@@ -8,22 +8,24 @@ What is pretraining's own; the runner (engine.run) does the rest:
     pictures of a fixed batch every log.picture_every steps and at the end (rank 0)
 """
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, Subset, default_collate
 
 from guidedmae.config import PretrainConfig
 from guidedmae.data.datasets import FolderDataset, SyntheticScenes, derived_generator
 from guidedmae.data.modalities import DERIVED_TARGETS
-from guidedmae.engine.distributed import DistributedContext
+from guidedmae.engine.distributed import DistributedContext, all_reduce_mean
+from guidedmae.engine.evaluate import shard_loader
 from guidedmae.engine.logging import RunLogger
 from guidedmae.engine.loop import LoopState, TrainingJob
 from guidedmae.engine.optim import param_groups
 from guidedmae.engine.precision import autocast
 from guidedmae.engine.run import Job, JobParts, RunResult, run_job
 from guidedmae.engine.step import MaskedAutoencoderStep
-from guidedmae.masking.config import build_strategy
+from guidedmae.masking.config import MaskingConfig, build_strategy
 from guidedmae.models.multimae import MultiMAE, MultiMAEConfig
 from guidedmae.models.pretrained import InitReport, load_pretrained
 from guidedmae.viz import reconstruction_figure, save_png
@@ -40,9 +42,25 @@ def data_modalities(model: MultiMAEConfig) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*model.inputs, *(DERIVED_TARGETS.get(name, name) for name in model.outputs)]))
 
 
-def build_dataset(config: PretrainConfig) -> Dataset:
-    """The pretraining data set of `config.data`, yielding the modalities the model needs."""
+def build_dataset(config: PretrainConfig, held_out: bool = False) -> Dataset:
+    """The pretraining data set of `config.data`, yielding the modalities the model needs; held_out: the
+    evaluation's (config.eval: its series or split, the first eval.num_samples, no augmentation)."""
     data, modalities = config.data, data_modalities(config.model)
+    if held_out:
+        augment = replace(data.augment, train=False)
+        if data.source == "synthetic":
+            size = data.render_size or augment.size
+            return SyntheticScenes(config.eval.num_samples, size, config.eval.scene_seed, modalities, augment)
+        if not (Path(data.root) / config.eval.split).is_dir():
+            raise FileNotFoundError(
+                f"no split folder {Path(data.root) / config.eval.split} for the held-out evaluation; set "
+                "eval.split to a split of data.root, or eval.num_samples=0 to evaluate nothing"
+            )
+        dataset = FolderDataset(
+            data.root, config.eval.split, modalities, augment, on_error=data.on_error, seed=config.seed,
+            semseg_classes=config.model.semseg_classes,
+        )  # fmt: skip
+        return Subset(dataset, range(min(config.eval.num_samples, len(dataset))))
     if data.source == "synthetic":
         return SyntheticScenes(
             data.num_samples, data.render_size or data.augment.size, config.seed, modalities, data.augment
@@ -112,6 +130,10 @@ class PretrainJob(Job):
             {**group, "name": STRATEGY_KEY} for group in param_groups(strategy, config.optim.weight_decay)
         ]
         self.pictures = picture_batch(dataset, config.log.picture_samples)
+        self.held_out = build_dataset(config, held_out=True) if config.eval.num_samples else None
+        # Every run is also scored on the same random masks, whatever its own strategy.
+        fixed = MaskingConfig(num_visible=config.masking.num_visible)
+        self.random_step = MaskedAutoencoderStep(model, build_strategy(fixed, model.config), config.loss)
         return JobParts(
             model=model,
             step=self.step,
@@ -132,14 +154,68 @@ class PretrainJob(Job):
         if training.context.is_main and not path.is_file():
             save_reconstruction(self.step, self.pictures, self.config, path)
 
+    def _evaluate(self, training: TrainingJob, state: LoopState, logger: RunLogger) -> dict[str, float]:
+        """The held-out losses under the fixed random masks and the run's own strategy (every rank)."""
+        progress = training.schedule.progress(min(state.step, training.schedule.run_steps - 1))
+        values = {}
+        for name, step in (("random", self.random_step), ("own", self.step)):
+            losses = held_out_losses(step, self.held_out, self.config, training.context, progress)
+            values.update({f"eval_{name}/{key}": value for key, value in losses.items()})
+        logger.scalars(state.step, values)
+        shown = ", ".join(f"{key} {value:.4g}" for key, value in values.items() if key.endswith("/loss"))
+        logger.event(
+            "eval",
+            f"step {state.step}, {len(self.held_out)} held-out samples: {shown}",
+            step=state.step,
+            **values,
+        )
+        return values
+
     def after_step(self, training: TrainingJob, state: LoopState, logger: RunLogger) -> None:
         every = self.config.log.picture_every
         if every and state.step % every == 0:
             self._picture(training, state.step)
+        every = self.config.eval.every
+        last = state.step == training.schedule.run_steps
+        if self.held_out is not None and every and state.step % every == 0 and not last:
+            self._evaluate(training, state, logger)
 
     def finish(self, training: TrainingJob, state: LoopState, logger: RunLogger) -> dict:
         self._picture(training, state.step)
-        return {}
+        if self.held_out is None:
+            return {}
+        return {"task": "pretraining", "metrics": self._evaluate(training, state, logger)}
+
+
+@torch.no_grad()
+def held_out_losses(
+    step: MaskedAutoencoderStep,
+    dataset: Dataset,
+    config: PretrainConfig,
+    context: DistributedContext,
+    progress,
+) -> dict[str, float]:
+    """Mean reconstruction losses over a held-out split ({"loss": total, "loss_<output>": ...}), every
+    process its share (summed over processes), masks drawn from a generator seeded eval.mask_seed.
+    The samples' indices stay out of the batch: a strategy that remembers training samples has not
+    seen these."""
+    was_training = step.training
+    step.eval()
+    generator = torch.Generator().manual_seed(config.eval.mask_seed)
+    sums, count = None, 0
+    for batch in shard_loader(dataset, config.eval.batch_size or config.data.batch_size, 0, context):
+        batch = {name: value.to(context.device) for name, value in batch.items() if name != "index"}
+        with autocast(context.device, config.run.precision):
+            losses = step(batch, generator, progress).losses
+        values = torch.stack([losses["total"], *(value for name, value in losses.items() if name != "total")])
+        size = len(next(iter(batch.values())))
+        sums = values.detach().double() * size if sums is None else sums + values.detach().double() * size
+        count += size
+        names = ["loss", *(f"loss_{name}" for name in losses if name != "total")]
+    totals = torch.cat([sums, torch.tensor([count], dtype=torch.float64, device=sums.device)])
+    totals = all_reduce_mean(context, totals) * context.world_size
+    step.train(was_training)
+    return dict(zip(names, (totals[:-1] / totals[-1]).tolist()))
 
 
 def pretrain(config: PretrainConfig) -> RunResult:

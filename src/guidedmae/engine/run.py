@@ -55,7 +55,7 @@ from guidedmae.files import write_json
 from guidedmae.models.checkpoints import UnreadableCheckpoint
 from guidedmae.models.pretrained import InitReport
 
-__all__ = ["CONFIG_FILE", "RESULTS", "Job", "JobParts", "RunResult", "run_job"]
+__all__ = ["CONFIG_FILE", "RESULTS", "Job", "JobParts", "RunResult", "own_run_folder", "run_job"]
 
 CONFIG_FILE = "config.yaml"
 RESULTS = "results.json"
@@ -129,14 +129,14 @@ def run_job(job: Job) -> RunResult:
     """Run (or resume) the job's training; returns where its outputs are and its final scores."""
     context = init_distributed(job.config.run.device)
     try:
-        with _own_run_folder(Path(job.config.out_dir), context):
+        with own_run_folder(Path(job.config.out_dir), context):
             return _run(job, context)
     finally:
         close_distributed(context)
 
 
 @contextmanager
-def _own_run_folder(out_dir: Path, context: DistributedContext) -> Iterator[None]:
+def own_run_folder(out_dir: Path, context: DistributedContext) -> Iterator[None]:
     """Rank 0 holds the run folder's lock for the whole run (and cleans what killed runs left there);
     every rank learns whether it got it, so that all stop together when it did not."""
     with ExitStack() as lock:
@@ -215,6 +215,26 @@ def _log_resumed(logger: RunLogger, config, path: Path, state: LoopState, change
     )
 
 
+def _has_batchnorm(module: nn.Module) -> bool:
+    return any(isinstance(child, nn.modules.batchnorm._BatchNorm) for child in module.modules())
+
+
+def _distributed(step: nn.Module, device: torch.device) -> DistributedDataParallel:
+    """The step under DDP. Buffers are not broadcast, not even at the start: every rank computes its
+    buffers alike (fixed position tables), and a strategy's memory of per-sample losses is kept
+    consistent by the strategy itself. BatchNorm (the probes' heads) is synchronized on GPUs; on CPUs,
+    where gloo has no SyncBatchNorm, the loop gives every rank rank 0's statistics after each step.
+    (torch 2.13 deprecates broadcast_buffers, but its successor still syncs buffers at init; the
+    deprecation warning itself says to keep broadcast_buffers=False for that.)"""
+    if device.type == "cuda" and _has_batchnorm(step):
+        step = nn.SyncBatchNorm.convert_sync_batchnorm(step)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
+        return DistributedDataParallel(
+            step, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
+
+
 def _run(job: Job, context: DistributedContext) -> RunResult:
     config = job.config
     torch.set_num_threads(threads_per_process(config.run.threads, context))
@@ -248,6 +268,7 @@ def _run(job: Job, context: DistributedContext) -> RunResult:
         settings=settings,
         config=config_to_dict(config),
         saved=parts.saved,
+        sync_buffers=context.is_distributed and device.type != "cuda" and _has_batchnorm(parts.step),
     )
     torch.manual_seed(derived_generator(config.seed, context.rank, TORCH_STREAM).initial_seed())
     state, changed, resume_path, skipped = LoopState(epoch=config.schedule.start_epoch), [], None, []
@@ -263,17 +284,7 @@ def _run(job: Job, context: DistributedContext) -> RunResult:
         raise UnreadableCheckpoint(f"no checkpoint of {out_dir} can be read: {'; '.join(skipped)}")
 
     if context.is_distributed:
-        # No buffer broadcasts, not even at the start: every rank computes its buffers alike (fixed
-        # position tables), and a strategy's memory of per-sample losses is kept consistent by the
-        # strategy itself. (torch 2.13 deprecates broadcast_buffers, but its successor still syncs
-        # buffers at init; the deprecation warning says to keep broadcast_buffers=False for this.)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "`broadcast_buffers` is deprecated", FutureWarning)
-            training.step = DistributedDataParallel(
-                parts.step,
-                device_ids=[device.index] if device.type == "cuda" else None,
-                broadcast_buffers=False,
-            )
+        training.step = _distributed(parts.step, device)
     if config.run.compile:  # a compiled wrapper: pictures and evaluations keep the eager modules
         training.step = torch.compile(training.step)
 

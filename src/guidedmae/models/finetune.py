@@ -12,12 +12,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from guidedmae.models.heads import ConvNeXtHead, DPTHead, LinearHead, spread_layers
+from guidedmae.models.heads import ConvNeXtHead, DPTHead, LinearDenseHead, LinearHead, spread_layers
 from guidedmae.models.multimae import MultiMAE, MultiMAEConfig
 
 TASKS = ("classification", "semseg", "depth")
-# The head kinds each task accepts; the first is its default (MultiMAE's choice).
-HEAD_KINDS = {"classification": ("linear",), "semseg": ("convnext", "dpt"), "depth": ("dpt", "convnext")}
+# The head kinds each task accepts; the first is its default (MultiMAE's choice). "linear" on dense tasks
+# is DINOv2's linear probe; "knn" a k-nearest-neighbour classifier on frozen features (nothing trained).
+HEAD_KINDS = {
+    "classification": ("linear", "knn"),
+    "semseg": ("convnext", "dpt", "linear"),
+    "depth": ("dpt", "convnext", "linear"),
+}
 
 
 @dataclass
@@ -27,8 +32,11 @@ class HeadConfig:
     task: str = "classification"  # classification | semseg | depth
     kind: str = ""  # "" = the task's default: linear (classification), convnext (semseg), dpt (depth)
     num_classes: int = 1000  # classification and semseg; depth predicts 1 channel (metres)
-    pool: str = "mean"  # linear: mean of all encoder tokens (official MultiViT) | global token
+    pool: str = "mean"  # linear, knn: mean of all encoder tokens (official MultiViT) | global token
+    norm: str = "layernorm"  # linear classification: layernorm | batchnorm (MAE's probe: no affine)
     init_scale: float = 0.001  # linear: initial classifier scale (MultiMAE's IN1K recipe)
+    knn_k: int = 20  # knn: neighbours that vote (DINO's k-NN protocol)
+    knn_temperature: float = 0.07  # knn: votes weigh exp(cosine similarity / temperature)
     readout: tuple[str, ...] = ()  # dense: input modalities whose tokens feed the head; () = every input
     dim: int = 6144  # convnext: features per token after projection
     preds_per_patch: int = 16  # convnext: each token unfolds into a sqrt x sqrt block
@@ -46,6 +54,11 @@ class HeadConfig:
             )
         if self.task != "depth" and self.num_classes < 1:
             raise ValueError(f"head.num_classes={self.num_classes}; expected at least 1")
+        if self.knn_k < 1 or not self.knn_temperature > 0:
+            raise ValueError(
+                f"head.knn_k={self.knn_k}, head.knn_temperature={self.knn_temperature}; expected k >= 1 and a "
+                "positive temperature"
+            )
 
     @property
     def head_kind(self) -> str:
@@ -65,8 +78,12 @@ def build_head(config: HeadConfig, encoder: MultiMAEConfig) -> nn.Module:
             f"head.readout {list(readout)} names {unknown}, not among model.inputs {list(encoder.inputs)}"
         )
     kind = config.head_kind
+    if kind in ("linear", "knn") and config.task == "classification":  # knn: the pooled features' layers
+        return LinearHead(
+            encoder.dim, config.num_classes, encoder.depth, config.pool, config.init_scale, config.norm
+        )
     if kind == "linear":
-        return LinearHead(encoder.dim, config.num_classes, encoder.depth, config.pool, config.init_scale)
+        return LinearDenseHead(encoder.dim, config.out_channels, readout, encoder.depth)
     if kind == "convnext":
         return ConvNeXtHead(
             encoder.dim,

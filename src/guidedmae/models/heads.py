@@ -5,7 +5,10 @@ patch tokens of every input modality, in input order, then the G global tokens) 
 logits [B, K] (classification) or a map [B, C, H, W] at the input resolution (dense tasks). The
 designs follow MultiMAE's output adapters for fine-tuning:
 - LinearHead: LayerNorm + Linear on the mean of all encoder tokens (MultiViT passes its global
-  token along with the patch tokens, so the official mean includes it) or on the global token.
+  token along with the patch tokens, so the official mean includes it) or on the global token; with
+  norm="batchnorm", MAE's linear probe: BatchNorm without affine parameters before the Linear.
+- LinearDenseHead: DINOv2's linear protocol for dense probes: BatchNorm over the patch tokens of the
+  chosen modalities, a linear layer per token (a 1x1 conv), bilinear upsampling to the input size.
 - ConvNeXtHead: the patch tokens of the chosen modalities, concatenated along channels, are
   projected to `dim` features, each token unfolded into a sqrt(p) x sqrt(p) block of dim / p
   channels (p predictions per patch), refined by ConvNeXt blocks, classified by a 1x1 conv and
@@ -25,6 +28,7 @@ from torch import nn
 from guidedmae.models.vit import DropPath, LayerNorm
 
 POOLS = ("mean", "global")
+NORMS = ("layernorm", "batchnorm")
 
 
 def spread_layers(depth: int, count: int = 4) -> tuple[int, ...]:
@@ -86,26 +90,61 @@ class LinearHead(nn.Module):
     recipe: 0.001), so that fine-tuning starts from near-uniform predictions.
     """
 
-    def __init__(self, dim: int, num_classes: int, depth: int, pool: str = "mean", init_scale: float = 1.0):
+    def __init__(
+        self,
+        dim: int,
+        num_classes: int,
+        depth: int,
+        pool: str = "mean",
+        init_scale: float = 1.0,
+        norm: str = "layernorm",
+    ):
         super().__init__()
         if pool not in POOLS:
             raise ValueError(f"head.pool={pool!r}; expected one of {POOLS}")
+        if norm not in NORMS:
+            raise ValueError(f"head.norm={norm!r}; expected one of {NORMS}")
         if num_classes < 1:
             raise ValueError(f"head.num_classes={num_classes}; expected at least 1")
         self.pool = pool
         self.layers = (depth - 1,)
-        self.norm = LayerNorm(dim)
+        # MAE's probe normalizes the frozen features with batch statistics, no affine parameters.
+        self.norm = LayerNorm(dim) if norm == "layernorm" else nn.BatchNorm1d(dim, affine=False, eps=1e-6)
         self.head = nn.Linear(dim, num_classes)
         _trunc_normal_linears(self)
         with torch.no_grad():
             self.head.weight.mul_(init_scale)
             self.head.bias.mul_(init_scale)
 
+    def pooled(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The pooled token the classifier reads: features [[B, N + G, D]] -> [B, D]"""
+        encoded = features[0]
+        return encoded.mean(dim=1) if self.pool == "mean" else encoded[:, -1]
+
     def forward(self, features: list[torch.Tensor], modalities, grid, output_size) -> torch.Tensor:
         """features: [[B, N + G, D]] (the last block) -> logits [B, num_classes]"""
-        encoded = features[0]
-        pooled = encoded.mean(dim=1) if self.pool == "mean" else encoded[:, -1]
-        return self.head(self.norm(pooled))
+        return self.head(self.norm(self.pooled(features)))
+
+
+class LinearDenseHead(nn.Module):
+    """A linear map of every patch token to the output channels, upsampled bilinearly (DINOv2's linear
+    semantic-segmentation protocol; for depth a linear regression of metres per pixel)."""
+
+    def __init__(self, dim: int, out_channels: int, readout: Sequence[str], depth_of_encoder: int):
+        super().__init__()
+        self.readout = tuple(readout)
+        self.layers = (depth_of_encoder - 1,)
+        features = dim * len(self.readout)
+        self.norm = nn.BatchNorm2d(features)
+        self.classifier = nn.Conv2d(features, out_channels, kernel_size=1)
+        nn.init.trunc_normal_(self.classifier.weight, std=0.02, a=-2.0, b=2.0)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, features: list[torch.Tensor], modalities, grid, output_size) -> torch.Tensor:
+        """features: [[B, N + G, D]] (the last block) -> [B, out_channels, *output_size]"""
+        tokens = token_map(features[0], modalities, grid, self.readout)  # [B, M * D, gh, gw]
+        logits = self.classifier(self.norm(tokens))
+        return F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
 
 
 class ConvNeXtBlock(nn.Module):

@@ -20,6 +20,7 @@ import torch
 
 from guidedmae.engine.distributed import all_gather_tensors
 from guidedmae.losses import PatchLosses
+from guidedmae.masking.priority import random_priorities
 from guidedmae.masking.strategy import (
     MaskChoice,
     MaskingContext,
@@ -102,10 +103,9 @@ class LossMemoryMasking(MaskingStrategy):
         return f"loss-memory-{self.options.select}{noise}"
 
     def _cells(self, context: MaskingContext) -> torch.Tensor:
-        if context.indices is None or context.views is None:
+        if context.views is None:
             raise ValueError(
-                "masking.strategy=loss_memory needs each sample's index and view (the data sets give "
-                "'index' and 'view')"
+                "masking.strategy=loss_memory needs each sample's view (the data sets give 'view')"
             )
         return token_cells(context.views, context.tokens.grid, self.grid)
 
@@ -135,6 +135,11 @@ class LossMemoryMasking(MaskingStrategy):
         return recalled
 
     def propose(self, context: MaskingContext) -> Proposal:
+        if context.indices is None:  # samples the memory cannot know (a held-out split): random masking
+            tokens = context.tokens
+            per_modality = dict.fromkeys(tokens.modalities, tokens.tokens_per_modality)
+            priorities = random_priorities(tokens.embeddings.shape[0], per_modality, context.generator)
+            return Proposal({name: value.to(tokens.embeddings.device) for name, value in priorities.items()})
         recalled = self.recall(context.indices, self._cells(context), context.generator)
         # Losses are non-negative; Gumbel sampling takes logs of positive scores.
         scores = {name: value.clamp_min(1e-8) for name, value in recalled.items()}

@@ -1,0 +1,130 @@
+"""k-nearest-neighbour classification on frozen features (DINO's protocol): a probe that trains nothing.
+
+    guidedmae finetune configs/finetune/synthetic_knn.yaml model.init=runs/demo/checkpoint-last.pt
+
+Every training image, under the evaluation transform, is encoded once; its pooled features (the mean of
+all tokens, or the global token: head.pool), L2-normalized, go into the bank. Each evaluation image
+votes among its head.knn_k most cosine-similar bank entries, each vote weighing
+exp(similarity / head.knn_temperature) (DINO: k = 20, T = 0.07); top-1 and top-5 of the votes. Under
+torchrun every process encodes its share of both splits and the bank is gathered. The run folder gets
+what a fine-tuning run writes, without checkpoints: config.yaml, metrics.jsonl, results.json.
+"""
+
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from guidedmae.config import FinetuneConfig, save_config
+from guidedmae.engine.distributed import (
+    DistributedContext,
+    all_gather_objects,
+    all_gather_tensors,
+    all_reduce_mean,
+    close_distributed,
+    init_distributed,
+    threads_per_process,
+)
+from guidedmae.engine.evaluate import shard_loader
+from guidedmae.engine.finetune import build_model, evaluation_set, split_name, training_set
+from guidedmae.engine.logging import RunLogger
+from guidedmae.engine.precision import autocast
+from guidedmae.engine.run import CONFIG_FILE, RESULTS, RunResult, own_run_folder
+from guidedmae.files import write_json
+from guidedmae.metrics import ClassificationMeter
+from guidedmae.models.finetune import FineTuneModel
+from guidedmae.models.pretrained import load_pretrained
+
+__all__ = ["knn_probe", "knn_votes"]
+
+
+@torch.no_grad()
+def _pooled_features(
+    model: FineTuneModel, dataset: Dataset, config: FinetuneConfig, context: DistributedContext
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """This process's share of the split: L2-normalized pooled features [n, D] and labels [n]."""
+    features, labels = [], []
+    batch_size = config.eval.batch_size or config.data.batch_size
+    for batch in shard_loader(dataset, batch_size, config.data.num_workers, context):
+        inputs = {name: batch[name].to(context.device) for name in model.encoder.config.inputs}
+        with autocast(context.device, config.run.precision):
+            tokens = model.encoder.tokenize(inputs)
+            pooled = model.head.pooled(model.encoder.encode_layers(tokens.embeddings, model.head.layers))
+        features.append(F.normalize(pooled.float(), dim=-1))
+        labels.append(batch["label"].to(context.device))
+    dim = model.encoder.config.dim
+    empty = (
+        torch.zeros(0, dim, device=context.device),
+        torch.zeros(0, dtype=torch.long, device=context.device),
+    )
+    return (torch.cat(features), torch.cat(labels)) if features else empty
+
+
+def _gathered(context: DistributedContext, tensor: torch.Tensor) -> torch.Tensor:
+    """Every process's rows, concatenated in rank order (the shares may differ by one row)."""
+    sizes = all_gather_objects(context, len(tensor))
+    padded = torch.zeros(max(sizes), *tensor.shape[1:], dtype=tensor.dtype, device=tensor.device)
+    padded[: len(tensor)] = tensor
+    return torch.cat([part[:size] for part, size in zip(all_gather_tensors(context, padded), sizes)])
+
+
+def knn_votes(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    num_classes: int,
+    k: int,
+    temperature: float,
+) -> torch.Tensor:
+    """Weighted votes [Q, num_classes]: each query's k most similar bank rows (cosine; both normalized)
+    vote for their label with weight exp(similarity / temperature)."""
+    similarity, nearest = (queries @ bank.T).topk(min(k, len(bank)), dim=1)  # [Q, k]
+    weights = (similarity / temperature).exp()
+    votes = torch.zeros(len(queries), num_classes, device=queries.device, dtype=weights.dtype)
+    return votes.scatter_add_(1, bank_labels[nearest], weights)
+
+
+def knn_probe(config: FinetuneConfig) -> RunResult:
+    """Run the k-NN probe of `config` (head.kind=knn) in its own run folder; returns its scores."""
+    context = init_distributed(config.run.device)
+    out_dir = Path(config.out_dir)
+    try:
+        with own_run_folder(out_dir, context):
+            torch.set_num_threads(threads_per_process(config.run.threads, context))
+            model = build_model(config)
+            report = load_pretrained(model.encoder, config.model.init) if config.model.init else None
+            model.to(context.device).eval()
+            # The bank holds the training images as the evaluation sees its own: no augmentation.
+            unaugmented = replace(
+                config, data=replace(config.data, augment=replace(config.data.augment, train=False))
+            )
+            bank, bank_labels = (
+                _gathered(context, part)
+                for part in _pooled_features(model, training_set(unaugmented), config, context)
+            )
+            queries, labels = _pooled_features(model, evaluation_set(config), config, context)
+            meter = ClassificationMeter(context.device)
+            for start in range(0, len(queries), 1024):
+                votes = knn_votes(queries[start : start + 1024], bank, bank_labels, config.head.num_classes,
+                                  config.head.knn_k, config.head.knn_temperature)  # fmt: skip
+                meter.update(votes, labels[start : start + 1024])
+            meter.totals = all_reduce_mean(context, meter.totals) * context.world_size
+            scores = {"metrics": meter.compute()}
+            logger = RunLogger(out_dir, 0, enabled=context.is_main)
+            try:
+                if context.is_main:
+                    save_config(config, out_dir / CONFIG_FILE)
+                    if report is not None:
+                        logger.event("init", report.describe(), **asdict(report))
+                    shown = ", ".join(f"{name} {value:.4g}" for name, value in scores["metrics"].items())
+                    message = (f"k-NN (k={config.head.knn_k}, T={config.head.knn_temperature}) on {len(bank)} "
+                               f"training samples, {split_name(config)}: {shown}")  # fmt: skip
+                    logger.event("eval", message, step=0, **scores["metrics"])
+                    write_json(out_dir / RESULTS, {"task": "classification", "step": 0, **scores})
+            finally:
+                logger.close()
+    finally:
+        close_distributed(context)
+    return RunResult(out_dir, 0, True, {"task": "classification", **scores})
