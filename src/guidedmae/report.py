@@ -22,6 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from guidedmae.engine.logging import METRICS, read_metrics  # noqa: E402
+from guidedmae.study.cli import STUDY_FILE, load_planned  # noqa: E402
+from guidedmae.study.tables import collect, format_markdown, write_tables  # noqa: E402
 from guidedmae.viz import save_png  # noqa: E402
 
 RESULTS = "results.json"
@@ -151,12 +153,24 @@ def _default_figure_path(run_dirs: list[Path]) -> Path:
 
 
 def _run_report(args: argparse.Namespace) -> int:
+    if len(args.runs) == 1 and (Path(args.runs[0]) / STUDY_FILE).is_file():
+        return _study_report(Path(args.runs[0]), args.per_seed)
     run_dirs = [Path(path) for path in args.runs]
     runs = [read_run(path, args.last) for path in run_dirs]
     print(summary_table(runs))
     if any(run.curves for run in runs):
         path = save_png(curves_figure(runs), args.out or _default_figure_path(run_dirs))
         print(f"\ncurves: {path}")
+    return 0
+
+
+def _study_report(study_dir: Path, per_seed: bool) -> int:
+    """A study folder: its tables (means, spreads, paired differences) and figures, written anew."""
+    study, runs = load_planned(study_dir)
+    tables = collect(study, runs)
+    written = write_tables(tables, study_dir)
+    print(format_markdown(tables, per_seed))
+    print("written: " + ", ".join(str(path) for path in written))
     return 0
 
 
@@ -172,4 +186,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--last", type=int, default=1, help="average logged scalars over the last N logged steps (default 1)"
     )
+    parser.add_argument("--per-seed", action="store_true", help="a study folder: also every seed's value")
     parser.set_defaults(func=_run_report)

@@ -112,6 +112,8 @@ def load_config(
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as error:
             raise ConfigError(f"command line {item!r}: {_describe(error)}") from error
+        except TypeError as error:  # e.g. `list.0.key=...`: dotted keys cannot index into lists
+            raise ConfigError(f"command line {item!r}: {error} (a list is set whole: key=[a,b])") from error
     source = "command line" if path is None else f"{path} + command line" if overrides else str(path)
     missing = sorted(required - {item.split("=", 1)[0] for item in overrides})
     if missing:
@@ -137,6 +139,11 @@ def config_to_yaml(config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(config))
 
 
+def _plain(value):
+    """Tuples as lists: a config read back from YAML holds lists where the dataclass holds tuples."""
+    return [_plain(item) for item in value] if isinstance(value, list | tuple) else value
+
+
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two config dicts, as 'key: old -> new'."""
     differences = []
@@ -145,7 +152,7 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
         before, after = old.get(key), new.get(key)
         if isinstance(before, dict) and isinstance(after, dict):
             differences += config_differences(before, after, f"{name}.")
-        elif before != after:
+        elif _plain(before) != _plain(after):
             differences.append(f"{name}: {before!r} -> {after!r}")
     return differences
 

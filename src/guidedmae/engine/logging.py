@@ -8,6 +8,7 @@ appear twice, the later line being the one that counts.
 
 import json
 import math
+import time
 from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
@@ -80,11 +81,11 @@ class RunLogger:
 
     def event(self, kind: str, message: str, **fields) -> None:
         """Something that happened (resumed, skipped step, weights check): printed and recorded as
-        {"event": kind, "message": message, **fields}."""
+        {"event": kind, "message": message, "time": unix seconds, **fields}."""
         if not self.enabled:
             return
         self.bar.write(message)
-        self._write({"event": kind, "message": message, **fields})
+        self._write({"event": kind, "message": message, "time": round(time.time(), 3), **fields})
 
     def advance(self, steps: int = 1) -> None:
         if self.enabled:
@@ -96,3 +97,13 @@ class RunLogger:
         self.bar.close()
         self.tensorboard.close()
         self.metrics.close()
+
+
+def run_seconds(path: Path) -> float | None:
+    """Wall-clock seconds between a run's first event and its last (from metrics.jsonl), if it logged any."""
+    times = (
+        [record["time"] for record in read_metrics(path) if "event" in record and "time" in record]
+        if Path(path).is_file()
+        else []
+    )
+    return times[-1] - times[0] if len(times) > 1 else None

@@ -17,7 +17,7 @@ and what to do after each step and at the end (pictures, evaluations). run_job o
     DDP, torch.compile
     rank 0: config.yaml, events init / resume_skipped / resumed / start
     train(...)                                                  engine.loop, job.after_step on every rank
-    job.finish(...) -> scores; weights check; results.json when the job has scores
+    job.finish(...) -> scores; weights check; results.json (the mark of a finished run)
 """
 
 import warnings
@@ -303,8 +303,8 @@ def _run(job: Job, context: DistributedContext) -> RunResult:
         state = train(training, state, logger)
         scores = job.finish(training, state, logger)
         identical = _verify_identical_weights(context, training, logger)
-        if context.is_main and scores:
-            write_json(out_dir / RESULTS, {"step": state.step, **scores})
+        if context.is_main:  # written last: a run folder with results.json holds a finished run
+            write_json(out_dir / RESULTS, {"step": state.step, "metrics": {}, **scores})
     finally:
         logger.close()
     return RunResult(out_dir, state.step, identical, scores)

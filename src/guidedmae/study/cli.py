@@ -1,0 +1,161 @@
+"""`guidedmae study STUDY.yaml [key=value ...]`: run a study's plan and write its tables.
+
+    guidedmae study configs/study/seed_cpu_quick.yaml                  # on this machine, sequentially
+    guidedmae study configs/study/seed_cpu.yaml --dry-run              # the plan, and what is done
+    guidedmae study configs/study/seed_multimae_b.yaml --launcher slurm --partition gpu --gpus-per-node 8
+
+Running it again skips finished runs and resumes interrupted ones; a finished run whose config no
+longer matches the study is refused (naming the differences) unless --redo, which moves its folder
+aside (`<run>.replaced-<time>`) and runs it again.
+"""
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+from guidedmae.config import config_to_yaml
+from guidedmae.engine.logging import METRICS, run_seconds
+from guidedmae.files import atomic_write
+from guidedmae.study.launch import Outcome, launch
+from guidedmae.study.plan import Run, load_study, plan
+from guidedmae.study.tables import collect, format_markdown, write_tables
+
+__all__ = ["add_parser", "load_planned"]
+
+STUDY_FILE = "study.yaml"  # the resolved study, in its out_dir: what `guidedmae report STUDY_DIR` reads
+
+
+def load_planned(path: str | Path, overrides: list[str] = ()):
+    """The study of a file (or of a study folder holding study.yaml) and its planned runs."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / STUDY_FILE
+    study, folder = load_study(path, overrides)
+    return study, plan(study, folder)
+
+
+def _role(run: Run) -> str:
+    """Runs of one role take about as long: the same config with the same study settings."""
+    return f"{run.kind}:{run.config}:{run.evaluation}:{run.fraction}"
+
+
+def _estimates(runs: list[Run]) -> dict[str, float]:
+    """Seconds per role, from the runs of that role already finished."""
+    durations: dict[str, list[float]] = {}
+    for run in runs:
+        seconds = run_seconds(run.out_dir() / METRICS) if run.status() == "finished" else None
+        if seconds:
+            durations.setdefault(_role(run), []).append(seconds)
+    return {role: sum(values) / len(values) for role, values in durations.items()}
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def _print_plan(runs: list[Run]) -> None:
+    estimates = _estimates(runs)
+    total, unknown = 0.0, 0
+    print("| run | kind | status | after | estimate |\n|---|---|---|---|---|")
+    for run in runs:
+        status = run.status()
+        estimate = estimates.get(_role(run))
+        if status != "finished":
+            total += estimate or 0.0
+            unknown += estimate is None
+        shown = "-" if status == "finished" else _minutes(estimate) if estimate else "?"
+        print(f"| {run.name} | {run.kind} | {status} | {', '.join(run.depends_on) or '-'} | {shown} |")
+    todo = sum(run.status() != "finished" for run in runs)
+    print(f"\n{len(runs)} runs, {todo} to do; estimated {_minutes(total)} run after run"
+          + (f" (+ {unknown} runs with no finished run of their kind to estimate from)" if unknown else ""))  # fmt: skip
+
+
+def _move_aside(run: Run) -> Path:
+    target = run.out_dir().with_name(f"{run.out_dir().name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    run.out_dir().rename(target)
+    return target
+
+
+def _report(outcome: Outcome, done: list[int], total: int) -> None:
+    done[0] += 1
+    line = f"[{done[0]}/{total}] {outcome.run.name}: {outcome.state}"
+    if outcome.state == "finished":
+        line += f" in {_minutes(outcome.seconds)}"
+    elif outcome.state == "failed":
+        line += f": {outcome.error} (log: {outcome.log})"
+    elif outcome.state == "blocked":
+        line += f": {outcome.error}"
+    print(line, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    flags = {"launcher": args.launcher, "parallel": args.parallel, "partition": args.partition,
+             "gpus_per_node": args.gpus_per_node, "nodes": args.nodes, "timeout_min": args.time_min}  # fmt: skip
+    overrides = [
+        *args.overrides,
+        *(f"launch.{key}={value}" for key, value in flags.items() if value is not None),
+    ]
+    study, runs = load_planned(args.study, overrides)
+    for each in runs:
+        each.resolved()  # every run's config loads, or the study stops here naming it
+    changed = {each.name: each.config_changes() for each in runs if each.status() == "changed"}
+    if changed and not args.redo:
+        shown = "; ".join(f"{name} ({', '.join(lines[:3])})" for name, lines in changed.items())
+        raise ValueError(
+            f"finished runs whose config differs from the study: {shown}; pass --redo to run them again"
+        )
+    if args.dry_run:
+        _print_plan(runs)
+        return 0
+    for each in runs:
+        if each.name in changed:
+            print(f"{each.name}: config changed, previous run moved to {_move_aside(each)}")
+    out_dir = Path(study.out_dir)
+    atomic_write(out_dir / STUDY_FILE, lambda file: file.write(_study_yaml(study, Path(args.study)).encode()))
+    done = [sum(each.status() == "finished" for each in runs)]
+    outcomes = launch(study, runs, out_dir / "logs", lambda outcome: _report(outcome, done, len(runs)))
+    tables = collect(study, runs)
+    written = write_tables(tables, out_dir)
+    print("\n" + format_markdown(tables))
+    print("written: " + ", ".join(str(path) for path in written))
+    failed = [outcome for outcome in outcomes if outcome.state in ("failed", "blocked")]
+    if failed:
+        print(f"{len(failed)} runs did not finish: " + ", ".join(o.run.name for o in failed))
+    return 1 if failed else 0
+
+
+def _study_yaml(study, source: Path) -> str:
+    """The resolved study with its config paths made absolute, so that it stands alone in its folder."""
+    study = copy.deepcopy(study)
+    folder = source.resolve().parent if source.is_file() else source.resolve()
+    for spec in (study.base, *study.arms, *study.evaluations):
+        if spec.config:
+            spec.config = str((folder / spec.config).resolve())
+    if study.base.checkpoint:
+        study.base.checkpoint = str((folder / study.base.checkpoint).resolve())
+    return config_to_yaml(study)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `study`."""
+    parser = subparsers.add_parser(
+        "study",
+        help="run a study: base pretraining, arms x seeds, evaluations; tables with spreads and paired CIs",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument(
+        "study", help="study YAML, e.g. configs/study/seed_cpu_quick.yaml (or a study folder)"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="dotted key=value overrides of the study, e.g. seeds=[0,1]"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, what is done and estimates")
+    parser.add_argument("--redo", action="store_true", help="run again finished runs whose config changed")
+    parser.add_argument("--launcher", choices=("local", "slurm", "debug"), help="sets launch.launcher")
+    parser.add_argument("--parallel", type=int, help="runs at once (sets launch.parallel)")
+    parser.add_argument("--partition", help="Slurm partition (sets launch.partition)")
+    parser.add_argument("--gpus-per-node", type=int, help="Slurm GPUs (and processes) per run and node")
+    parser.add_argument("--nodes", type=int, help="Slurm nodes per run")
+    parser.add_argument("--time-min", type=int, help="time limit of each run in minutes (launch.timeout_min)")
+    parser.set_defaults(func=run)

@@ -1,0 +1,168 @@
+"""Running a study's plan through submitit's local or Slurm executor, or in this process (debug).
+
+The study command stays up while its runs go (start it in tmux/screen on a cluster's login node): a run
+is submitted when every run it depends on has finished, at most `launch.parallel` at a time (local: each
+with its share of the cores). A failed run is reported with its log and blocks only the runs that need
+its weights; the others go on. The command can be started again at any time: finished runs are skipped,
+interrupted ones resume.
+"""
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from guidedmae.study.plan import Run, StudyConfig
+
+__all__ = ["Outcome", "execute_run", "launch"]
+
+POLL_SECONDS = 2.0
+
+
+def execute_run(kind: str, config: str, overrides: list[str]) -> dict:
+    """What a submitted job runs: the pretraining or fine-tuning of one run; returns its scores.
+    Under Slurm with several GPUs per node, each task joins the run's process group from submitit's
+    environment (torchrun's variables)."""
+    if "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        import submitit.helpers
+
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    from guidedmae.config import FinetuneConfig, PretrainConfig, load_config
+    from guidedmae.engine.finetune import finetune
+    from guidedmae.engine.pretrain import pretrain
+
+    if kind == "pretrain":
+        result = pretrain(load_config(PretrainConfig, config, overrides))
+    else:
+        result = finetune(load_config(FinetuneConfig, config, overrides))
+    if not result.weights_identical:
+        raise RuntimeError(f"{result.out_dir}: the processes ended with different weights")
+    return result.scores
+
+
+@dataclass
+class Outcome:
+    run: Run
+    state: str  # finished (now), skipped (finished before), failed, blocked (a dependency failed)
+    seconds: float = 0.0
+    log: str = ""  # where the run's output went (failed runs)
+    error: str = ""
+
+
+class _InProcessJob:
+    """A run done in this process at submission (launcher=debug: tests, debugging with breakpoints)."""
+
+    class paths:  # noqa: N801 - the shape of submitit's job.paths
+        stderr = "(this process's output)"
+
+    def __init__(self, function: Callable, *args) -> None:
+        try:
+            self._result, self._error = function(*args), None
+        except Exception as error:  # reported by the study as the run's failure
+            self._result, self._error = None, error
+
+    def done(self) -> bool:
+        return True
+
+    def result(self):
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+class _InProcessExecutor:
+    def submit(self, function: Callable, *args) -> _InProcessJob:
+        return _InProcessJob(function, *args)
+
+
+def _executor(study: StudyConfig, logs: Path):
+    launch = study.launch
+    if launch.launcher == "debug":
+        return _InProcessExecutor()
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=logs, cluster=launch.launcher)
+    parameters = {"timeout_min": launch.timeout_min, "name": "guidedmae-study"}
+    if launch.launcher == "slurm":
+        tasks = max(1, launch.gpus_per_node)
+        parameters.update(nodes=launch.nodes, tasks_per_node=tasks, gpus_per_node=launch.gpus_per_node)
+        if launch.partition:
+            parameters["slurm_partition"] = launch.partition
+        if launch.cpus_per_task:
+            parameters["cpus_per_task"] = launch.cpus_per_task
+        if launch.account:
+            parameters["slurm_account"] = launch.account
+    executor.update_parameters(**parameters)
+    return executor
+
+
+def _threads(study: StudyConfig) -> list[str]:
+    """Local runs share this machine's cores; elsewhere each run sizes itself."""
+    if study.launch.launcher != "local":
+        return []
+    return [f"run.threads={max(1, (os.cpu_count() or 1) // study.launch.parallel)}"]
+
+
+def launch(
+    study: StudyConfig,
+    runs: list[Run],
+    logs: Path,
+    report: Callable[[Outcome], None] = lambda outcome: None,
+) -> list[Outcome]:
+    """Run every run not finished yet, each after its dependencies; returns every run's outcome."""
+    outcomes: dict[str, Outcome] = {}
+    pending = []
+    for run in runs:
+        if run.status() == "finished":
+            outcomes[run.name] = Outcome(run, "skipped")
+        else:
+            pending.append(run)
+    executor = _executor(study, logs) if pending else None
+    running: dict[str, tuple] = {}  # name -> (run, job, start time)
+    bar = tqdm(total=len(runs), initial=len(outcomes), unit="run", desc="study", file=sys.stderr)
+    try:
+        while pending or running:
+            for run in list(pending):
+                failed = [
+                    name
+                    for name in run.depends_on
+                    if outcomes.get(name) and outcomes[name].state in ("failed", "blocked")
+                ]
+                if failed:
+                    outcomes[run.name] = Outcome(run, "blocked", error=f"needs {', '.join(failed)}")
+                elif len(running) < study.launch.parallel and all(
+                    outcomes.get(name) and outcomes[name].state in ("finished", "skipped")
+                    for name in run.depends_on
+                ):
+                    overrides = [*run.overrides, *_threads(study)]
+                    job = executor.submit(execute_run, run.kind, run.config, overrides)
+                    running[run.name] = (run, job, time.monotonic())
+                else:
+                    continue
+                pending.remove(run)
+                if run.name in outcomes:
+                    report(outcomes[run.name])
+                    bar.update()
+            for name, (run, job, start) in list(running.items()):
+                if not job.done():
+                    continue
+                del running[name]
+                try:
+                    job.result()
+                    outcomes[name] = Outcome(run, "finished", time.monotonic() - start)
+                except Exception as error:  # the run's own error, as the job recorded it
+                    message = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+                    outcomes[name] = Outcome(
+                        run, "failed", time.monotonic() - start, str(job.paths.stderr), message
+                    )
+                report(outcomes[name])
+                bar.update()
+            if running:
+                time.sleep(POLL_SECONDS)
+    finally:
+        bar.close()
+    return [outcomes[run.name] for run in runs]
