@@ -117,6 +117,14 @@ def all_reduce_mean(context: DistributedContext, values: torch.Tensor) -> torch.
     return values
 
 
+def all_reduce_sum(context: DistributedContext, values: torch.Tensor) -> torch.Tensor:
+    """Sum of a tensor over all processes (a copy; the input is left alone): meters' totals."""
+    values = values.detach().clone()
+    if context.is_distributed:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
 def all_gather_objects(context: DistributedContext, value) -> list:
     """[value of rank 0, value of rank 1, ...] (picklable values)."""
     if not context.is_distributed:

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from guidedmae.data.modalities import MODALITIES
 from guidedmae.data.transforms import normalize_rgb, standardize_depth
-from guidedmae.engine.distributed import DistributedContext
+from guidedmae.engine.distributed import DistributedContext, all_reduce_sum
 from guidedmae.engine.precision import autocast
 from guidedmae.models.finetune import FineTuneModel
 from guidedmae.tasks import TaskConfig, new_meter, target_of, update_meter
@@ -198,7 +197,6 @@ def evaluate(
             else:
                 output = model(inputs)
         update_meter(meter, task, output, target_of(task, batch, task_config), task_config)
-    if context.is_distributed:
-        dist.all_reduce(meter.totals)
+    meter.totals = all_reduce_sum(context, meter.totals)
     model.train(was_training)
     return meter

@@ -22,7 +22,7 @@ from guidedmae.engine.distributed import (
     DistributedContext,
     all_gather_objects,
     all_gather_tensors,
-    all_reduce_mean,
+    all_reduce_sum,
     close_distributed,
     init_distributed,
     threads_per_process,
@@ -38,6 +38,8 @@ from guidedmae.models.finetune import FineTuneModel
 from guidedmae.models.pretrained import load_pretrained
 
 __all__ = ["knn_probe", "knn_votes"]
+
+VOTE_CHUNK = 1024  # queries voting at once: a [chunk, bank] similarity matrix
 
 
 @torch.no_grad()
@@ -86,6 +88,27 @@ def knn_votes(
     return votes.scatter_add_(1, bank_labels[nearest], weights)
 
 
+@torch.no_grad()
+def _knn_scores(model: FineTuneModel, config: FinetuneConfig, context: DistributedContext) -> dict:
+    """Top-1 / top-5 of the votes over the evaluation split; the bank from every process's share."""
+    # The bank holds the training images as the evaluation sees its own: no augmentation.
+    augment = replace(config.data.augment, train=False)
+    unaugmented = replace(config, data=replace(config.data, augment=augment))
+    bank_features, bank_labels = _pooled_features(model, training_set(unaugmented), config, context)
+    bank, bank_labels = _gathered(context, bank_features), _gathered(context, bank_labels)
+    queries, labels = _pooled_features(model, evaluation_set(config), config, context)
+    meter = ClassificationMeter(context.device)
+    head = config.head
+    for start in range(0, len(queries), VOTE_CHUNK):
+        chunk = slice(start, start + VOTE_CHUNK)
+        votes = knn_votes(
+            queries[chunk], bank, bank_labels, head.num_classes, head.knn_k, head.knn_temperature
+        )
+        meter.update(votes, labels[chunk])
+    meter.totals = all_reduce_sum(context, meter.totals)
+    return {"metrics": meter.compute(), "bank": len(bank)}
+
+
 def knn_probe(config: FinetuneConfig) -> RunResult:
     """Run the k-NN probe of `config` (head.kind=knn) in its own run folder; returns its scores."""
     context = init_distributed(config.run.device)
@@ -95,36 +118,26 @@ def knn_probe(config: FinetuneConfig) -> RunResult:
             torch.set_num_threads(threads_per_process(config.run.threads, context))
             model = build_model(config)
             report = load_pretrained(model.encoder, config.model.init) if config.model.init else None
-            model.to(context.device).eval()
-            # The bank holds the training images as the evaluation sees its own: no augmentation.
-            unaugmented = replace(
-                config, data=replace(config.data, augment=replace(config.data.augment, train=False))
-            )
-            bank, bank_labels = (
-                _gathered(context, part)
-                for part in _pooled_features(model, training_set(unaugmented), config, context)
-            )
-            queries, labels = _pooled_features(model, evaluation_set(config), config, context)
-            meter = ClassificationMeter(context.device)
-            for start in range(0, len(queries), 1024):
-                votes = knn_votes(queries[start : start + 1024], bank, bank_labels, config.head.num_classes,
-                                  config.head.knn_k, config.head.knn_temperature)  # fmt: skip
-                meter.update(votes, labels[start : start + 1024])
-            meter.totals = all_reduce_mean(context, meter.totals) * context.world_size
-            scores = {"metrics": meter.compute()}
-            logger = RunLogger(out_dir, 0, enabled=context.is_main)
-            try:
-                if context.is_main:
+            scores = _knn_scores(model.to(context.device).eval(), config, context)
+            bank = scores.pop("bank")
+            if context.is_main:
+                logger = RunLogger(out_dir, 0)
+                try:
                     save_config(config, out_dir / CONFIG_FILE)
                     if report is not None:
                         logger.event("init", report.describe(), **asdict(report))
                     shown = ", ".join(f"{name} {value:.4g}" for name, value in scores["metrics"].items())
-                    message = (f"k-NN (k={config.head.knn_k}, T={config.head.knn_temperature}) on {len(bank)} "
-                               f"training samples, {split_name(config)}: {shown}")  # fmt: skip
-                    logger.event("eval", message, step=0, **scores["metrics"])
+                    head = config.head
+                    logger.event(
+                        "eval",
+                        f"k-NN (k={head.knn_k}, T={head.knn_temperature}) on {bank} training samples, "
+                        f"{split_name(config)}: {shown}",
+                        step=0,
+                        **scores["metrics"],
+                    )
                     write_json(out_dir / RESULTS, {"task": "classification", "step": 0, **scores})
-            finally:
-                logger.close()
+                finally:
+                    logger.close()
     finally:
         close_distributed(context)
     return RunResult(out_dir, 0, True, {"task": "classification", **scores})

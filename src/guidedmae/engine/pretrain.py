@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, Subset, default_collate
 from guidedmae.config import PretrainConfig
 from guidedmae.data.datasets import FolderDataset, SyntheticScenes, derived_generator
 from guidedmae.data.modalities import DERIVED_TARGETS
-from guidedmae.engine.distributed import DistributedContext, all_reduce_mean
+from guidedmae.engine.distributed import DistributedContext, all_reduce_sum
 from guidedmae.engine.evaluate import shard_loader
 from guidedmae.engine.logging import RunLogger
 from guidedmae.engine.loop import LoopState, TrainingJob
@@ -57,9 +57,14 @@ def build_dataset(config: PretrainConfig, held_out: bool = False) -> Dataset:
                 "eval.split to a split of data.root, or eval.num_samples=0 to evaluate nothing"
             )
         dataset = FolderDataset(
-            data.root, config.eval.split, modalities, augment, on_error=data.on_error, seed=config.seed,
+            data.root,
+            config.eval.split,
+            modalities,
+            augment,
+            on_error=data.on_error,
+            seed=config.seed,
             semseg_classes=config.model.semseg_classes,
-        )  # fmt: skip
+        )
         return Subset(dataset, range(min(config.eval.num_samples, len(dataset))))
     if data.source == "synthetic":
         return SyntheticScenes(
@@ -213,7 +218,7 @@ def held_out_losses(
         count += size
         names = ["loss", *(f"loss_{name}" for name in losses if name != "total")]
     totals = torch.cat([sums, torch.tensor([count], dtype=torch.float64, device=sums.device)])
-    totals = all_reduce_mean(context, totals) * context.world_size
+    totals = all_reduce_sum(context, totals)
     step.train(was_training)
     return dict(zip(names, (totals[:-1] / totals[-1]).tolist()))
 

@@ -67,8 +67,10 @@ def _print_plan(runs: list[Run]) -> None:
         shown = "-" if status == "finished" else _minutes(estimate) if estimate else "?"
         print(f"| {run.name} | {run.kind} | {status} | {', '.join(run.depends_on) or '-'} | {shown} |")
     todo = sum(run.status() != "finished" for run in runs)
-    print(f"\n{len(runs)} runs, {todo} to do; estimated {_minutes(total)} run after run"
-          + (f" (+ {unknown} runs with no finished run of their kind to estimate from)" if unknown else ""))  # fmt: skip
+    print(
+        f"\n{len(runs)} runs, {todo} to do; estimated {_minutes(total)} run after run"
+        + (f" (+ {unknown} runs with no finished run of their kind to estimate from)" if unknown else "")
+    )
 
 
 def _move_aside(run: Run) -> Path:
@@ -90,8 +92,14 @@ def _report(outcome: Outcome, done: list[int], total: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    flags = {"launcher": args.launcher, "parallel": args.parallel, "partition": args.partition,
-             "gpus_per_node": args.gpus_per_node, "nodes": args.nodes, "timeout_min": args.time_min}  # fmt: skip
+    flags = {
+        "launcher": args.launcher,
+        "parallel": args.parallel,
+        "partition": args.partition,
+        "gpus_per_node": args.gpus_per_node,
+        "nodes": args.nodes,
+        "timeout_min": args.time_min,
+    }
     overrides = [
         *args.overrides,
         *(f"launch.{key}={value}" for key, value in flags.items() if value is not None),

@@ -176,9 +176,14 @@ def plan(study: StudyConfig, folder: Path) -> list[Run]:
     base_weights = study.base.checkpoint and _path(folder, study.base.checkpoint)
     if study.base.config:
         runs.append(
-            Run(BASE, "pretrain", _path(folder, study.base.config),
-                [*study.base.overrides, f"out_dir={out / BASE}", "resume=auto"], [])
-        )  # fmt: skip
+            Run(
+                BASE,
+                "pretrain",
+                _path(folder, study.base.config),
+                [*study.base.overrides, f"out_dir={out / BASE}", "resume=auto"],
+                [],
+            )
+        )
         base_weights = str(out / BASE / LAST)
     for arm in study.arms:
         for seed in study.seeds:
@@ -197,11 +202,24 @@ def plan(study: StudyConfig, folder: Path) -> list[Run]:
                     name = f"{arm_dir}/{spec.name}{suffix}"
                     init = [f"model.init={weights}"] if weights else []
                     overrides = [
-                        *init, *spec.overrides, f"data.fraction={fraction}", f"seed={seed}",
-                        f"out_dir={out / name}", "resume=auto",
-                    ]  # fmt: skip
+                        *init,
+                        *spec.overrides,
+                        f"data.fraction={fraction}",
+                        f"seed={seed}",
+                        f"out_dir={out / name}",
+                        "resume=auto",
+                    ]
                     runs.append(
-                        Run(name, "finetune", _path(folder, spec.config), overrides, depends, arm.name, seed,
-                            spec.name, fraction)
-                    )  # fmt: skip
+                        Run(
+                            name,
+                            "finetune",
+                            _path(folder, spec.config),
+                            overrides,
+                            depends,
+                            arm.name,
+                            seed,
+                            spec.name,
+                            fraction,
+                        )
+                    )
     return runs

@@ -127,8 +127,10 @@ def format_markdown(tables: StudyTables, per_seed: bool = False) -> str:
     """The seed's layout: one row per metric, one column per arm; then the paired differences."""
     arms = tables.arms
     header = "| metric | " + " | ".join(arms) + " |\n|---|" + "---|" * len(arms)
-    rows = [f"| {metric} | " + " | ".join(_cell(by_arm.get(arm, {})) for arm in arms) + " |"
-            for metric, by_arm in tables.values.items()]  # fmt: skip
+    rows = [
+        f"| {metric} | " + " | ".join(_cell(by_arm.get(arm, {})) for arm in arms) + " |"
+        for metric, by_arm in tables.values.items()
+    ]
     parts = [f"mean ± std (seeds) over seeds {tables.seeds}\n", header, *rows]
     others = [arm for arm in arms if arm != tables.baseline]
     if others:
@@ -142,8 +144,11 @@ def format_markdown(tables: StudyTables, per_seed: bool = False) -> str:
             cells = [_difference_cell(paired_difference(by_arm.get(arm, {}), base)) for arm in others]
             parts.append(f"| {metric} | " + " | ".join(cells) + " |")
     if per_seed:
-        parts += ["\nper seed\n", "| metric | arm | " + " | ".join(f"seed {s}" for s in tables.seeds) + " |",
-                  "|---|---|" + "---|" * len(tables.seeds)]  # fmt: skip
+        parts += [
+            "\nper seed\n",
+            "| metric | arm | " + " | ".join(f"seed {s}" for s in tables.seeds) + " |",
+            "|---|---|" + "---|" * len(tables.seeds),
+        ]
         for metric, by_arm in tables.values.items():
             for arm, values in by_arm.items():
                 cells = [f"{values[s]:.4g}" if s in values else "-" for s in tables.seeds]
@@ -159,18 +164,29 @@ def _as_json(tables: StudyTables) -> dict:
         metrics[metric] = {}
         for arm, values in by_arm.items():
             mean, std = _mean_std(list(values.values()))
-            metrics[metric][arm] = {"values": {str(s): v for s, v in values.items()}, "mean": mean,
-                                    "std": None if math.isnan(std) else std, "n": len(values)}  # fmt: skip
+            metrics[metric][arm] = {
+                "values": {str(s): v for s, v in values.items()},
+                "mean": mean,
+                "std": None if math.isnan(std) else std,
+                "n": len(values),
+            }
     differences = {
         metric: {
             arm: paired_difference(by_arm.get(arm, {}), by_arm.get(tables.baseline, {}))
             for arm in tables.arms
             if arm != tables.baseline
-        }  # fmt: skip
+        }
         for metric, by_arm in tables.values.items()
     }
-    return {"arms": tables.arms, "seeds": tables.seeds, "baseline": tables.baseline, "confidence": CONFIDENCE,
-            "metrics": metrics, "differences": differences, "missing": tables.missing}  # fmt: skip
+    return {
+        "arms": tables.arms,
+        "seeds": tables.seeds,
+        "baseline": tables.baseline,
+        "confidence": CONFIDENCE,
+        "metrics": metrics,
+        "differences": differences,
+        "missing": tables.missing,
+    }
 
 
 def _save_figure(figure, path: Path) -> Path:
@@ -218,8 +234,14 @@ def _curves_figure(tables: StudyTables, path: Path) -> Path | None:
     for index, (arm, seeds) in enumerate(tables.curves.items()):
         for seed, losses in seeds.items():
             steps = sorted(losses)
-            ax.plot(steps, [losses[s] for s in steps], color=f"C{index}", alpha=0.7, lw=1,
-                    label=arm if seed == min(seeds) else None)  # fmt: skip
+            ax.plot(
+                steps,
+                [losses[s] for s in steps],
+                color=f"C{index}",
+                alpha=0.7,
+                lw=1,
+                label=arm if seed == min(seeds) else None,
+            )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss")
     ax.set_title("pretraining loss of every arm (one line per seed)")
@@ -234,6 +256,12 @@ def write_tables(tables: StudyTables, study_dir: Path) -> list[Path]:
         atomic_write(study_dir / TABLES_MD, lambda file: file.write(format_markdown(tables).encode())),
         write_json(study_dir / TABLES_JSON, _as_json(tables)),
     ]
-    written += [path for path in (_low_data_figure(tables, study_dir / LOW_DATA_PNG),
-                                  _curves_figure(tables, study_dir / CURVES_PNG)) if path]  # fmt: skip
+    written += [
+        path
+        for path in (
+            _low_data_figure(tables, study_dir / LOW_DATA_PNG),
+            _curves_figure(tables, study_dir / CURVES_PNG),
+        )
+        if path
+    ]
     return written
