@@ -8,6 +8,7 @@ interrupted ones resume.
 """
 
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -107,6 +108,16 @@ def _threads(study: StudyConfig) -> list[str]:
     return [f"run.threads={max(1, (os.cpu_count() or 1) // study.launch.parallel)}"]
 
 
+def _reason(error: Exception) -> str:
+    """The line that says why a run failed. submitit wraps a job's error in its traceback text; its
+    last `SomeError: message` line is the run's own (ours are one line, see guidedmae.cli)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    raised = [
+        line for line in lines if re.match(r"^[\w.]*(Error|Exception|Busy|Gone|Checkpoint)\b.*: ", line)
+    ]
+    return (raised or lines or [type(error).__name__])[-1]
+
+
 def launch(
     study: StudyConfig,
     runs: list[Run],
@@ -155,9 +166,8 @@ def launch(
                     job.result()
                     outcomes[name] = Outcome(run, "finished", time.monotonic() - start)
                 except Exception as error:  # the run's own error, as the job recorded it
-                    message = (str(error).strip().splitlines() or [type(error).__name__])[-1]
                     outcomes[name] = Outcome(
-                        run, "failed", time.monotonic() - start, str(job.paths.stderr), message
+                        run, "failed", time.monotonic() - start, str(job.paths.stderr), _reason(error)
                     )
                 report(outcomes[name])
                 bar.update()
