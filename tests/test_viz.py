@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from guidedmae.losses import normalize_patches
 from guidedmae.masking import MaskChoice, from_masks
 from guidedmae.viz import MASKED_GREY, reconstruction_figure, sample_panels, save_png
 
@@ -55,3 +56,13 @@ def test_save_png_replaces_atomically_and_leaves_no_temp_files(tmp_path):
         save_png(Broken(), path)
     assert Image.open(path).size == (6, 6)  # the old picture survives a failed write
     assert sorted(p.name for p in path.parent.iterdir()) == ["step.png"]
+
+
+def test_patch_normalized_predictions_are_shown_with_the_inputs_patch_statistics():
+    torch.manual_seed(0)
+    rgb = torch.randn(3, 16, 16)
+    perfect = normalize_patches(rgb[None], 8)[0]  # what a perfect norm_rgb decoder predicts
+    shown, _, _, predicted, _ = sample_panels("norm_rgb", rgb, perfect, None, None, 8)
+    plain, *_ = sample_panels("rgb", rgb, rgb, None, None, 8)
+    np.testing.assert_allclose(shown, plain)  # the input column is the rgb input itself
+    np.testing.assert_allclose(predicted, plain, atol=1e-3)  # un-normalized: the input again

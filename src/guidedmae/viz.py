@@ -89,8 +89,10 @@ def sample_panels(
     score: torch.Tensor | None,
     patch: int,
 ) -> list[np.ndarray | None]:
-    """The five pictures of one output of one sample (None where a column does not apply)."""
-    shown = _picture(name, target, target, patch)
+    """The five pictures of one output of one sample (None where a column does not apply). A derived
+    output (norm_rgb) shows its source as the input, and its prediction with each patch's mean and std
+    taken from that input (MAE's way: patch-normalized pixels alone look grey)."""
+    shown = _picture(DERIVED_TARGETS.get(name, name), target, target, patch)
     predicted = _picture(name, pred, target, patch)
     size = shown.shape[:2]
     masked = hidden = None
@@ -145,7 +147,8 @@ def reconstruction_figure(
                 scores[source][sample] if source in scores else None,
                 patch,
             )
-            draw.text((4, top + row_height // 2 - 6), f"#{sample} {name}", fill="black")
+            label = f"#{sample} {name}" + ("\n(mean, std\nof the input)" if name in DERIVED_TARGETS else "")
+            draw.text((4, top + row_height // 2 - 6), label, fill="black")
             for column, panel in enumerate(panels):
                 if panel is not None:
                     canvas.paste(_resize(panel), (LABEL + column * (PANEL + GAP), top))
