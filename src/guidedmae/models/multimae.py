@@ -16,6 +16,7 @@ official code: modalities concatenated in `config.inputs` order, the global toke
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -309,6 +310,20 @@ class MultiMAE(nn.Module):
         """Per-token attention scores from the last encoder block, over all tokens, without gradients
         (see `scan`). Returns {modality: [B, N_m] float32}."""
         return self.scan(tokens, score, head_weights).scores
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> "MultiMAE":
+        """The MultiMAE of a save_pretrained folder (config.json + model.safetensors, see
+        guidedmae.models.export), loaded strictly."""
+        from guidedmae.models.export import load_pretrained_folder  # export builds on this module
+
+        return load_pretrained_folder(folder)
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write config.json and model.safetensors into `folder` (atomically, file by file)."""
+        from guidedmae.models.export import save_pretrained  # export builds on this module
+
+        return save_pretrained(self, folder)
 
     def no_weight_decay(self) -> set[str]:
         """Names of parameters exempt from weight decay: tokens, embeddings, norms and biases."""

@@ -7,6 +7,9 @@ Continued pretraining (every decoder wanted) and fine-tuning (an encoder without
 subset of the inputs, maybe another image size) take the same path:
 - our checkpoints store the model config: its encoder-shaping fields must equal the model's (named);
 - every input of the model needs its adapter in the file; adapters of other modalities are dropped;
+- a timm or MAE ViT state dict (cls_token, pos_embed, blocks.<i>) is mapped to MultiMAE names (see
+  guidedmae.models.export): its encoder and rgb patch projection load, the other input adapters and the
+  decoders start from their initialization;
 - position tables are resized to the model's token grid, as the official fine-tuning scripts do;
 - the global tokens and the encoder blocks load strictly (one error lists every mismatching key);
 - decoders: those in both load, the model's others keep their random initialization, the file's
@@ -28,6 +31,7 @@ from guidedmae.models.checkpoints import (
     read_checkpoint,
     state_dict_of,
 )
+from guidedmae.models.export import is_timm_vit, timm_to_encoder
 from guidedmae.models.multimae import MultiMAE, MultiMAEConfig
 
 __all__ = ["SHAPING_FIELDS", "InitReport", "load_pretrained", "resized_position_table"]
@@ -44,6 +48,7 @@ class InitReport:
     source: str
     inputs: list[str]  # input adapters loaded
     unused_inputs: list[str]  # input adapters in the file, not in the model: dropped
+    fresh_inputs: list[str]  # input adapters the file lacks (a timm / MAE ViT: rgb only): random init
     loaded_decoders: list[str]
     fresh_decoders: list[str]  # in the model, not in the file: random initialization
     ignored_decoders: list[str]  # in the file, not in the model: dropped
@@ -53,6 +58,7 @@ class InitReport:
             f"initialized from {self.source}: input adapters {', '.join(self.inputs)}, global token(s), encoder"
         ]
         notes = (
+            ("input adapters not in the file, starting from random init", self.fresh_inputs),
             ("input adapters not in the model, dropped", self.unused_inputs),
             ("decoders loaded", self.loaded_decoders),
             ("decoders not in the file, starting from random init", self.fresh_decoders),
@@ -92,13 +98,16 @@ def load_pretrained(model: MultiMAE, path: str | Path) -> InitReport:
     saved_config = checkpoint.get("config")
     if isinstance(saved_config, Mapping) and isinstance(saved_config.get("model"), Mapping):
         _check_architecture(saved_config["model"], model.config, source)
+    from_vit = is_timm_vit(weights)  # MAE's or timm's ViT: the rgb encoder of the MAE-B baseline rows
+    if from_vit:
+        weights = timm_to_encoder(weights)
     file_inputs, file_decoders = (
         module_names(weights, "input_adapters"),
         module_names(weights, "output_adapters"),
     )
     inputs, decoders = list(model.config.inputs), list(model.config.outputs)
     missing_inputs = [name for name in inputs if name not in file_inputs]
-    if missing_inputs:
+    if missing_inputs and not (from_vit and "rgb" in inputs):
         raise CheckpointError(
             f"{source} has no input adapter for {missing_inputs} (it has {file_inputs}); "
             "choose model.inputs among those, or start that modality from scratch with model.init=null"
@@ -117,13 +126,19 @@ def load_pretrained(model: MultiMAE, path: str | Path) -> InitReport:
             value = resized_position_table(value, tuple(adapter.pos_emb.shape[-2:]), adapter.resize_mode)
         kept[key] = value
     fresh = [name for name in decoders if name not in file_decoders]
+    # What the file lacks keeps its initialization: decoders, and for a ViT the other input adapters and
+    # the rgb position table (MultiMAE's is fixed sin-cos; a ViT's may be learnt for another layout).
     fresh_prefixes = tuple(f"output_adapters.{name}." for name in fresh)
-    kept.update({key: value for key, value in own.items() if key.startswith(fresh_prefixes)})
+    fresh_prefixes += tuple(f"input_adapters.{name}." for name in missing_inputs)
+    own_keys = [key for key in own if key.startswith(fresh_prefixes)]
+    own_keys += ["input_adapters.rgb.pos_emb"] if from_vit else []
+    kept.update({key: own[key] for key in own_keys})
     load_weights(model, kept, source)
     return InitReport(
         source=source,
         inputs=inputs,
         unused_inputs=[name for name in file_inputs if name not in inputs],
+        fresh_inputs=missing_inputs,
         loaded_decoders=[name for name in decoders if name in file_decoders],
         fresh_decoders=fresh,
         ignored_decoders=[name for name in file_decoders if name not in decoders],
