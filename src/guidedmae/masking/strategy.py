@@ -53,6 +53,7 @@ __all__ = [
     "Proposal",
     "check_selection",
     "curriculum_share",
+    "describe_selection",
     "register",
 ]
 
@@ -208,6 +209,12 @@ def check_selection(name: str, options, masking) -> None:
             f"masking.{name}.noise={options.noise} with masking.sampling=gumbel: choose one kind of "
             "randomness (noise for the seed's Gaussian scores, gumbel for sampling without replacement)"
         )
+
+
+def describe_selection(name: str, options) -> str:
+    """A score-based strategy's short name: predicted-loss-high, loss-memory-low-noise0.5."""
+    noise = f"-noise{options.noise:g}" if options.noise else ""
+    return f"{name.replace('_', '-')}-{options.select}{noise}"
 
 
 def curriculum_share(curriculum, fraction: float) -> float:

@@ -131,24 +131,31 @@ def load_pretrained_folder(folder: str | Path) -> MultiMAE:
         saved = json.loads(config_path.read_text())
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{config_path}: not valid JSON ({error})") from error
-    known = {f.name for f in fields(MultiMAEConfig)}
-    unknown = sorted(set(saved) - known - {"model_type"})
+    unknown = sorted(set(saved) - {f.name for f in fields(MultiMAEConfig)} - {"model_type"})
     if unknown:
         raise CheckpointError(f"{config_path}: unknown keys {unknown}; expected MultiMAEConfig fields")
-    values = {
-        key: tuple(value) if isinstance(value, list) else value
-        for key, value in saved.items()
-        if key in known
-    }
-    try:
-        config = MultiMAEConfig(**values)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{config_path}: {error}") from error
+    config = _architecture_from(saved, str(config_path))
     try:
         weights = load_file(str(weights_path))
     except Exception as error:  # safetensors reports a damaged file in several ways
         raise CheckpointError(f"{weights_path}: not a readable safetensors file ({error})") from error
     return build_to_fit(lambda: MultiMAE(config), weights, str(weights_path))
+
+
+def _architecture_from(values: Mapping, source: str) -> MultiMAEConfig:
+    """A MultiMAEConfig from stored values (JSON / YAML lists as tuples; other keys, e.g. init, left out)."""
+    names = {f.name for f in fields(MultiMAEConfig)}
+    kept = {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in values.items()
+        if key in names
+    }
+    try:
+        return MultiMAEConfig(**kept)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{source}: the stored model config does not describe a MultiMAE ({error})"
+        ) from error
 
 
 def _multimae_of(path: str) -> MultiMAE:
@@ -159,19 +166,7 @@ def _multimae_of(path: str) -> MultiMAE:
     if not isinstance(saved, dict):  # an official MultiMAE file: its tensors and arguments say what it is
         config = official_architecture(checkpoint, path)
     else:
-        model = saved.get("model", {})
-        names = {f.name for f in fields(MultiMAEConfig)}
-        values = {
-            key: tuple(value) if isinstance(value, list) else value
-            for key, value in model.items()
-            if key in names
-        }
-        try:
-            config = MultiMAEConfig(**values)
-        except (TypeError, ValueError) as error:
-            raise CheckpointError(
-                f"{path}: its stored model config does not describe a MultiMAE ({error})"
-            ) from error
+        config = _architecture_from(saved.get("model", {}), path)
         if "head" in saved:  # a fine-tuning checkpoint: the encoder, without the head
             weights = {
                 key.removeprefix("encoder."): value

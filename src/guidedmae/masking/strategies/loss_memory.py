@@ -27,6 +27,7 @@ from guidedmae.masking.strategy import (
     MaskingStrategy,
     Proposal,
     check_selection,
+    describe_selection,
     register,
 )
 
@@ -99,8 +100,7 @@ class LossMemoryMasking(MaskingStrategy):
         return {"loss-memory": {}}
 
     def describe(self) -> str:
-        noise = f"-noise{self.options.noise:g}" if self.options.noise else ""
-        return f"loss-memory-{self.options.select}{noise}"
+        return describe_selection(self.name, self.options)
 
     def _cells(self, context: MaskingContext) -> torch.Tensor:
         if context.views is None:

@@ -22,6 +22,7 @@ from guidedmae.masking.strategy import (
     MaskingStrategy,
     Proposal,
     check_selection,
+    describe_selection,
     register,
 )
 
@@ -71,8 +72,7 @@ class PredictedLossMasking(MaskingStrategy):
         return {"predicted-loss": {}}
 
     def describe(self) -> str:
-        noise = f"-noise{self.options.noise:g}" if self.options.noise else ""
-        return f"predicted-loss-{self.options.select}{noise}"
+        return describe_selection(self.name, self.options)
 
     def propose(self, context: MaskingContext) -> Proposal:
         features = context.model.scan(context.tokens).features  # [B, N, D], no grad
