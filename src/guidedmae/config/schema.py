@@ -17,6 +17,7 @@ from guidedmae.engine.evaluate import EvalConfig
 from guidedmae.engine.optim import OptimConfig, validate_optim
 from guidedmae.engine.precision import PRECISIONS
 from guidedmae.engine.schedule import ScheduleConfig, validate_schedule
+from guidedmae.engine.trackers import MlflowConfig, WandbConfig
 from guidedmae.losses import LossConfig
 from guidedmae.masking.config import MaskingConfig, validate_masking
 from guidedmae.models.finetune import HeadConfig
@@ -119,6 +120,8 @@ class LogConfig:
     every: int = 20  # optimizer steps between metrics lines
     picture_every: int = 1000  # optimizer steps between reconstruction PNGs (and one at the end)
     picture_samples: int = 4  # samples in the fixed picture batch
+    wandb: WandbConfig = field(default_factory=WandbConfig)  # Weights & Biases (an extra), off by default
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)  # MLflow (an extra), off by default
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.picture_every < 0 or self.picture_samples < 1:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from guidedmae.config import FinetuneConfig, save_config
+from guidedmae.config import FinetuneConfig, config_to_dict, save_config
 from guidedmae.engine.distributed import (
     DistributedContext,
     all_gather_objects,
@@ -32,6 +32,7 @@ from guidedmae.engine.finetune import build_model, evaluation_set, split_name, t
 from guidedmae.engine.logging import RunLogger
 from guidedmae.engine.precision import autocast
 from guidedmae.engine.run import CONFIG_FILE, RESULTS, RunResult, own_run_folder
+from guidedmae.engine.trackers import build_trackers
 from guidedmae.files import write_json
 from guidedmae.metrics import ClassificationMeter
 from guidedmae.models.finetune import FineTuneModel
@@ -121,7 +122,9 @@ def knn_probe(config: FinetuneConfig) -> RunResult:
             scores = _knn_scores(model.to(context.device).eval(), config, context)
             bank = scores.pop("bank")
             if context.is_main:
-                logger = RunLogger(out_dir, 0)
+                logger = RunLogger(
+                    out_dir, 0, trackers=build_trackers(config.log, out_dir, config_to_dict(config))
+                )
                 try:
                     save_config(config, out_dir / CONFIG_FILE)
                     if report is not None:
@@ -135,7 +138,8 @@ def knn_probe(config: FinetuneConfig) -> RunResult:
                         step=0,
                         **scores["metrics"],
                     )
-                    write_json(out_dir / RESULTS, {"task": "classification", "step": 0, **scores})
+                    results = {"task": "classification", "step": 0, **scores}
+                    logger.results(results, write_json(out_dir / RESULTS, results))
                 finally:
                     logger.close()
     finally:

@@ -52,8 +52,12 @@ def _json_value(value):
 class RunLogger:
     """Progress bar (steps, loss, lr, samples/s, ETA), TensorBoard scalars and metrics.jsonl of a run."""
 
-    def __init__(self, out_dir: Path, total_steps: int, initial_step: int = 0, enabled: bool = True):
+    def __init__(
+        self, out_dir: Path, total_steps: int, initial_step: int = 0, enabled: bool = True, trackers=()
+    ):
+        """trackers: guidedmae.engine.trackers, told what the run logs (W&B, MLflow)."""
         self.enabled = enabled
+        self.trackers = list(trackers)
         if not enabled:
             return
         out_dir = Path(out_dir)
@@ -76,6 +80,8 @@ class RunLogger:
         self._write({"step": step, **values})
         for name, value in values.items():
             self.tensorboard.add_scalar(name, value, step)
+        for tracker in self.trackers:
+            tracker.scalars(step, values)
         shown = {key: values[key] for key in ("loss", "lr", "samples_per_s") if key in values}
         self.bar.set_postfix({key: f"{value:.4g}" for key, value in shown.items()}, refresh=False)
 
@@ -87,11 +93,23 @@ class RunLogger:
         self.bar.write(message)
         self._write({"event": kind, "message": message, "time": round(time.time(), 3), **fields})
 
+    def picture(self, path: Path, step: int) -> None:
+        """A picture the run wrote (reconstructions), for the trackers."""
+        for tracker in self.trackers:
+            tracker.picture(path, step)
+
+    def results(self, results: dict, path: Path) -> None:
+        """The run's final results (written to `path`), for the trackers."""
+        for tracker in self.trackers:
+            tracker.results(results, path)
+
     def advance(self, steps: int = 1) -> None:
         if self.enabled:
             self.bar.update(steps)
 
     def close(self) -> None:
+        for tracker in self.trackers:
+            tracker.close()
         if not self.enabled:
             return
         self.bar.close()

@@ -154,10 +154,10 @@ class PretrainJob(Job):
         strategy = self.step.strategy.describe()
         return f"{strategy} masking, {self.config.masking.num_visible} visible tokens"
 
-    def _picture(self, training: TrainingJob, step: int) -> None:
+    def _picture(self, training: TrainingJob, step: int, logger: RunLogger) -> None:
         path = _picture_path(training.out_dir, step)
         if training.context.is_main and not path.is_file():
-            save_reconstruction(self.step, self.pictures, self.config, path)
+            logger.picture(save_reconstruction(self.step, self.pictures, self.config, path), step)
 
     def _evaluate(self, training: TrainingJob, state: LoopState, logger: RunLogger) -> dict[str, float]:
         """The held-out losses under the fixed random masks and the run's own strategy (every rank)."""
@@ -179,14 +179,14 @@ class PretrainJob(Job):
     def after_step(self, training: TrainingJob, state: LoopState, logger: RunLogger) -> None:
         every = self.config.log.picture_every
         if every and state.step % every == 0:
-            self._picture(training, state.step)
+            self._picture(training, state.step, logger)
         every = self.config.eval.every
         last = state.step == training.schedule.run_steps
         if self.held_out is not None and every and state.step % every == 0 and not last:
             self._evaluate(training, state, logger)
 
     def finish(self, training: TrainingJob, state: LoopState, logger: RunLogger) -> dict:
-        self._picture(training, state.step)
+        self._picture(training, state.step, logger)
         if self.held_out is None:
             return {}
         return {"task": "pretraining", "metrics": self._evaluate(training, state, logger)}

@@ -51,6 +51,7 @@ from guidedmae.engine.optim import build_optimizer, peak_lr
 from guidedmae.engine.precision import grad_scaler
 from guidedmae.engine.run_folder import RunFolderBusy, lock_run_folder, remove_stale_temps
 from guidedmae.engine.schedule import LRSchedule
+from guidedmae.engine.trackers import build_trackers
 from guidedmae.files import write_json
 from guidedmae.models.checkpoints import UnreadableCheckpoint
 from guidedmae.models.pretrained import InitReport
@@ -288,7 +289,8 @@ def _run(job: Job, context: DistributedContext) -> RunResult:
     if config.run.compile:  # a compiled wrapper: pictures and evaluations keep the eager modules
         training.step = torch.compile(training.step)
 
-    logger = RunLogger(out_dir, schedule.run_steps, state.step, enabled=context.is_main)
+    trackers = build_trackers(config.log, out_dir, training.config) if context.is_main else []
+    logger = RunLogger(out_dir, schedule.run_steps, state.step, enabled=context.is_main, trackers=trackers)
     training.after_step = lambda state: job.after_step(training, state, logger)
     try:
         if context.is_main:
@@ -304,7 +306,8 @@ def _run(job: Job, context: DistributedContext) -> RunResult:
         scores = job.finish(training, state, logger)
         identical = _verify_identical_weights(context, training, logger)
         if context.is_main:  # written last: a run folder with results.json holds a finished run
-            write_json(out_dir / RESULTS, {"step": state.step, "metrics": {}, **scores})
+            results = {"step": state.step, "metrics": {}, **scores}
+            logger.results(results, write_json(out_dir / RESULTS, results))
     finally:
         logger.close()
     return RunResult(out_dir, state.step, identical, scores)
