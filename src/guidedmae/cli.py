@@ -11,6 +11,7 @@ import sys
 
 from guidedmae import bench, report, visualize
 from guidedmae.data import cli as data_commands
+from guidedmae.data import pseudolabel
 from guidedmae.engine import commands as training_commands
 from guidedmae.engine.distributed import LauncherGone
 from guidedmae.engine.loop import NonFiniteLossError
@@ -20,7 +21,16 @@ from guidedmae.study import cli as study_commands
 __all__ = ["main"]
 
 # Each sub-command module exposes add_parser(subparsers), which registers its parsers and sets `func`.
-SUBCOMMANDS = (training_commands, study_commands, data_commands, report, bench, visualize, export)
+SUBCOMMANDS = (
+    training_commands,
+    study_commands,
+    data_commands,
+    pseudolabel,
+    report,
+    bench,
+    visualize,
+    export,
+)
 # What a user's input or a failing run raises; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, OSError, NonFiniteLossError, LauncherGone)
 
