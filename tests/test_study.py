@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from guidedmae.cli import main
 from guidedmae.engine.logging import read_metrics
@@ -99,6 +100,14 @@ def test_the_plan_and_a_refused_change(tmp_path, capsys):
     assert "9 runs, 9 to do" in printed
     assert main(["study", str(study), "seeds=[0]", "evaluations=[]"]) == 0
     capsys.readouterr()
+    assert main(["study", str(study), "seeds=[0]", "--dry-run"]) == 0
+    assert "| random/seed-0 | pretrain | finished | base | - |" in capsys.readouterr().out
+    # Written by an older version (a section added since is absent) with other threads: still finished.
+    written = tmp_path / "out" / "random" / "seed-0" / "config.yaml"
+    saved = yaml.safe_load(written.read_text())
+    del saved["log"]["wandb"]
+    saved["run"]["threads"] = 7
+    written.write_text(yaml.safe_dump(saved))
     assert main(["study", str(study), "seeds=[0]", "--dry-run"]) == 0
     assert "| random/seed-0 | pretrain | finished | base | - |" in capsys.readouterr().out
     # A finished run whose planned config changed is refused, naming the change, unless --redo.

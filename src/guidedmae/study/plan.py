@@ -13,9 +13,6 @@ resume=auto); a finished run whose config differs from the plan is refused unles
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
 from guidedmae.config import (
     ConfigError,
     FinetuneConfig,
@@ -28,6 +25,9 @@ from guidedmae.engine.checkpoint import LAST
 from guidedmae.engine.run import RESULTS
 
 __all__ = ["LAUNCHERS", "Run", "StudyConfig", "load_study", "plan"]
+
+# How a run is executed, not what it computes: a finished run that differs only in these is not redone.
+EXECUTION_KEYS = ("resume:", "run.threads:")
 
 LAUNCHERS = ("local", "slurm", "debug")
 BASE = "base"
@@ -155,14 +155,18 @@ class Run:
         return "interrupted" if list(out.glob("checkpoint-*.pt")) else "new"
 
     def config_changes(self) -> list[str]:
-        """What differs between the config the run folder was written with and the planned one."""
+        """What differs between the config the run folder was written with and the planned one.
+
+        The written config is read through today's schema, so keys added since (at their defaults) are
+        no change; how a run was executed (threads, resume) is none either.
+        """
         written = self.out_dir() / "config.yaml"
         try:
-            saved = OmegaConf.to_container(OmegaConf.load(written))
-        except (OSError, OmegaConfBaseException) as error:
-            raise ConfigError(f"{written}: cannot read the run's config ({error})") from error
+            saved = config_to_dict(load_config(self.schema, written))
+        except ConfigError as error:
+            return [f"{written} no longer loads: {error}"]
         planned = config_to_dict(self.resolved())
-        return [line for line in config_differences(saved, planned) if not line.startswith("resume:")]
+        return [line for line in config_differences(saved, planned) if not line.startswith(EXECUTION_KEYS)]
 
 
 def _path(base: Path, name: str) -> str:
