@@ -120,13 +120,17 @@ def _center_square_box(height: int, width: int) -> CropBox:
     return CropBox((height - side) // 2, (width - side) // 2, side, side)
 
 
-def _resize_box(image: Tensor, box: CropBox, size: int, class_map: bool) -> Tensor:
-    """Crop `box` out of image [C, H, W] (float) and resize it to [C, size, size].
+def _crop_and_resize(array: np.ndarray, box: CropBox, size: int, class_map: bool) -> Tensor:
+    """Crop `box` out of array [H, W] or [H, W, C] and resize it to a float tensor [C, size, size].
 
-    Bilinear with antialiasing for continuous values; nearest for class ids, which must never be
-    blended ("nearest-exact" samples pixel centres, unlike the legacy "nearest").
+    The crop comes first, in the array's own type: converting the whole image to float first was most
+    of the cost of an rgb sample. Bilinear with antialiasing for continuous values; nearest for class
+    ids, which must never be blended ("nearest-exact" samples pixel centres, unlike the legacy
+    "nearest").
     """
-    region = image[:, box.top : box.top + box.height, box.left : box.left + box.width]
+    region = array[box.top : box.top + box.height, box.left : box.left + box.width]
+    region = torch.from_numpy(np.ascontiguousarray(region, dtype=np.float32))
+    region = region[None] if region.ndim == 2 else region.permute(2, 0, 1)
     if class_map:
         return F.interpolate(region[None], size=(size, size), mode="nearest-exact")[0]
     return F.interpolate(
@@ -160,6 +164,14 @@ def normalize_rgb(rgb: Tensor) -> Tensor:
     return (rgb - mean) / std
 
 
+def _sorted_values(values: Tensor) -> Tensor:
+    """values sorted along the last dimension; on the CPU with numpy, whose vectorized sort is ~20x
+    faster than torch's there (0.3 vs 6 ms for a 224x224 map): it was the data pipeline's costliest step."""
+    if values.device.type != "cpu" or values.requires_grad:
+        return values.sort(dim=-1).values
+    return torch.from_numpy(np.sort(values.numpy(), axis=-1))
+
+
 def standardize_depth(depth: Tensor, trim: float = 0.1, eps: float = 1e-6) -> Tensor:
     """MultiMAE's truncated standardization of each depth map in depth [..., H, W].
 
@@ -171,7 +183,7 @@ def standardize_depth(depth: Tensor, trim: float = 0.1, eps: float = 1e-6) -> Te
     low, high = int(trim * num), int((1 - trim) * num)
     if high - low < 2:
         raise ValueError(f"a depth map of {num} pixels is too small to standardize (need at least 3)")
-    kept = flat.sort(dim=-1).values[..., low:high]
+    kept = _sorted_values(flat)[..., low:high]
     mean = kept.mean(-1)[..., None, None]
     var = kept.var(-1)[..., None, None]
     return (depth - mean) / torch.sqrt(var + eps)
@@ -197,21 +209,17 @@ def augment_sample(sample: dict, config: AugmentConfig, generator: torch.Generat
 
     out: dict[str, Tensor] = {}
     if "rgb" in images:
-        rgb = torch.from_numpy(np.array(images["rgb"], dtype=np.uint8)).permute(2, 0, 1).float() / 255
-        rgb = _resize_box(rgb, box, config.size, class_map=False).clamp(0, 1)  # [3, S, S]
+        rgb = (_crop_and_resize(images["rgb"], box, config.size, class_map=False) / 255).clamp(0, 1)
         if config.train and config.color_jitter > 0:
             rgb = color_jitter(rgb, config.color_jitter, generator)
-        out["rgb"] = normalize_rgb(rgb)
+        out["rgb"] = normalize_rgb(rgb)  # [3, S, S]
     if "depth" in images:
-        depth = torch.from_numpy(np.array(images["depth"], dtype=np.float32))[None]
-        depth = _resize_box(depth, box, config.size, class_map=False)  # [1, S, S]
+        depth = _crop_and_resize(images["depth"], box, config.size, class_map=False)  # [1, S, S]
         out["depth"] = standardize_depth(depth) if config.depth == "standardize" else depth
     if "semseg" in images:
-        semseg = torch.from_numpy(np.array(images["semseg"], dtype=np.float32))[None]
         semseg_size = config.size // config.semseg_stride
-        out["semseg"] = _resize_box(semseg, box, semseg_size, class_map=True)[
-            0
-        ].long()  # [S/stride, S/stride]
+        semseg = _crop_and_resize(images["semseg"], box, semseg_size, class_map=True)
+        out["semseg"] = semseg[0].long()  # [S / stride, S / stride]
     if flip:
         out = {name: tensor.flip(-1) for name, tensor in out.items()}
     if "label" in sample:
