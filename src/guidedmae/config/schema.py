@@ -38,9 +38,9 @@ __all__ = [
     "RunConfig",
 ]
 
-PRETRAIN_SOURCES = ("synthetic", "folder")
+PRETRAIN_SOURCES = ("synthetic", "folder", "shards")
 ON_ERROR = ("raise", "skip")
-FINETUNE_SOURCES = ("synthetic", "folder", "ade20k")
+FINETUNE_SOURCES = ("synthetic", "folder", "shards", "ade20k")
 
 
 # -- sections shared by every job -----------------------------------------------------------------
@@ -59,9 +59,10 @@ class ModelSettings(MultiMAEConfig):
 @dataclass
 class DataConfig:
     sources: ClassVar[tuple[str, ...]] = PRETRAIN_SOURCES  # fine-tuning accepts more
-    source: str = "synthetic"  # synthetic: scenes rendered on the fly | folder: the MultiMAE layout
-    root: str = ""  # folder: root of root/<split>/<modality>/<class>/<name>.<ext>
-    split: str = "train"  # folder
+    # synthetic: scenes rendered on the fly | folder: the MultiMAE layout | shards: its tar shards
+    source: str = "synthetic"
+    root: str = ""  # folder: root of root/<split>/<modality>/<class>/<name>.<ext>; shards: of root/<split>/
+    split: str = "train"  # folder, shards
     num_samples: int = 10000  # synthetic: scene indices 0..num_samples-1
     render_size: int = 0  # synthetic: pixels per side rendered before augmentation; 0 = augment.size
     batch_size: int = 256  # per process; total batch = batch_size * processes * optim.accum_steps
@@ -85,6 +86,11 @@ class DataConfig:
             )
         if self.on_error not in ON_ERROR:
             raise ValueError(f"data.on_error={self.on_error!r}; expected one of {ON_ERROR}")
+        if self.source == "shards" and self.on_error != "raise":
+            raise ValueError(
+                f"data.on_error={self.on_error!r} does not apply to data.source=shards: drop broken samples "
+                "when writing the shards (guidedmae data shard --on-error skip)"
+            )
         if self.num_samples < 1 or self.render_size < 0:
             raise ValueError(
                 f"data.num_samples={self.num_samples}, data.render_size={self.render_size}; "

@@ -1,9 +1,10 @@
-"""`guidedmae data ...`: write data sets in the MultiMAE folder layout."""
+"""`guidedmae data ...`: write data sets in the MultiMAE folder layout, and shard them."""
 
 import argparse
 
 from guidedmae.data.folder import write_synthetic
 from guidedmae.data.nyuv2 import convert_nyuv2
+from guidedmae.data.shards import write_shards
 
 
 def _run_synth(args: argparse.Namespace) -> int:
@@ -20,8 +21,23 @@ def _run_nyuv2(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_shard(args: argparse.Namespace) -> int:
+    index = write_shards(
+        args.root,
+        args.split,
+        args.out,
+        tuple(args.modalities),
+        samples_per_shard=args.samples_per_shard,
+        seed=args.seed,
+        on_error=args.on_error,
+    )
+    count = sum(index.shard_sizes)
+    print(f"wrote {count} samples in {len(index.shard_files)} shards to {index.folder}")
+    return 0
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register `data synth` and `data nyuv2` under the main command's sub-commands."""
+    """Register `data synth`, `data nyuv2` and `data shard` under the main command's sub-commands."""
     data = subparsers.add_parser("data", help="write data sets in the MultiMAE folder layout")
     commands = data.add_subparsers(dest="data_command", required=True)
 
@@ -50,3 +66,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "894 or 895 entries; default: keep the raw ids 0..894 (16-bit semseg)",
     )
     nyuv2.set_defaults(func=_run_nyuv2)
+
+    shard = commands.add_parser(
+        "shard", help="copy ROOT/SPLIT (the folder layout) into WebDataset tar shards OUT/SPLIT/shard-*.tar"
+    )
+    shard.add_argument("--root", required=True, help="root of the folder layout")
+    shard.add_argument("--split", default="train", help="split folder (default train)")
+    shard.add_argument(
+        "--out", required=True, help="root of the shards: OUT/SPLIT/ (read with data.source=shards)"
+    )
+    shard.add_argument(
+        "--modalities", nargs="+", default=["rgb", "depth", "semseg"], help="default: rgb depth semseg"
+    )
+    shard.add_argument(
+        "--samples-per-shard", type=int, default=1000, help="default 1000; at least one shard per process"
+    )
+    shard.add_argument("--seed", type=int, default=0, help="the shuffle of samples across shards (default 0)")
+    shard.add_argument(
+        "--on-error",
+        default="raise",
+        choices=("raise", "skip"),
+        help="skip: drop broken samples (decoded now)",
+    )
+    shard.set_defaults(func=_run_shard)

@@ -5,6 +5,7 @@ comes out the same whatever the number of workers or the batch it is resumed fro
 """
 
 import math
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from guidedmae.data.folder import (
 )
 from guidedmae.data.modalities import MODALITIES
 from guidedmae.data.scenes import SHAPES, render_scene, scene_labels
+from guidedmae.data.shards import read_shard_index
 from guidedmae.data.transforms import AugmentConfig, augment_sample
 
 
@@ -163,6 +165,106 @@ class FolderDataset(AugmentedDataset):
         return {**self.read(sample.paths), "label": sample.label}
 
 
+class ShardDataset(AugmentedDataset):
+    """The tar shards `guidedmae data shard` wrote from the folder layout: root/<split>/shard-*.tar.
+
+    The same samples, labels and checks as FolderDataset on the folder it came from. Any sample is one
+    read at a known offset; `shard_sizes` tells the loader to deal whole shards to ranks.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        modalities: tuple[str, ...],
+        augment: AugmentConfig,
+        depth_scale: float = DEPTH_SCALE,
+        seed: int = 0,
+        semseg_classes: int = 0,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__(augment, seed)
+        self.index = read_shard_index(root, split)
+        self.modalities = _checked_modalities(modalities)
+        absent = [m for m in self.modalities if m not in self.index.modalities]
+        if absent:
+            raise ValueError(
+                f"{self.index.folder} holds {', '.join(self.index.modalities)}, not {', '.join(absent)}; "
+                "write the shards with those modalities"
+            )
+        self.depth_scale = depth_scale
+        self.semseg_classes, self.ignore_index = semseg_classes, ignore_index
+        self.shard_sizes = self.index.shard_sizes
+        self.shard_of = np.repeat(np.arange(len(self.shard_sizes)), self.shard_sizes)
+        self._files: dict[int, int] = {}  # shard -> descriptor, opened lazily in each process
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.index.class_names
+
+    def __len__(self) -> int:
+        return len(self.index.labels)
+
+    def labels(self) -> np.ndarray:
+        return self.index.labels.copy()
+
+    def __getstate__(self) -> dict:
+        # Loader workers open their own descriptors.
+        return {**self.__dict__, "_files": {}}
+
+    def __del__(self) -> None:
+        for descriptor in getattr(self, "_files", {}).values():  # absent if __init__ raised
+            os.close(descriptor)
+
+    def _descriptor(self, shard: int) -> int:
+        if shard not in self._files:
+            self._files[shard] = os.open(self.index.folder / self.index.shard_files[shard], os.O_RDONLY)
+        return self._files[shard]
+
+    def load(self, index: int) -> dict:
+        shard = int(self.shard_of[index])
+        descriptor, shard_file = self._descriptor(shard), self.index.folder / self.index.shard_files[shard]
+        paths, data = {}, {}
+        for modality in self.modalities:
+            offset, size = self.index.members[index, self.index.modalities.index(modality)]
+            data[modality] = os.pread(descriptor, int(size), int(offset))
+            paths[modality] = Path(f"{shard_file}:{self.index.member_name(index, modality)}")
+            if len(data[modality]) != size:
+                raise ValueError(
+                    f"{paths[modality]}: the shard ends before this file; write the shards again"
+                )
+        arrays = read_sample(paths, self.depth_scale, data)
+        if "semseg" in arrays and self.semseg_classes:
+            check_class_ids(arrays["semseg"], paths["semseg"], self.semseg_classes, self.ignore_index)
+        return {**arrays, "label": int(self.index.labels[index])}
+
+
+def stored_dataset(
+    source: str,
+    root: str | Path,
+    split: str,
+    modalities: tuple[str, ...],
+    augment: AugmentConfig,
+    *,
+    on_error: str = "raise",
+    seed: int = 0,
+    semseg_classes: int = 0,
+    ignore_index: int | None = None,
+) -> "FolderDataset | ShardDataset":
+    """root/<split> as the folder layout (source="folder") or as its shards (source="shards")."""
+    checks = {"seed": seed, "semseg_classes": semseg_classes, "ignore_index": ignore_index}
+    if source == "folder":
+        return FolderDataset(root, split, modalities, augment, on_error=on_error, **checks)
+    if source == "shards":
+        if on_error != "raise":
+            raise ValueError(
+                f"data.on_error={on_error!r} does not apply to shards: drop broken samples when writing "
+                "them (guidedmae data shard --on-error skip)"
+            )
+        return ShardDataset(root, split, modalities, augment, **checks)
+    raise ValueError(f"stored data sets are 'folder' or 'shards', got {source!r}")
+
+
 class ADE20KDataset(AugmentedDataset):
     """ADEChallengeData2016: rgb and semseg of "training" / "validation" (or "train" / "val").
 
@@ -199,6 +301,12 @@ class ResumableDistributedSampler(DistributedSampler):
     repetition (or cut, with drop_last) to a multiple of num_replicas, and dealt out round-robin:
     rank r gets positions r, r + R, r + 2R, ... The first `skip` of this rank's indices are left out,
     so resuming after b batches of size B is skip = b * B.
+
+    A data set stored in shards (it has `shard_sizes`) is dealt whole shards instead, so that each rank
+    reads its own files: the shards are shuffled by (seed, epoch) and dealt round-robin, the samples of
+    each shard shuffled by (seed, epoch, shard), and each rank's list cut, or wrapped around, to the
+    same length. The writer shuffled the samples across shards, so this mixes as well as a global
+    shuffle for batches smaller than a shard.
     """
 
     def __init__(
@@ -222,6 +330,9 @@ class ResumableDistributedSampler(DistributedSampler):
         self.skip = skip
 
     def __iter__(self) -> Iterator[int]:
+        shard_sizes = getattr(self.dataset, "shard_sizes", None)
+        if shard_sizes is not None:
+            return iter(self._shard_wise_order(shard_sizes)[self.skip :].tolist())
         size = len(self.dataset)
         if self.shuffle:
             order = torch.randperm(size, generator=derived_generator(self.seed, self.epoch))
@@ -231,6 +342,28 @@ class ResumableDistributedSampler(DistributedSampler):
             order = order.repeat(math.ceil(self.total_size / size))
         shard = order[: self.total_size][self.rank :: self.num_replicas]
         return iter(shard[self.skip :].tolist())
+
+    def _shard_wise_order(self, shard_sizes: tuple[int, ...]) -> Tensor:
+        if len(shard_sizes) < self.num_replicas:
+            raise ValueError(
+                f"{len(shard_sizes)} shards cannot be dealt to {self.num_replicas} processes: write at least "
+                "one shard per process (guidedmae data shard --samples-per-shard)"
+            )
+        starts = np.concatenate([[0], np.cumsum(shard_sizes)])
+        shards = torch.arange(len(shard_sizes))
+        if self.shuffle:
+            shards = shards[torch.randperm(len(shards), generator=derived_generator(self.seed, self.epoch))]
+        parts = []
+        for shard in shards[self.rank :: self.num_replicas].tolist():
+            indices = torch.arange(int(starts[shard]), int(starts[shard + 1]))
+            if self.shuffle:
+                generator = derived_generator(self.seed, self.epoch, shard)
+                indices = indices[torch.randperm(len(indices), generator=generator)]
+            parts.append(indices)
+        order = torch.cat(parts)
+        if len(order) < self.num_samples:
+            order = order.repeat(math.ceil(self.num_samples / len(order)))
+        return order[: self.num_samples]
 
     def __len__(self) -> int:
         return self.num_samples - self.skip

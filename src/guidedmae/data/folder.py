@@ -10,6 +10,7 @@ without the class level. Files are written atomically (temp file, then rename), 
 writer never leaves a half-written image under its final name.
 """
 
+import io
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -41,14 +42,15 @@ ADE20K_NUM_CLASSES = 150  # annotation ids 1..150; 0 is "other" and ignored
 # Reading
 
 
-def _open_image(path: Path, modality: str) -> Image.Image:
-    """The image in `path`, decoded and checked to be able to hold `modality`.
+def _open_image(path: Path, modality: str, data: bytes | None = None) -> Image.Image:
+    """The image in `path` (or its bytes `data`, read elsewhere), decoded and checked to be able to hold
+    `modality`.
 
     Raises ValueError naming the file if it cannot be read, or if its mode is wrong: depth needs
     16-bit grey, semseg 8- or 16-bit integer ids.
     """
     try:
-        image = Image.open(path)
+        image = Image.open(path if data is None else io.BytesIO(data))
         image.load()
     except Image.DecompressionBombError as error:
         raise ValueError(
@@ -65,9 +67,14 @@ def _open_image(path: Path, modality: str) -> Image.Image:
     return image
 
 
-def read_image(path: Path, modality: str, depth_scale: float = DEPTH_SCALE) -> np.ndarray:
-    """Decode one file: rgb uint8 [H, W, 3]; depth float32 [H, W] metres; semseg uint8/uint16 [H, W]."""
-    with _open_image(path, modality) as image:
+def read_image(
+    path: Path, modality: str, depth_scale: float = DEPTH_SCALE, data: bytes | None = None
+) -> np.ndarray:
+    """Decode one file: rgb uint8 [H, W, 3]; depth float32 [H, W] metres; semseg uint8/uint16 [H, W].
+
+    data: the file's bytes when they come from elsewhere (a shard); `path` then only names them.
+    """
+    with _open_image(path, modality, data) as image:
         if modality == "rgb":
             return np.asarray(image.convert("RGB"))
         array = np.asarray(image)
@@ -99,9 +106,12 @@ def _check_same_size(sizes: dict[Path, tuple[int, int]]) -> None:
         raise ValueError(f"the images of one sample differ in size: {listed}")
 
 
-def read_sample(paths: dict[str, Path], depth_scale: float = DEPTH_SCALE) -> dict[str, np.ndarray]:
-    """All modalities of one sample, checked to share one size."""
-    arrays = {modality: read_image(path, modality, depth_scale) for modality, path in paths.items()}
+def read_sample(
+    paths: dict[str, Path], depth_scale: float = DEPTH_SCALE, data: dict[str, bytes] | None = None
+) -> dict[str, np.ndarray]:
+    """All modalities of one sample, checked to share one size (data: their bytes, see read_image)."""
+    data = data or {}
+    arrays = {m: read_image(path, m, depth_scale, data.get(m)) for m, path in paths.items()}
     _check_same_size({paths[m]: array.shape[1::-1] for m, array in arrays.items()})
     return arrays
 

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from guidedmae.config import FinetuneConfig, load_config
-from guidedmae.data.datasets import ADE20KDataset, FolderDataset, SyntheticScenes
+from guidedmae.data.datasets import ADE20KDataset, SyntheticScenes, stored_dataset
 from guidedmae.data.mixup import mix_batch
 from guidedmae.data.scenes import SEMSEG_CLASSES, SHAPES
 from guidedmae.data.subset import balanced_subset
@@ -67,8 +67,15 @@ def _build_split(config: FinetuneConfig, train: bool) -> Dataset:
         return ADE20KDataset(
             data.root, split, augment, reduce_zero_label=False, on_error=data.on_error, seed=config.seed
         )
-    return FolderDataset(
-        data.root, split, modalities, augment, on_error=data.on_error, seed=config.seed, **_semseg_ids(config)
+    return stored_dataset(
+        data.source,
+        data.root,
+        split,
+        modalities,
+        augment,
+        on_error=data.on_error,
+        seed=config.seed,
+        **_semseg_ids(config),
     )
 
 

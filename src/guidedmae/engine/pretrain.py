@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset, Subset, default_collate
 
 from guidedmae.config import PretrainConfig
-from guidedmae.data.datasets import FolderDataset, SyntheticScenes, derived_generator
+from guidedmae.data.datasets import SyntheticScenes, derived_generator, stored_dataset
 from guidedmae.data.modalities import DERIVED_TARGETS
 from guidedmae.engine.distributed import DistributedContext, all_reduce_sum
 from guidedmae.engine.evaluate import shard_loader
@@ -56,7 +56,8 @@ def build_dataset(config: PretrainConfig, held_out: bool = False) -> Dataset:
                 f"no split folder {Path(data.root) / config.eval.split} for the held-out evaluation; set "
                 "eval.split to a split of data.root, or eval.num_samples=0 to evaluate nothing"
             )
-        dataset = FolderDataset(
+        dataset = stored_dataset(
+            data.source,
             data.root,
             config.eval.split,
             modalities,
@@ -71,7 +72,8 @@ def build_dataset(config: PretrainConfig, held_out: bool = False) -> Dataset:
             data.num_samples, data.render_size or data.augment.size, config.seed, modalities, data.augment
         )
     # Every semseg id must index the model's class embedding (inputs) and logits (outputs).
-    return FolderDataset(
+    return stored_dataset(
+        data.source,
         data.root,
         data.split,
         modalities,
