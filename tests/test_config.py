@@ -6,6 +6,7 @@ import pytest
 
 from guidedmae.config import (
     ConfigError,
+    FinetuneConfig,
     PretrainConfig,
     config_differences,
     config_to_dict,
@@ -101,6 +102,14 @@ def test_bad_configs_name_the_key_and_the_source(tmp_path, text, overrides, mess
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(PretrainConfig, path, overrides)
+
+
+def test_the_synthetic_label_is_checked(tmp_path):
+    assert load_config(FinetuneConfig, None, ["data.label=count", "head.num_classes=5"]).data.label == "count"
+    with pytest.raises(ConfigError, match=r"data.label='colour'; expected one of \('shape', 'count'\)"):
+        load_config(FinetuneConfig, None, ["data.label=colour"])
+    with pytest.raises(ConfigError, match="data.label='count' is a label of the synthetic scenes"):
+        load_config(FinetuneConfig, None, ["data.label=count", "data.source=folder", "data.root=x"])
 
 
 def test_extends_is_relative_to_the_file_and_cycles_are_caught(tmp_path):

@@ -112,6 +112,9 @@ def test_synthetic_scenes_list_the_labels_of_their_samples():
     assert labels.dtype == np.int64
     np.testing.assert_array_equal(labels, [dataset[index]["label"].item() for index in range(6)])
     assert dataset.class_names == SHAPES
+    counted = SyntheticScenes(n=6, size=24, seed=3, modalities=("depth",), augment=TRAIN_16, label="count")
+    np.testing.assert_array_equal(counted.labels(), [counted[index]["label"].item() for index in range(6)])
+    assert counted.class_names == ("1", "2", "3", "4", "5") and not np.array_equal(counted.labels(), labels)
 
 
 def test_folder_dataset_lists_the_labels_and_names_of_its_class_folders(tmp_path):

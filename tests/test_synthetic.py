@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from guidedmae.data.scenes import (
     BACKGROUND,
     BACKGROUND_DEPTH,
+    COUNT_MIN_PIXELS,
+    COUNT_NAMES,
     FIELD_OF_VIEW,
     FIRST_SHAPE_CLASS,
     FLOOR,
@@ -27,7 +29,9 @@ from guidedmae.data.scenes import (
     Light,
     Room,
     SceneObject,
+    count_label,
     label_of,
+    objects_in_view,
     render_layout,
     render_scene,
     sample_layout,
@@ -152,6 +156,31 @@ def test_scene_labels_are_the_labels_of_the_rendered_scenes():
     assert labels.dtype == np.int64
     for size in (LABEL_SIZE, 32, (48, 80)):  # a LABEL_SIZE rendering counts its own pixels
         np.testing.assert_array_equal(labels, [render_scene(5, index, size).label for index in (0, 3, 4, 9)])
+
+
+def test_the_count_label_is_the_number_of_objects_in_view_at_every_size():
+    labels = scene_labels(5, range(12), kind="count")
+    for size in (LABEL_SIZE, 32, (48, 80)):
+        rendered = [count_label(render_scene(5, index, size).objects_in_view) for index in range(12)]
+        np.testing.assert_array_equal(labels, rendered)
+    assert len(set(labels.tolist())) > 2  # scenes differ in how many objects are in view
+
+
+def test_an_object_is_in_view_from_a_quarter_patch_on():
+    objects = (ball((0, 0, 0), 1),) * 3
+    instance = np.full((8, 8), -1, np.int8)
+    instance.flat[:COUNT_MIN_PIXELS] = 0  # just enough
+    instance.flat[COUNT_MIN_PIXELS : 2 * COUNT_MIN_PIXELS - 1] = 1  # one pixel short
+    assert objects_in_view(objects, instance) == 1
+    assert count_label(1) == 0 and COUNT_NAMES[count_label(5)] == "5"
+    with pytest.raises(ValueError, match="0 objects in view; sampled scenes hold 1 to 5"):
+        count_label(0)
+
+
+def test_sampled_scenes_always_have_an_object_in_view():
+    assert set(scene_labels(7, range(300), kind="count").tolist()) <= set(range(len(COUNT_NAMES)))
+    with pytest.raises(ValueError, match="unknown scene label 'colour'"):
+        scene_labels(7, [0], kind="colour")
 
 
 def test_the_label_does_not_depend_on_the_render_size():

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 from guidedmae.data.mixup import MixupConfig
-from guidedmae.data.scenes import NUM_SEMSEG_CLASSES, SHAPES
+from guidedmae.data.scenes import LABELS as SCENE_LABELS
+from guidedmae.data.scenes import NUM_SEMSEG_CLASSES
 from guidedmae.data.transforms import AugmentConfig
 from guidedmae.engine.evaluate import EvalConfig
 from guidedmae.engine.optim import OptimConfig, validate_optim
@@ -244,6 +245,9 @@ class FinetuneDataConfig(DataConfig):
     eval_scene_seed: int = 1  # synthetic: a different series, never seen in training
     fraction: float = 1.0  # low-data regime: each class keeps this share of its samples (seeded)
     per_class: int = 0  # low-data regime: exactly this many samples per class; 0 = use fraction
+    label: str = (
+        "shape"  # synthetic: the image label, shape (largest object's shape) | count (objects in view)
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -251,6 +255,13 @@ class FinetuneDataConfig(DataConfig):
             raise ValueError(
                 f"data.eval_split={self.eval_split!r} does not apply to data.source=synthetic: its held-out "
                 "scenes are the series data.eval_scene_seed"
+            )
+        if self.label not in SCENE_LABELS:
+            raise ValueError(f"data.label={self.label!r}; expected one of {tuple(SCENE_LABELS)}")
+        if self.label != "shape" and self.source != "synthetic":
+            raise ValueError(
+                f"data.label={self.label!r} is a label of the synthetic scenes; data.source={self.source} "
+                "takes its labels from the data (class folders)"
             )
         if not 0 < self.fraction <= 1 or self.per_class < 0:
             raise ValueError(
@@ -333,9 +344,10 @@ def _check_task_data(config: FinetuneConfig) -> None:
             "data.source=ade20k has rgb and semseg only: use model.inputs=[rgb] and head.task=semseg"
         )
     if config.data.source == "synthetic":
-        classes = {"semseg": NUM_SEMSEG_CLASSES, "classification": len(SHAPES)}.get(task)
+        labels = SCENE_LABELS[config.data.label]
+        classes = {"semseg": NUM_SEMSEG_CLASSES, "classification": len(labels)}.get(task)
         if classes is not None and config.head.num_classes != classes:
-            what = "classes" if task == "semseg" else "shape labels"
+            what = "classes" if task == "semseg" else f"{config.data.label} labels"
             raise ValueError(
                 f"head.num_classes={config.head.num_classes}; the synthetic scenes have {classes} {what}"
             )

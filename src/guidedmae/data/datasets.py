@@ -24,7 +24,8 @@ from guidedmae.data.folder import (
     read_sample,
 )
 from guidedmae.data.modalities import MODALITIES
-from guidedmae.data.scenes import SHAPES, render_scene, scene_labels
+from guidedmae.data.scenes import LABELS as SCENE_LABELS
+from guidedmae.data.scenes import count_label, render_scene, scene_labels
 from guidedmae.data.shards import read_shard_index
 from guidedmae.data.transforms import AugmentConfig, augment_sample
 
@@ -90,30 +91,43 @@ class SyntheticScenes(AugmentedDataset):
 
     Rendering at augment.size is the cheap default; rendering larger (e.g. 1.15x) lets the random
     crops downsample rather than upsample. `seed` fixes both the scenes and their augmentations.
-    The label is the scene's shape class (guidedmae.data.scenes.labels), the same at every size.
+    label: which image label the samples carry (guidedmae.data.scenes.labels): "shape" (the shape
+    class covering the most of the view) or "count" (the number of objects in view); the same at
+    every size.
     """
 
-    class_names = SHAPES
-
     def __init__(
-        self, n: int, size: int, seed: int, modalities: tuple[str, ...], augment: AugmentConfig
+        self,
+        n: int,
+        size: int,
+        seed: int,
+        modalities: tuple[str, ...],
+        augment: AugmentConfig,
+        label: str = "shape",
     ) -> None:
         super().__init__(augment, seed)
         if n < 1 or size < 1:
             raise ValueError(f"n and size must be positive, got n={n} size={size}")
-        self.n, self.size = n, size
+        if label not in SCENE_LABELS:
+            raise ValueError(f"unknown scene label {label!r}; expected one of {tuple(SCENE_LABELS)}")
+        self.n, self.size, self.label = n, size, label
         self.modalities = _checked_modalities(modalities)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return SCENE_LABELS[self.label]
 
     def __len__(self) -> int:
         return self.n
 
     def labels(self) -> np.ndarray:
-        return scene_labels(self.seed, range(self.n))
+        return scene_labels(self.seed, range(self.n), self.label)
 
     def load(self, index: int) -> dict:
         scene = render_scene(self.seed, index, self.size)
         arrays = {"rgb": scene.rgb, "depth": scene.depth, "semseg": scene.semseg}
-        return {**{name: arrays[name] for name in self.modalities}, "label": scene.label}
+        label = scene.label if self.label == "shape" else count_label(scene.objects_in_view)
+        return {**{name: arrays[name] for name in self.modalities}, "label": label}
 
 
 class FolderDataset(AugmentedDataset):

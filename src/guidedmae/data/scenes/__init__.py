@@ -9,8 +9,8 @@ cylinder and cone, slabs for the box, a quartic solved in closed form for the to
 
 A scene depends only on (seed, index); the image size only changes the sampling: pixels are the
 centres of a fixed field of view, so (seed, index) at 64x64 and at 224x224 is the same scene. Its
-image label (the shape class covering the most pixels of a fixed 64x64 view) is the same at every
-size too, and `scene_labels` gives it without rendering.
+image labels (the shape class covering the most pixels of a fixed 64x64 view, and the number of
+objects in that view) are the same at every size too, and `scene_labels` gives them without rendering.
 
 Modules, each one concept: geometry (ray-primitive intersections and normals, local frame), shapes
 (one ShapeKind record per shape, the classes), layout (the scene description and its sampling), cast
@@ -18,7 +18,18 @@ Modules, each one concept: geometry (ray-primitive intersections and normals, lo
 """
 
 from guidedmae.data.scenes.cast import BACKGROUND_DEPTH, MIN_SIZE
-from guidedmae.data.scenes.labels import LABEL_SIZE, label_of, layout_label, scene_labels
+from guidedmae.data.scenes.labels import (
+    COUNT_MIN_PIXELS,
+    COUNT_NAMES,
+    LABEL_SIZE,
+    LABELS,
+    count_label,
+    label_of,
+    layout_label,
+    objects_in_view,
+    scene_labels,
+    view_instance,
+)
 from guidedmae.data.scenes.layout import (
     FIELD_OF_VIEW,
     GAMMA,
@@ -47,10 +58,13 @@ from guidedmae.data.scenes.shapes import (
 __all__ = [
     "BACKGROUND",
     "BACKGROUND_DEPTH",
+    "COUNT_MIN_PIXELS",
+    "COUNT_NAMES",
     "FIELD_OF_VIEW",
     "FIRST_SHAPE_CLASS",
     "FLOOR",
     "GAMMA",
+    "LABELS",
     "LABEL_SIZE",
     "MIN_SIZE",
     "NUM_SEMSEG_CLASSES",
@@ -66,11 +80,14 @@ __all__ = [
     "Scene",
     "SceneObject",
     "ShapeKind",
+    "count_label",
     "label_of",
     "layout_label",
+    "objects_in_view",
     "render_layout",
     "render_scene",
     "sample_layout",
     "scene_labels",
+    "view_instance",
     "scene_layout",
 ]

@@ -11,7 +11,7 @@ from guidedmae.data.scenes.cast import (
     intersect_object,
     world_rays,
 )
-from guidedmae.data.scenes.labels import LABEL_SIZE, label_of, layout_label
+from guidedmae.data.scenes.labels import LABEL_SIZE, label_of, objects_in_view, view_instance
 from guidedmae.data.scenes.layout import GAMMA, TEXTURES, Layout, Light, Room, SceneObject, scene_layout
 from guidedmae.data.scenes.shapes import FIRST_SHAPE_CLASS, FLOOR
 
@@ -30,9 +30,11 @@ class Scene:
     rgb: np.ndarray  # uint8 [H, W, 3]
     depth: np.ndarray  # float32 [H, W], metres along the camera axis (z-buffer), > 0 everywhere
     semseg: np.ndarray  # uint8 [H, W], ids into SEMSEG_CLASSES
-    # Index into SHAPES: the shape class that covers the most pixels of the scene's LABEL_SIZE view
-    # (guidedmae.data.scenes.labels), the same at every rendering size.
+    # Of the scene's LABEL_SIZE view (guidedmae.data.scenes.labels), the same at every rendering size:
+    # the index into SHAPES of the shape class that covers the most pixels, and the number of objects
+    # in view.
     label: int
+    objects_in_view: int
 
 
 def texture_mix(points: np.ndarray, texture: str, period: float) -> np.ndarray:
@@ -140,17 +142,15 @@ def render_layout(layout: Layout, height: int, width: int, shadows: bool = True)
         layout, points, surface.reshape(-1)[seen], instance.reshape(-1)[seen], shadows
     )
 
-    # A LABEL_SIZE rendering has cast the label's rays already.
-    if (height, width) == (LABEL_SIZE, LABEL_SIZE):
-        label = label_of(layout.objects, instance)
-    else:
-        label = layout_label(layout)
+    # A LABEL_SIZE rendering has cast the labels' rays already.
+    view = instance if (height, width) == (LABEL_SIZE, LABEL_SIZE) else view_instance(layout)
     object_classes = FIRST_SHAPE_CLASS + np.array([obj.shape for obj in layout.objects], np.uint8)
     return Scene(
         rgb=_encode_display(linear),
         depth=np.where(np.isfinite(depth), depth, np.float32(BACKGROUND_DEPTH)),
         semseg=np.where(instance >= 0, object_classes[instance], surface).astype(np.uint8),
-        label=label,
+        label=label_of(layout.objects, view),
+        objects_in_view=objects_in_view(layout.objects, view),
     )
 
 
