@@ -37,7 +37,7 @@ def models(names: list[str]) -> dict[str, tuple]:
     for name in names:
         if name == "demo":
             demo = load_config(PretrainConfig, DEMO_CONFIG)
-            found["demo"] = (demo.model.architecture(), demo.masking)
+            found["demo"] = (demo.model.architecture(demo.modalities), demo.masking)
         elif name == "base":
             found["MultiMAE-B"] = (preset_config("base", semseg_classes=133), MaskingConfig(num_visible=98))
         else:

@@ -19,7 +19,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pretrain"
 
 def test_the_official_recipe_holds_multimae_b_settings():
     config = load_config(PretrainConfig, CONFIGS / "multimae-b_1600e.yaml", ["data.root=/data/in1k"])
-    model = config.model.architecture()
+    model = config.model.architecture(config.modalities)
     assert (model.dim, model.depth, model.num_heads, model.image_size, model.patch_size) == (
         768,
         12,

@@ -65,7 +65,8 @@ def test_torchrun_with_two_processes_trains_identical_weights(tmp_path):
 
     # The checkpoint rank 0 wrote holds exactly the weights both ranks ended with.
     checkpoint = torch.load(out / "checkpoint-last.pt", weights_only=True)
-    model = MultiMAE(load_config(PretrainConfig, config).model.architecture())
+    loaded = load_config(PretrainConfig, config)
+    model = MultiMAE(loaded.model.architecture(loaded.modalities))
     model.load_state_dict(checkpoint["model"])
     assert weights_digest(model) == check["digests"][0]
     assert checkpoint["data"]["world_size"] == 2 and len(checkpoint["rng"]["step"]) == 2

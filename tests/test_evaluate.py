@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from guidedmae.data.transforms import AugmentConfig
 from guidedmae.engine.evaluate import EvalConfig, resize_for_eval, sliding_window, window_starts
 
 
@@ -25,7 +26,9 @@ def test_window_starts_cover_the_length_with_the_last_window_flush():
 
 
 def test_whole_image_is_letterboxed_with_ignore_and_missing_depth_padding():
-    out = resize_for_eval(raw_sample(), size=32, mode="whole", depth_mode="metres", ignore_index=255)
+    out = resize_for_eval(
+        raw_sample(), AugmentConfig(size=32, depth="metres", semseg_stride=1), "whole", ignore_index=255
+    )
     assert (
         out["rgb"].shape == (3, 32, 32)
         and out["depth"].shape == (1, 32, 32)
@@ -39,7 +42,7 @@ def test_whole_image_is_letterboxed_with_ignore_and_missing_depth_padding():
 
 
 def test_sliding_view_resizes_the_shorter_side_and_keeps_the_aspect():
-    out = resize_for_eval(raw_sample(), size=32, mode="sliding", depth_mode="standardize", ignore_index=255)
+    out = resize_for_eval(raw_sample(), AugmentConfig(size=32, semseg_stride=1), "sliding", ignore_index=255)
     assert out["rgb"].shape == (3, 32, 48) and out["semseg"].shape == (32, 48)
     middle = out["depth"].flatten().sort().values[int(0.1 * 32 * 48) : int(0.9 * 32 * 48)]
     assert abs(middle.mean().item()) < 1e-4  # standardized as MultiMAE feeds depth inputs

@@ -17,6 +17,7 @@ from guidedmae.data.folder import (
     save_image_atomic,
     write_sample,
 )
+from guidedmae.data.modalities import declare
 from guidedmae.data.nyuv2 import convert_nyuv2, load_class_mapping, load_nyuv2_split
 
 MODALITIES = ("rgb", "depth", "semseg")
@@ -67,7 +68,7 @@ def test_depth_scale_is_the_number_of_file_units_per_metre(tmp_path):
     write_sample(tmp_path, "train", "all", "a", {"depth": depth}, depth_scale=10_000.0)
     path = tmp_path / "train/depth/all/a.png"
     np.testing.assert_array_equal(np.asarray(Image.open(path)), [[15_000, 20_000]])
-    np.testing.assert_allclose(read_image(path, "depth", depth_scale=10_000.0), depth)
+    np.testing.assert_allclose(read_image(path, declare("depth", {"scale": 10_000.0})), depth)
 
 
 def test_sixteen_bit_class_maps_round_trip(tmp_path):

@@ -203,7 +203,8 @@ def test_continuation_runs_the_tail_of_the_longer_schedule_from_earlier_weights(
 
 def test_init_from_an_encoder_only_file_reports_the_fresh_decoders(tmp_path, capsys):
     config = tiny_config(tmp_path)
-    architecture = load_config(PretrainConfig, config).model.architecture()
+    loaded = load_config(PretrainConfig, config)
+    architecture = loaded.model.architecture(loaded.modalities)
     encoder = MultiMAE(type(architecture)(**{**vars(architecture), "outputs": ()}))
     weights = tmp_path / "multivit.pth"
     torch.save({"model": encoder.state_dict(), "epoch": 1599}, weights)

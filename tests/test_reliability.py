@@ -264,7 +264,8 @@ def test_fuzzed_checkpoints_give_only_the_named_error(finished_run, tmp_path):
 
 def run_architecture(out: Path):
     """The MultiMAEConfig a run folder's config.yaml describes."""
-    return load_config(PretrainConfig, out / "config.yaml").model.architecture()
+    config = load_config(PretrainConfig, out / "config.yaml")
+    return config.model.architecture(config.modalities)
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ def write_run_checkpoint(path, masking: MaskingConfig) -> MultiMAE:
         masking=masking,
         data=DataConfig(num_samples=16, batch_size=4, augment=AugmentConfig(size=32)),
     )
-    model = MultiMAE(config.model.architecture())
+    model = MultiMAE(config.model.architecture(config.modalities))
     torch.save({"model": model.state_dict(), "config": config_to_dict(config), "step": 10}, path)
     return model
 

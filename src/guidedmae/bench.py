@@ -235,7 +235,7 @@ def _bench_model_and_masking(args: argparse.Namespace) -> tuple[MultiMAEConfig, 
     """The architecture and base masking settings to time, and a name for them."""
     if args.config:
         config = load_config(PretrainConfig, args.config)
-        return config.model.architecture(), config.masking, str(args.config)
+        return config.model.architecture(config.modalities), config.masking, str(args.config)
     architecture = preset_config(
         args.preset,
         image_size=args.image_size,

@@ -1,7 +1,8 @@
 """MultiMAE's reconstruction losses, computed on the masked patches only (by default).
 
-Per output: MSE on rgb, MSE on patch-normalized rgb (`norm_rgb`), L1 on depth (the standardized depth
-the model also receives as input), cross-entropy on the semseg class map at 1/4 resolution. As in the
+Per output, its modality's loss: MSE on rgb, MSE on patch-normalized rgb (`norm_rgb`), L1 on depth (the
+standardized depth the model also receives as input), cross-entropy on the semseg class map at 1/4
+resolution; declared modalities name theirs (guidedmae.data.modalities). As in the
 official criterion, each sample's loss is the mean over its masked pixels, and the batch loss the mean
 over samples that have any masked pixel. `per_patch=True` also returns each output's loss per patch
 (what loss-guided masking strategies learn from).
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from guidedmae.data.modalities import DERIVED_TARGETS, get_modality
+from guidedmae.data.modalities import DERIVED_TARGETS, Modality, get_modality, output_loss
 
 
 @dataclass
@@ -126,14 +127,13 @@ def masked_cross_entropy(
     return masked_mean(_cross_entropy(logits, target, ignore_index, label_smoothing), mask, patch)
 
 
-def _pixel_loss(name: str, pred: torch.Tensor, target: torch.Tensor, patch: int) -> torch.Tensor:
-    """The per-pixel loss map [B, H, W] of output `name`: CE for class maps, L1 for depth, else MSE
-    (on patch-normalized targets for derived outputs such as norm_rgb)."""
-    if get_modality(name).is_class_map:
+def _pixel_loss(loss: str, pred: torch.Tensor, target: torch.Tensor, patch: int) -> torch.Tensor:
+    """The per-pixel loss map [B, H, W] of one output under its modality's `loss`."""
+    if loss == "cross_entropy":
         return _cross_entropy(pred, target)
-    if name == "depth":
+    if loss == "l1":
         return _absolute_error(pred, target)
-    if name in DERIVED_TARGETS:
+    if loss == "norm_mse":
         target = normalize_patches(target, patch)
     return _squared_error(pred, target)
 
@@ -146,12 +146,14 @@ def reconstruction_losses(
     weights: Mapping[str, float] | None = None,
     on_unmasked: bool = False,
     per_patch: bool = False,
+    modalities: Mapping[str, Modality] | None = None,
 ):
     """The loss of every output and their weighted sum under 'total'.
 
     preds: {output: prediction} as returned by MultiMAE; targets: {modality: tensor} (rgb normalized,
     depth standardized, semseg ids at 1/4); masks: {modality: [B, N] bool}. An output whose modality was
     not an input, or `on_unmasked=True`, takes the loss over every patch. weights default to 1.
+    modalities: declared modalities (the model config's); each output takes its modality's loss.
     Returns {name: scalar}; with per_patch=True, ({name: scalar}, {output: PatchLosses}) where the patch
     losses are detached.
     """
@@ -164,8 +166,8 @@ def reconstruction_losses(
         source = DERIVED_TARGETS.get(name, name)
         if source not in targets:
             raise ValueError(f"no target for output {name!r}: targets hold {sorted(targets)}")
-        patch = patch_size // get_modality(name).stride
-        per_pixel = _pixel_loss(name, pred, targets[source], patch)
+        patch = patch_size // get_modality(name, modalities).stride
+        per_pixel = _pixel_loss(output_loss(name, modalities), pred, targets[source], patch)
         mask = masks.get(source)
         losses[name] = masked_mean(per_pixel, None if on_unmasked else mask, patch)
         if per_patch:

@@ -64,7 +64,7 @@ def load_step(
         architecture = official_architecture(checkpoint, str(path))
         saved = config_to_dict(_official_config(architecture))
     config = load_config(PretrainConfig, None, overrides, base=saved)
-    model = build_to_fit(lambda: MultiMAE(config.model.architecture()), weights, str(path))
+    model = build_to_fit(lambda: MultiMAE(config.model.architecture(config.modalities)), weights, str(path))
     dataset = build_dataset(config)
     strategy = build_strategy(config.masking, model.config, len(dataset))
     if strategy.state_dict():

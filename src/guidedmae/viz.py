@@ -5,6 +5,7 @@ Columns: input | scores (guided strategies: attention, predicted loss, ...) | ma
 Rows: one per output (rgb, depth, semseg, norm_rgb), samples stacked below each other.
 """
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from guidedmae.data.modalities import DERIVED_TARGETS, IMAGENET_MEAN, IMAGENET_STD, get_modality
+from guidedmae.data.modalities import DERIVED_TARGETS, IMAGENET_MEAN, IMAGENET_STD, Modality, get_modality
 from guidedmae.files import atomic_write
 from guidedmae.masking.strategy import MaskChoice
 
@@ -28,34 +29,50 @@ def _colormap(values: np.ndarray, name: str) -> np.ndarray:
     return matplotlib.colormaps[name](np.clip(values, 0.0, 1.0))[..., :3]
 
 
-def _rgb_picture(image: torch.Tensor) -> np.ndarray:
-    """ImageNet-normalized [3, H, W] -> [H, W, 3] in [0, 1]."""
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(IMAGENET_STD)[:, None, None]
-    return (image.float().cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+def _colour_picture(image: torch.Tensor, modality: Modality, reference: torch.Tensor) -> np.ndarray:
+    """[C, H, W] (C >= 2) -> [H, W, 3] in [0, 1]: imagenet and fixed normalizations undone (rgb, normals);
+    other values scaled per channel by the 2nd..98th percentile of the reference (the target). The first
+    three channels are shown; a 2-channel image as red and green."""
+    image = image.float().cpu()[:3]
+    if modality.normalize in ("imagenet", "fixed"):
+        mean, std = (
+            (IMAGENET_MEAN, IMAGENET_STD)
+            if modality.normalize == "imagenet"
+            else (modality.mean, modality.std)
+        )
+        image = image * torch.tensor(std[:3])[:, None, None] + torch.tensor(mean[:3])[:, None, None]
+    else:
+        flat = reference.float().cpu()[:3].flatten(1)
+        low, high = flat.quantile(0.02, dim=1), flat.quantile(0.98, dim=1)
+        image = (image - low[:, None, None]) / (high - low).clamp_min(1e-6)[:, None, None]
+    if len(image) == 2:
+        image = torch.cat([image, torch.zeros_like(image[:1])])
+    return image.clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def _depth_picture(depth: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
-    """[1, H, W] -> [H, W, 3], scaled by the 2nd..98th percentile of the reference (the target) depth."""
+def _value_picture(values: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
+    """[1, H, W] -> [H, W, 3], scaled by the 2nd..98th percentile of the reference (the target) values."""
     low, high = np.percentile(reference.float().cpu().numpy(), [2, 98])
-    return _colormap((depth[0].float().cpu().numpy() - low) / max(high - low, 1e-6), "magma")
+    return _colormap((values[0].float().cpu().numpy() - low) / max(high - low, 1e-6), "magma")
 
 
-def _semseg_picture(classes: torch.Tensor) -> np.ndarray:
+def _class_picture(classes: torch.Tensor) -> np.ndarray:
     """[h, w] class ids -> [h, w, 3], a fixed well-separated colour per id (ids repeat every 20)."""
     return matplotlib.colormaps["tab20"](classes.long().cpu().numpy() % 20)[..., :3]
 
 
-def _picture(name: str, value: torch.Tensor, target: torch.Tensor, patch: int) -> np.ndarray:
-    """One output's tensor (a prediction or its target) as an [H, W, 3] picture."""
-    if get_modality(name).is_class_map:
-        return _semseg_picture(value.argmax(dim=0) if value.is_floating_point() else value)
-    if name == "depth":
-        return _depth_picture(value, target)
+def _picture(
+    name: str, value: torch.Tensor, target: torch.Tensor, patch: int, modality: Modality
+) -> np.ndarray:
+    """One output's tensor (a prediction or its target) as an [H, W, 3] picture; `modality` says how."""
+    if modality.is_class_map:
+        return _class_picture(value.argmax(dim=0) if value.is_floating_point() else value)
     if name in DERIVED_TARGETS:
         # Patch-normalized prediction: undo the normalization with the target patch statistics, as MAE shows it.
         value = _unnormalize_patches(value.float(), target.float(), patch)
-    return _rgb_picture(value)
+    if modality.channels == 1:
+        return _value_picture(value, target)
+    return _colour_picture(value, modality, target)
 
 
 def _unnormalize_patches(pred: torch.Tensor, target: torch.Tensor, patch: int) -> torch.Tensor:
@@ -88,12 +105,15 @@ def sample_panels(
     mask: torch.Tensor | None,
     score: torch.Tensor | None,
     patch: int,
+    modality: Modality | None = None,
 ) -> list[np.ndarray | None]:
     """The five pictures of one output of one sample (None where a column does not apply). A derived
     output (norm_rgb) shows its source as the input, and its prediction with each patch's mean and std
-    taken from that input (MAE's way: patch-normalized pixels alone look grey)."""
-    shown = _picture(DERIVED_TARGETS.get(name, name), target, target, patch)
-    predicted = _picture(name, pred, target, patch)
+    taken from that input (MAE's way: patch-normalized pixels alone look grey). modality: the output's
+    record (default: the built-in one)."""
+    modality = modality or get_modality(name)
+    shown = _picture(modality.name, target, target, patch, modality)
+    predicted = _picture(name, pred, target, patch, modality)
     size = shown.shape[:2]
     masked = hidden = None
     if mask is not None:
@@ -115,12 +135,14 @@ def reconstruction_figure(
     max_samples: int = 4,
     patch_size: int = 16,
     score_label: str = "attention",
+    modalities: Mapping[str, Modality] | None = None,
 ) -> Image.Image:
     """A grid of inputs, score maps, masks and reconstructions for the first `max_samples` samples.
 
     batch: model-ready tensors (the targets); choice: the masks (and scores) used; preds: model outputs.
     patch_size: the model's patch size (for patch-normalized outputs); score_label: what the scores are
-    (the second column's title: attention, predicted loss, ...).
+    (the second column's title: attention, predicted loss, ...); modalities: the model's records of
+    declared modalities (how each output is drawn).
     """
     masks, scores = choice.selection.masks, choice.scores or {}
     names = list(preds)
@@ -138,14 +160,15 @@ def reconstruction_figure(
     for sample in range(num_samples):
         for name in names:
             source = DERIVED_TARGETS.get(name, name)
-            patch = patch_size // get_modality(name).stride
+            modality = get_modality(name, modalities)
             panels = sample_panels(
                 name,
                 batch[source][sample],
                 preds[name][sample].detach(),
                 masks[source][sample] if source in masks else None,
                 scores[source][sample] if source in scores else None,
-                patch,
+                patch_size // modality.stride,
+                modality,
             )
             label = f"#{sample} {name}" + ("\n(mean, std\nof the input)" if name in DERIVED_TARGETS else "")
             draw.text((4, top + row_height // 2 - 6), label, fill="black")

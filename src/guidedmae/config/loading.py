@@ -18,6 +18,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from guidedmae.data.modalities import Modality, declare_all
 from guidedmae.files import atomic_write
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "config_to_dict",
     "config_to_yaml",
     "load_config",
+    "load_modalities",
     "save_config",
 ]
 
@@ -128,6 +130,15 @@ def load_config(
         raise ConfigError(f"{source}: {_describe(error)}") from error
     except ValueError as error:  # a dataclass's own check of its values (__post_init__)
         raise ConfigError(f"{source}: {error}") from error
+
+
+def load_modalities(path: str | Path) -> dict[str, Modality]:
+    """The records a config file's `modalities:` section declares (its `extends` followed); {} if none."""
+    section = _load_yaml(Path(path)).get("modalities") or {}
+    try:
+        return declare_all(OmegaConf.to_container(section) if isinstance(section, DictConfig) else section)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{path}: {error}") from error
 
 
 def config_to_dict(config) -> dict:

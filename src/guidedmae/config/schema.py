@@ -7,10 +7,12 @@ the sections every job shares (data, run, log, checkpoint). Their __post_init__ 
 ValueError naming the key; guidedmae.config.loading turns them into ConfigErrors naming the source.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from guidedmae.data.mixup import MixupConfig
+from guidedmae.data.modalities import DERIVED_TARGETS, declare
 from guidedmae.data.scenes import LABELS as SCENE_LABELS
 from guidedmae.data.scenes import NUM_SEMSEG_CLASSES
 from guidedmae.data.transforms import AugmentConfig
@@ -53,8 +55,19 @@ class ModelSettings(MultiMAEConfig):
 
     init: str | None = None  # an official MultiMAE .pth or a guidedmae checkpoint: weights only
 
-    def architecture(self) -> MultiMAEConfig:
-        return MultiMAEConfig(**{f.name: getattr(self, f.name) for f in fields(MultiMAEConfig)})
+    def __post_init__(self) -> None:
+        if self.modalities:
+            raise ValueError(
+                f"model.modalities={sorted(self.modalities)}: declare modalities in the top-level "
+                "`modalities:` section, which the data and the model share"
+            )
+        super().__post_init__()
+
+    def architecture(self, modalities: Mapping[str, Any]) -> MultiMAEConfig:
+        """The MultiMAEConfig, carrying the declarations (the config's `modalities:`) of what it uses."""
+        values = {f.name: getattr(self, f.name) for f in fields(MultiMAEConfig)}
+        used = {DERIVED_TARGETS.get(name, name) for name in (*self.inputs, *self.outputs)}
+        return MultiMAEConfig(**{**values, "modalities": {n: v for n, v in modalities.items() if n in used}})
 
 
 @dataclass
@@ -151,8 +164,29 @@ class CheckpointConfig:
             )
 
 
+def _check_modalities(config) -> MultiMAEConfig:
+    """The `modalities:` declarations must be valid, name every input and output the model does not have
+    built in, and be data the source can give; returns the model's architecture."""
+    declared = {name: declare(name, values) for name, values in config.modalities.items()}
+    architecture = config.model.architecture(config.modalities)
+    used = {architecture.modality(name).name for name in (*architecture.inputs, *architecture.outputs)}
+    rendered = {"rgb", "depth", "semseg"}
+    if config.data.source in ("synthetic", "ade20k") and used - rendered:
+        raise ValueError(
+            f"data.source={config.data.source} has no {', '.join(sorted(used - rendered))}: declared "
+            "modalities come from data.source=folder or shards"
+        )
+    changed = sorted(set(declared) & rendered & used)
+    if config.data.source == "synthetic" and changed:
+        raise ValueError(
+            f"modalities: {', '.join(changed)} changed; the synthetic scenes give the built-in ones only"
+        )
+    return architecture
+
+
 def _check_training(config) -> None:
     """What every training config must satisfy beyond its sections' own checks."""
+    _check_modalities(config)
     validate_optim(config.optim)
     validate_schedule(config.schedule)
     if config.data.augment.size != config.model.image_size:
@@ -199,6 +233,8 @@ class PretrainConfig:
     out_dir: str = "runs/pretrain"
     seed: int = 0  # model init, masking, data order, augmentation and synthetic scenes
     resume: str = ""  # "" = a fresh run | auto = the newest checkpoint in out_dir, if any | PATH
+    # Modalities beyond rgb, depth, semseg and normals, or changes to those (see guidedmae.data.modalities)
+    modalities: dict[str, Any] = field(default_factory=dict)
     model: ModelSettings = field(default_factory=ModelSettings)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -289,6 +325,7 @@ class FinetuneConfig:
     out_dir: str = "runs/finetune"
     seed: int = 0  # model init, data order, augmentation, mixup
     resume: str = ""  # "" = a fresh run | auto = the newest checkpoint in out_dir | PATH
+    modalities: dict[str, Any] = field(default_factory=dict)  # as PretrainConfig's
     model: FinetuneModelSettings = field(default_factory=FinetuneModelSettings)
     head: HeadConfig = field(default_factory=HeadConfig)
     task: TaskConfig = field(default_factory=TaskConfig)

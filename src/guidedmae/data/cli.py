@@ -2,7 +2,9 @@
 
 import argparse
 
+from guidedmae.config.loading import load_modalities
 from guidedmae.data.folder import write_synthetic
+from guidedmae.data.modalities import get_modality
 from guidedmae.data.nyuv2 import convert_nyuv2
 from guidedmae.data.shards import write_shards
 
@@ -22,11 +24,12 @@ def _run_nyuv2(args: argparse.Namespace) -> int:
 
 
 def _run_shard(args: argparse.Namespace) -> int:
+    declared = load_modalities(args.config) if args.config else {}
     index = write_shards(
         args.root,
         args.split,
         args.out,
-        tuple(args.modalities),
+        [get_modality(name, declared) for name in args.modalities],
         samples_per_shard=args.samples_per_shard,
         seed=args.seed,
         on_error=args.on_error,
@@ -77,6 +80,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     shard.add_argument(
         "--modalities", nargs="+", default=["rgb", "depth", "semseg"], help="default: rgb depth semseg"
+    )
+    shard.add_argument(
+        "--config", help="a config whose modalities: section declares modalities that are not built in"
     )
     shard.add_argument(
         "--samples-per-shard", type=int, default=1000, help="default 1000; at least one shard per process"

@@ -7,7 +7,7 @@ comes out the same whatever the number of workers or the batch it is resumed fro
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +16,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from guidedmae.data.folder import (
-    DEPTH_SCALE,
     check_class_ids,
     index_ade20k,
     index_folder,
     read_ade20k_sample,
     read_sample,
 )
-from guidedmae.data.modalities import MODALITIES
+from guidedmae.data.modalities import Modality, resolve
 from guidedmae.data.scenes import LABELS as SCENE_LABELS
 from guidedmae.data.scenes import count_label, render_scene, scene_labels
 from guidedmae.data.shards import read_shard_index
@@ -39,13 +38,19 @@ def derived_generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(high) << 32 | int(low))
 
 
-def _checked_modalities(modalities: tuple[str, ...]) -> tuple[str, ...]:
-    unknown = [name for name in modalities if name not in MODALITIES]
-    if not modalities or unknown or len(set(modalities)) != len(modalities):
-        raise ValueError(
-            f"modalities must be distinct names out of {tuple(MODALITIES)}, got {tuple(modalities)}"
-        )
-    return tuple(modalities)
+def _check_class_maps(
+    arrays: dict[str, np.ndarray],
+    paths: dict[str, Path],
+    modalities: dict[str, Modality],
+    semseg_classes: int,
+    ignore_index: int | None,
+) -> None:
+    """Every class id must index the model's embedding and logits: semseg's up to semseg_classes (0 =
+    unchecked), a declared class map's up to its classes."""
+    for name, modality in modalities.items():
+        classes = semseg_classes if name == "semseg" else modality.classes
+        if modality.is_class_map and classes:
+            check_class_ids(arrays[name], paths[name], classes, ignore_index, name)
 
 
 class AugmentedDataset(Dataset, ABC):
@@ -53,10 +58,12 @@ class AugmentedDataset(Dataset, ABC):
 
     __getitem__ returns {modality: tensor} (+ "label") as described in guidedmae.data.transforms, and
     "index": the sample's index (int64 []).
-    Data sets with image labels name their classes in `class_names` and list them with `labels()`.
+    Data sets with image labels name their classes in `class_names` and list them with `labels()`;
+    `modalities` holds the record of every modality a sample has.
     """
 
     class_names: tuple[str, ...] = ()  # what the image labels index; none without image labels
+    modalities: dict[str, Modality]
 
     def __init__(self, augment: AugmentConfig, seed: int) -> None:
         self.augment = augment
@@ -83,7 +90,8 @@ class AugmentedDataset(Dataset, ABC):
             raise IndexError(f"index {index} is out of range for a data set of {len(self)} samples")
         generator = derived_generator(self.seed, self.epoch, index)
         # The index travels with the sample: strategies that remember samples (loss memory) key on it.
-        return {**augment_sample(self.load(index), self.augment, generator), "index": torch.tensor(index)}
+        sample = augment_sample(self.load(index), self.augment, generator, self.modalities)
+        return {**sample, "index": torch.tensor(index)}
 
 
 class SyntheticScenes(AugmentedDataset):
@@ -101,7 +109,7 @@ class SyntheticScenes(AugmentedDataset):
         n: int,
         size: int,
         seed: int,
-        modalities: tuple[str, ...],
+        modalities: Sequence[str | Modality],
         augment: AugmentConfig,
         label: str = "shape",
     ) -> None:
@@ -111,7 +119,13 @@ class SyntheticScenes(AugmentedDataset):
         if label not in SCENE_LABELS:
             raise ValueError(f"unknown scene label {label!r}; expected one of {tuple(SCENE_LABELS)}")
         self.n, self.size, self.label = n, size, label
-        self.modalities = _checked_modalities(modalities)
+        self.modalities = resolve(modalities)
+        rendered = {"rgb", "depth", "semseg"}
+        if not set(self.modalities) <= rendered:
+            raise ValueError(
+                f"the synthetic scenes render rgb, depth and semseg, not "
+                f"{sorted(set(self.modalities) - rendered)}: use data.source=folder for other modalities"
+            )
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -133,27 +147,23 @@ class SyntheticScenes(AugmentedDataset):
 class FolderDataset(AugmentedDataset):
     """root/<split>/<modality>/<class>/<name>.<ext> (MultiMAE's layout; NYUv2 after conversion).
 
-    Only `modalities` are read. depth files hold metres * depth_scale. "label" is the index of the
-    sample's class folder in `classes`. on_error: see guidedmae.data.folder.index_samples.
+    Only `modalities` are read (records, or built-in names), as their formats say. "label" is the index
+    of the sample's class folder in `classes`. on_error: see guidedmae.data.folder.index_samples.
     """
 
     def __init__(
         self,
         root: str | Path,
         split: str,
-        modalities: tuple[str, ...],
+        modalities: Sequence[str | Modality],
         augment: AugmentConfig,
-        depth_scale: float = DEPTH_SCALE,
         on_error: str = "raise",
         seed: int = 0,
         semseg_classes: int = 0,
         ignore_index: int | None = None,
     ) -> None:
         super().__init__(augment, seed)
-        if depth_scale <= 0:
-            raise ValueError(f"depth_scale (file units per metre) must be positive, got {depth_scale}")
-        self.modalities = _checked_modalities(modalities)
-        self.depth_scale = depth_scale
+        self.modalities = resolve(modalities)
         self.semseg_classes, self.ignore_index = semseg_classes, ignore_index
         self.samples, self.classes = index_folder(root, split, self.modalities, on_error, self.read)
 
@@ -168,10 +178,10 @@ class FolderDataset(AugmentedDataset):
         return np.array([sample.label for sample in self.samples], np.int64)
 
     def read(self, paths: dict[str, Path]) -> dict[str, np.ndarray]:
-        """The decoded files of one sample, semseg ids checked against semseg_classes (0 = unchecked)."""
-        arrays = read_sample(paths, self.depth_scale)
-        if "semseg" in arrays and self.semseg_classes:
-            check_class_ids(arrays["semseg"], paths["semseg"], self.semseg_classes, self.ignore_index)
+        """The decoded files of one sample, class ids checked (semseg's against semseg_classes, 0 =
+        unchecked)."""
+        arrays = read_sample(paths, self.modalities)
+        _check_class_maps(arrays, paths, self.modalities, self.semseg_classes, self.ignore_index)
         return arrays
 
     def load(self, index: int) -> dict:
@@ -190,23 +200,21 @@ class ShardDataset(AugmentedDataset):
         self,
         root: str | Path,
         split: str,
-        modalities: tuple[str, ...],
+        modalities: Sequence[str | Modality],
         augment: AugmentConfig,
-        depth_scale: float = DEPTH_SCALE,
         seed: int = 0,
         semseg_classes: int = 0,
         ignore_index: int | None = None,
     ) -> None:
         super().__init__(augment, seed)
         self.index = read_shard_index(root, split)
-        self.modalities = _checked_modalities(modalities)
+        self.modalities = resolve(modalities)
         absent = [m for m in self.modalities if m not in self.index.modalities]
         if absent:
             raise ValueError(
                 f"{self.index.folder} holds {', '.join(self.index.modalities)}, not {', '.join(absent)}; "
                 "write the shards with those modalities"
             )
-        self.depth_scale = depth_scale
         self.semseg_classes, self.ignore_index = semseg_classes, ignore_index
         self.shard_sizes = self.index.shard_sizes
         self.shard_of = np.repeat(np.arange(len(self.shard_sizes)), self.shard_sizes)
@@ -247,9 +255,8 @@ class ShardDataset(AugmentedDataset):
                 raise ValueError(
                     f"{paths[modality]}: the shard ends before this file; write the shards again"
                 )
-        arrays = read_sample(paths, self.depth_scale, data)
-        if "semseg" in arrays and self.semseg_classes:
-            check_class_ids(arrays["semseg"], paths["semseg"], self.semseg_classes, self.ignore_index)
+        arrays = read_sample(paths, self.modalities, data)
+        _check_class_maps(arrays, paths, self.modalities, self.semseg_classes, self.ignore_index)
         return {**arrays, "label": int(self.index.labels[index])}
 
 
@@ -257,7 +264,7 @@ def stored_dataset(
     source: str,
     root: str | Path,
     split: str,
-    modalities: tuple[str, ...],
+    modalities: Sequence[str | Modality],
     augment: AugmentConfig,
     *,
     on_error: str = "raise",
@@ -296,6 +303,7 @@ class ADE20KDataset(AugmentedDataset):
     ) -> None:
         super().__init__(augment, seed)
         self.reduce_zero_label = reduce_zero_label
+        self.modalities = resolve(("rgb", "semseg"))
         self.samples = index_ade20k(root, split, on_error, self.read)
 
     def __len__(self) -> int:

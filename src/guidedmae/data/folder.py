@@ -13,7 +13,7 @@ writer never leaves a half-written image under its final name.
 import io
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing import Pool
@@ -23,13 +23,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from guidedmae.data.modalities import IGNORE_INDEX, MODALITIES
+from guidedmae.data.modalities import IGNORE_INDEX, Modality, get_modality, resolve
 from guidedmae.data.scenes import SHAPES, render_scene
 
 DEPTH_SCALE = 1000.0  # file units per metre: 16-bit millimetres reach 65.535 m
 ERROR_MODES = ("raise", "skip")
-DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-CLASS_MAP_MODES = ("L", "P", "I;16", "I;16B", "I;16L", "I;16N")
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+CLASS_MAP_MODES = ("L", "P", *SIXTEEN_BIT_MODES)
+EIGHT_BIT_MODES = {1: ("L",), 3: ("RGB",)}
 # PIL reports a broken image with any of these.
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
 SKIPPED_SHOWN = 5  # paths named in the warning that summarizes skipped samples
@@ -42,15 +43,16 @@ ADE20K_NUM_CLASSES = 150  # annotation ids 1..150; 0 is "other" and ignored
 # Reading
 
 
-def _open_image(path: Path, modality: str, data: bytes | None = None) -> Image.Image:
-    """The image in `path` (or its bytes `data`, read elsewhere), decoded and checked to be able to hold
-    `modality`.
-
-    Raises ValueError naming the file if it cannot be read, or if its mode is wrong: depth needs
-    16-bit grey, semseg 8- or 16-bit integer ids.
-    """
+def _decode(path: Path, modality: Modality, data: bytes | None) -> np.ndarray:
+    """The array a file holds, as stored (PIL for images, numpy for .npy); raises ValueError naming it."""
+    source = path if data is None else io.BytesIO(data)
+    if modality.format == "npy":
+        try:
+            return np.load(source, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            raise ValueError(f"cannot read {modality.name} array {path}: {error}") from error
     try:
-        image = Image.open(path if data is None else io.BytesIO(data))
+        image = Image.open(source)
         image.load()
     except Image.DecompressionBombError as error:
         raise ValueError(
@@ -58,32 +60,57 @@ def _open_image(path: Path, modality: str, data: bytes | None = None) -> Image.I
             "image is genuine"
         ) from error
     except IMAGE_ERRORS as error:
-        raise ValueError(f"cannot read {modality} image {path}: {error}") from error
-    expected = {"depth": DEPTH_MODES, "semseg": CLASS_MAP_MODES}.get(modality)
-    if expected is not None and image.mode not in expected:
-        image.close()
-        kind = "a 16-bit grey PNG" if modality == "depth" else "an 8- or 16-bit grey PNG of class ids"
-        raise ValueError(f"{path}: {modality} must be {kind}, got PIL mode {image.mode}")
-    return image
+        raise ValueError(f"cannot read {modality.name} image {path}: {error}") from error
+    with image:
+        if modality.format == "jpg" and modality.channels == 3:
+            return np.asarray(image.convert("RGB"))  # grey or CMYK JPEGs exist in ImageNet
+        _check_mode(image.mode, path, modality)
+        return np.asarray(image)
 
 
-def read_image(
-    path: Path, modality: str, depth_scale: float = DEPTH_SCALE, data: bytes | None = None
-) -> np.ndarray:
-    """Decode one file: rgb uint8 [H, W, 3]; depth float32 [H, W] metres; semseg uint8/uint16 [H, W].
+def _check_mode(mode: str, path: Path, modality: Modality) -> None:
+    """Refuse a PIL image whose mode cannot hold the modality as declared."""
+    if modality.is_class_map:
+        expected, what = CLASS_MAP_MODES, "an 8- or 16-bit grey image of class ids"
+    elif modality.format == "png16":
+        expected, what = SIXTEEN_BIT_MODES, "a 16-bit grey PNG"
+    elif modality.format == "tiff":
+        return  # any layout; the channel count is checked on the array
+    else:
+        expected, what = EIGHT_BIT_MODES[modality.channels], f"an 8-bit {modality.channels}-channel image"
+    if mode not in expected:
+        raise ValueError(f"{path}: {modality.name} must be {what}, got PIL mode {mode}")
 
-    data: the file's bytes when they come from elsewhere (a shard); `path` then only names them.
+
+def read_image(path: Path, modality: Modality | str, data: bytes | None = None) -> np.ndarray:
+    """Decode one file of `modality` (a record, or a built-in's name): [H, W] or [H, W, C].
+
+    8-bit images stay uint8 (the transforms divide by the scale after resizing, where it is cheap);
+    other integer files are divided by the modality's scale (depth: metres); floating-point data and
+    class ids come as stored. data: the file's bytes when they come from elsewhere (a shard); `path`
+    then only names them. Raises ValueError naming the file if it cannot be read or does not hold the
+    declared channels.
     """
-    with _open_image(path, modality, data) as image:
-        if modality == "rgb":
-            return np.asarray(image.convert("RGB"))
-        array = np.asarray(image)
-    if modality == "depth":
-        return array.astype(np.float32) / depth_scale
-    return array
+    modality = get_modality(modality) if isinstance(modality, str) else modality
+    array = _decode(path, modality, data)
+    channels = 1 if array.ndim == 2 else array.shape[-1] if array.ndim == 3 else -1
+    if channels != modality.channels or not np.issubdtype(array.dtype, np.number) or array.dtype == bool:
+        raise ValueError(
+            f"{path}: {modality.name} declares {modality.channels} channel(s) of numbers, [H, W] or "
+            f"[H, W, {modality.channels}]; the file holds {array.dtype} {list(array.shape)}"
+        )
+    if modality.is_class_map:
+        if not np.issubdtype(array.dtype, np.integer) or array.min(initial=0) < 0:
+            raise ValueError(f"{path}: {modality.name} class ids must be non-negative integers")
+        return array
+    if array.dtype == np.uint8 or not np.issubdtype(array.dtype, np.integer):
+        return array
+    return array.astype(np.float32) / np.float32(modality.scale)
 
 
-def check_class_ids(ids: np.ndarray, path: Path, num_classes: int, ignore_index: int | None = None) -> None:
+def check_class_ids(
+    ids: np.ndarray, path: Path, num_classes: int, ignore_index: int | None = None, modality: str = "semseg"
+) -> None:
     """Raise naming the file and the largest offending id if a class map holds ids >= num_classes (other
     than ignore_index): an embedding or a loss would index out of range, or silently train on them."""
     bad = ids >= num_classes
@@ -93,9 +120,14 @@ def check_class_ids(ids: np.ndarray, path: Path, num_classes: int, ignore_index:
         allowed = f"0..{num_classes - 1}" + (
             f" and {ignore_index} (ignored)" if ignore_index is not None else ""
         )
+        setting = (
+            "model.semseg_classes, head.num_classes"
+            if modality == "semseg"
+            else f"modalities.{modality}.classes"
+        )
         raise ValueError(
-            f"{path}: class id {int(ids[bad].max())} in a semseg map, the model takes {allowed}; set the "
-            "number of classes (model.semseg_classes, head.num_classes) to cover the data"
+            f"{path}: class id {int(ids[bad].max())} in a {modality} map, the model takes {allowed}; set the "
+            f"number of classes ({setting}) to cover the data"
         )
 
 
@@ -107,11 +139,14 @@ def _check_same_size(sizes: dict[Path, tuple[int, int]]) -> None:
 
 
 def read_sample(
-    paths: dict[str, Path], depth_scale: float = DEPTH_SCALE, data: dict[str, bytes] | None = None
+    paths: dict[str, Path],
+    modalities: Mapping[str, Modality] | None = None,
+    data: dict[str, bytes] | None = None,
 ) -> dict[str, np.ndarray]:
-    """All modalities of one sample, checked to share one size (data: their bytes, see read_image)."""
-    data = data or {}
-    arrays = {m: read_image(path, m, depth_scale, data.get(m)) for m, path in paths.items()}
+    """All modalities of one sample (records in `modalities`, else built in), checked to share one size
+    (data: their bytes, see read_image)."""
+    modalities, data = modalities or {}, data or {}
+    arrays = {m: read_image(path, modalities.get(m, m), data.get(m)) for m, path in paths.items()}
     _check_same_size({paths[m]: array.shape[1::-1] for m, array in arrays.items()})
     return arrays
 
@@ -176,12 +211,14 @@ def _verify_samples(samples: list, read: Callable[[dict[str, Path]], object]) ->
 
 def index_samples(
     directories: dict[str, Path],
+    modalities: Mapping[str, Modality],
     class_level: bool,
     on_error: str,
     where: Path,
     read: Callable[[dict[str, Path]], object] = read_sample,
 ) -> list:
-    """The samples [(key, {modality: path})] found in one directory per modality.
+    """The samples [(key, {modality: path})] found in one directory per modality (files with the
+    extensions of its format, see guidedmae.data.modalities).
 
     on_error="raise": a sample missing a modality raises at once; unreadable files, size mismatches and
     bad class ids raise when the sample is read. on_error="skip": every sample is read now with `read`
@@ -193,7 +230,7 @@ def index_samples(
     for modality, directory in directories.items():
         if not directory.is_dir():
             raise FileNotFoundError(f"no {modality} folder {directory}")
-    files = {m: _list_files(d, MODALITIES[m].extensions, class_level) for m, d in directories.items()}
+    files = {m: _list_files(d, modalities[m].extensions, class_level) for m, d in directories.items()}
     samples, problems = _match_samples(files, directories)
     if on_error == "raise" and problems:
         raise problems[0]
@@ -219,16 +256,19 @@ class FolderSample:
 def index_folder(
     root: str | Path,
     split: str,
-    modalities: tuple[str, ...],
+    modalities: Iterable[str | Modality],
     on_error: str = "raise",
-    read: Callable[[dict[str, Path]], object] = read_sample,
+    read: Callable[[dict[str, Path]], object] | None = None,
 ) -> tuple[list[FolderSample], list[str]]:
-    """The samples and class names of root/<split> in the MultiMAE layout (`read`: see index_samples)."""
+    """The samples and class names of root/<split> in the MultiMAE layout (modalities: records, or
+    built-in names; `read`: see index_samples, default read_sample of those modalities)."""
+    modalities = resolve(modalities)
     split_dir = Path(root) / split
     if not split_dir.is_dir():
         raise FileNotFoundError(f"no split folder {split_dir}")
-    directories = {modality: split_dir / modality for modality in modalities}
-    samples = index_samples(directories, class_level=True, on_error=on_error, where=split_dir, read=read)
+    directories = {name: split_dir / name for name in modalities}
+    read = read or partial(read_sample, modalities=modalities)
+    samples = index_samples(directories, modalities, True, on_error, where=split_dir, read=read)
     classes = sorted({key.split("/")[0] for key, _ in samples})
     label_of = {name: index for index, name in enumerate(classes)}
     return [FolderSample(key, paths, label_of[key.split("/")[0]]) for key, paths in samples], classes
@@ -251,7 +291,9 @@ def index_ade20k(
         raise FileNotFoundError(f"{root} is not an ADEChallengeData2016 folder: no {root / 'images'}")
     folder = ADE20K_SPLITS[split]
     directories = {"rgb": root / "images" / folder, "semseg": root / "annotations" / folder}
-    samples = index_samples(directories, False, on_error, where=root / "images" / folder, read=read)
+    samples = index_samples(
+        directories, resolve(list(directories)), False, on_error, root / "images" / folder, read
+    )
     return [paths for _, paths in samples]
 
 

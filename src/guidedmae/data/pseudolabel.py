@@ -26,7 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from guidedmae.data.folder import DEPTH_SCALE, save_image_atomic
-from guidedmae.data.modalities import MODALITIES
+from guidedmae.data.modalities import BUILTIN
 
 __all__ = ["add_parser", "pseudolabel"]
 
@@ -47,7 +47,7 @@ def _rgb_files(root: Path, split: str) -> list[Path]:
     folder = root / split / "rgb"
     if not folder.is_dir():
         raise FileNotFoundError(f"no rgb folder {folder} (expected root/<split>/rgb/<class>/<name>.<ext>)")
-    extensions = MODALITIES["rgb"].extensions
+    extensions = BUILTIN["rgb"].extensions
     files = sorted(
         p for p in folder.rglob("*") if p.suffix.lower() in extensions and not p.name.startswith(".")
     )

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from guidedmae.data.folder import index_folder
+from guidedmae.data.modalities import Modality, resolve
 
 __all__ = ["INDEX", "ShardIndex", "read_shard_index", "write_shards"]
 
@@ -89,7 +91,7 @@ def write_shards(
     root: str | Path,
     split: str,
     out: str | Path,
-    modalities: tuple[str, ...] = ("rgb", "depth", "semseg"),
+    modalities: Sequence[str | Modality] = ("rgb", "depth", "semseg"),
     samples_per_shard: int = 1000,
     seed: int = 0,
     on_error: str = "raise",
@@ -97,11 +99,14 @@ def write_shards(
 ) -> ShardIndex:
     """Copy root/<split> (the folder layout) into tar shards in out/<split>, samples shuffled by `seed`.
 
-    Re-running rewrites the same bytes; shard files of an earlier, larger run are removed.
+    modalities: records, or built-in names (their formats say which files belong to a sample). Re-running
+    rewrites the same bytes; shard files of an earlier, larger run are removed.
     """
     if samples_per_shard < 1:
         raise ValueError(f"samples_per_shard must be positive, got {samples_per_shard}")
-    samples, class_names = index_folder(root, split, tuple(modalities), on_error)
+    records = resolve(modalities)
+    modalities = tuple(records)
+    samples, class_names = index_folder(root, split, records.values(), on_error)
     extensions = []
     for modality in modalities:
         found = {sample.paths[modality].suffix.lower() for sample in samples}

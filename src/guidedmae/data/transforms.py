@@ -1,20 +1,24 @@
 """Aligned augmentation: one crop, one flip, drawn once per sample and applied to every modality.
 
-A raw sample is a dict of numpy arrays of the same height and width:
+A raw sample is a dict of numpy arrays of the same height and width, one per modality
+(guidedmae.data.modalities declares each):
     rgb     uint8   [H, W, 3]
     depth   float   [H, W]      metres (0 = no measurement)
     semseg  integer [H, W]      class ids
+    other   [H, W] or [H, W, C]: uint8 (divided by the modality's scale after resizing) or values
     label   int                 image-level class (optional, passed through)
 `augment_sample` turns it into the tensors the model takes:
     rgb     float32 [3, S, S]   ImageNet-normalized
     depth   float32 [1, S, S]   standardized per image, or metres
     semseg  int64   [S / stride, S / stride]
+    other   float32 [C, S, S] normalized as declared; class maps int64 [S / stride, S / stride]
     label   int64   []
     view    float32 [5]         where the pixels come from: the crop box (top, left, height, width) as
                                 fractions of the source image's height and width, then 1 if flipped
 """
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -23,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from guidedmae.data.modalities import IMAGENET_MEAN, IMAGENET_STD, MODALITIES
+from guidedmae.data.modalities import BUILTIN, IMAGENET_MEAN, IMAGENET_STD, Modality
 
 DEPTH_MODES = ("standardize", "metres")
 # ITU-R 601 luma weights, as in PIL's convert("L").
@@ -47,7 +51,7 @@ class AugmentConfig:
     hflip: float = 0.5
     color_jitter: float = 0.0
     depth: str = "standardize"
-    semseg_stride: int = MODALITIES["semseg"].stride
+    semseg_stride: int = BUILTIN["semseg"].stride
     train: bool = True
 
     def __post_init__(self) -> None:
@@ -194,13 +198,57 @@ def standardize_depth(depth: Tensor, trim: float = 0.1, eps: float = 1e-6) -> Te
     return (depth - mean) / torch.sqrt(var + eps)
 
 
-def augment_sample(sample: dict, config: AugmentConfig, generator: torch.Generator) -> dict[str, Tensor]:
+def to_values(image: Tensor, modality: Modality) -> Tensor:
+    """A resized image [C, H, W] in the modality's units: 8-bit data divided by its scale, float as is."""
+    return image.float() / modality.scale if image.dtype == torch.uint8 else image
+
+
+def normalize(values: Tensor, modality: Modality) -> Tensor:
+    """values [C, H, W] normalized as the modality declares (imagenet, standardize, fixed or none)."""
+    if modality.normalize == "imagenet":
+        return normalize_rgb(values)
+    if modality.normalize == "standardize":
+        return standardize_depth(values)
+    if modality.normalize == "fixed":
+        mean = torch.tensor(modality.mean, dtype=values.dtype).view(-1, 1, 1)
+        std = torch.tensor(modality.std, dtype=values.dtype).view(-1, 1, 1)
+        return (values - mean) / std
+    return values
+
+
+def hflip(value: Tensor, modality: Modality) -> Tensor:
+    """Mirror left-right; the channels in flip_negates change sign (normals: x points the other way)."""
+    value = value.flip(-1)
+    if modality.flip_negates:
+        value[list(modality.flip_negates)] *= -1
+    return value
+
+
+def class_map_stride(modality: Modality, config: AugmentConfig) -> int:
+    """semseg's resolution divisor is the augmentation's (1 for targets); other class maps keep theirs."""
+    return config.semseg_stride if modality.name == "semseg" else modality.stride
+
+
+def keeps_units(modality: Modality, config: AugmentConfig) -> bool:
+    """Whether the modality skips normalization: depth targets stay in metres."""
+    return modality.name == "depth" and config.depth == "metres"
+
+
+def augment_sample(
+    sample: dict,
+    config: AugmentConfig,
+    generator: torch.Generator,
+    modalities: Mapping[str, Modality] | None = None,
+) -> dict[str, Tensor]:
     """Raw sample (numpy arrays, see the module docstring) -> the model's tensors, aligned.
 
-    The crop, the flip and the jitter are drawn from `generator` once; every modality present in
-    `sample` goes through the same crop and flip.
+    modalities: the records of the sample's modalities (default: the built-ins it holds). The crop, the
+    flip and the jitter are drawn from `generator` once; every modality goes through the same crop and
+    flip.
     """
-    images = {name: sample[name] for name in MODALITIES if name in sample}
+    if modalities is None:
+        modalities = {name: BUILTIN[name] for name in BUILTIN if name in sample}
+    images = {name: sample[name] for name in modalities}
     shapes = {name: tuple(image.shape[:2]) for name, image in images.items()}
     if len(set(shapes.values())) > 1:
         raise ValueError(f"the modalities of a sample must have the same height and width, got {shapes}")
@@ -213,20 +261,17 @@ def augment_sample(sample: dict, config: AugmentConfig, generator: torch.Generat
         box, flip = _center_square_box(height, width), False
 
     out: dict[str, Tensor] = {}
-    if "rgb" in images:
-        rgb = _crop_and_resize(images["rgb"], box, config.size, class_map=False).float() / 255
-        if config.train and config.color_jitter > 0:
-            rgb = color_jitter(rgb, config.color_jitter, generator)
-        out["rgb"] = normalize_rgb(rgb)  # [3, S, S]
-    if "depth" in images:
-        depth = _crop_and_resize(images["depth"], box, config.size, class_map=False)  # [1, S, S]
-        out["depth"] = standardize_depth(depth) if config.depth == "standardize" else depth
-    if "semseg" in images:
-        semseg_size = config.size // config.semseg_stride
-        semseg = _crop_and_resize(images["semseg"], box, semseg_size, class_map=True)
-        out["semseg"] = semseg[0].long()  # [S / stride, S / stride]
+    for name, modality in modalities.items():
+        if modality.is_class_map:
+            size = config.size // class_map_stride(modality, config)
+            out[name] = _crop_and_resize(images[name], box, size, class_map=True)[0].long()  # [S/s, S/s]
+            continue
+        values = to_values(_crop_and_resize(images[name], box, config.size, class_map=False), modality)
+        if modality.color_jitter and config.train and config.color_jitter > 0:
+            values = color_jitter(values, config.color_jitter, generator)
+        out[name] = values if keeps_units(modality, config) else normalize(values, modality)  # [C, S, S]
     if flip:
-        out = {name: tensor.flip(-1) for name, tensor in out.items()}
+        out = {name: hflip(tensor, modalities[name]) for name, tensor in out.items()}
     if "label" in sample:
         out["label"] = torch.tensor(sample["label"], dtype=torch.int64)
     out["view"] = torch.tensor(

@@ -11,7 +11,7 @@ totals are summed over processes, so the metrics are those of the whole split, e
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from guidedmae.data.modalities import MODALITIES
-from guidedmae.data.transforms import normalize_rgb, standardize_depth
+from guidedmae.data.modalities import BUILTIN, Modality
+from guidedmae.data.transforms import AugmentConfig, class_map_stride, keeps_units, normalize, to_values
 from guidedmae.engine.distributed import DistributedContext, all_reduce_sum
 from guidedmae.engine.precision import autocast
 from guidedmae.models.finetune import FineTuneModel
@@ -54,52 +54,60 @@ def _resize_map(image: torch.Tensor, size: tuple[int, int], class_map: bool) -> 
 
 
 def resize_for_eval(
-    sample: dict, size: int, mode: str, depth_mode: str, ignore_index: int, semseg_stride: int = 1
+    sample: dict,
+    augment: AugmentConfig,
+    mode: str,
+    ignore_index: int,
+    modalities: Mapping[str, Modality] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """A raw sample (see guidedmae.data.transforms) resized without cropping, as the model takes it.
+    """A raw sample (see guidedmae.data.transforms) resized to augment.size without cropping, as the model
+    takes it, normalized as in training (augment.depth, augment.semseg_stride).
 
-    whole: longer side -> size, padded at the bottom and right to size x size (rgb with the mean
-    colour, standardized depth with 0, metric depth with 0 = missing, semseg with ignore_index).
-    sliding: shorter side -> size. depth_mode: "standardize" (an input) or "metres" (a target).
+    whole: longer side -> size, padded at the bottom and right to size x size (images with 0: rgb's
+    mean colour, standardized depth's mean, metric depth's "missing"; class maps with ignore_index).
+    sliding: shorter side -> size. modalities: their records (default: the built-ins the sample holds).
     """
-    images = {name: sample[name] for name in MODALITIES if name in sample}
-    height, width = next(iter(images.values())).shape[:2]
+    if modalities is None:
+        modalities = {name: BUILTIN[name] for name in BUILTIN if name in sample}
+    size = augment.size
+    height, width = sample[next(iter(modalities))].shape[:2]
     scale = size / (max(height, width) if mode == "whole" else min(height, width))
     new_size = (max(1, round(height * scale)), max(1, round(width * scale)))
     out = {}
-    if "rgb" in images:
-        rgb = torch.from_numpy(np.array(images["rgb"], dtype=np.uint8)).permute(2, 0, 1).float() / 255
-        out["rgb"] = normalize_rgb(_resize_map(rgb, new_size, class_map=False).clamp(0, 1))
-    if "depth" in images:
-        depth = _resize_map(
-            torch.from_numpy(np.array(images["depth"], dtype=np.float32))[None], new_size, False
-        )
-        out["depth"] = standardize_depth(depth) if depth_mode == "standardize" else depth
-    if "semseg" in images:
-        semseg = torch.from_numpy(np.array(images["semseg"], dtype=np.float32))[None]
-        semseg_size = (new_size[0] // semseg_stride, new_size[1] // semseg_stride)
-        out["semseg"] = _resize_map(semseg, semseg_size, class_map=True)[0].long()
+    for name, modality in modalities.items():
+        array = np.asarray(sample[name])
+        image = torch.from_numpy(array.copy())
+        image = image[None] if image.ndim == 2 else image.permute(2, 0, 1)
+        if modality.is_class_map:
+            stride = class_map_stride(modality, augment)
+            resized = _resize_map(image, (new_size[0] // stride, new_size[1] // stride), class_map=True)
+            out[name] = resized[0].long()
+            continue
+        values = to_values(image, modality)
+        values = _resize_map(values.float(), new_size, class_map=False)
+        out[name] = values if keeps_units(modality, augment) else normalize(values, modality)
     if mode == "whole":
-        pads = {"rgb": 0.0, "depth": 0.0, "semseg": ignore_index}
         for name, value in out.items():
-            target = size // (semseg_stride if name == "semseg" else 1)
+            modality = modalities[name]
+            target = size // (class_map_stride(modality, augment) if modality.is_class_map else 1)
             bottom, right = target - value.shape[-2], target - value.shape[-1]
-            out[name] = F.pad(value, (0, right, 0, bottom), value=pads[name])
+            pad = ignore_index if modality.is_class_map else 0.0
+            out[name] = F.pad(value, (0, right, 0, bottom), value=pad)
     if "label" in sample:
         out["label"] = torch.tensor(sample["label"], dtype=torch.int64)
     return out
 
 
 class WholeImages(Dataset):
-    """The raw samples of an augmented data set (its `load`), resized for `whole` or `sliding` evaluation."""
+    """The raw samples of an augmented data set (its `load`), resized for `whole` or `sliding` evaluation
+    as its augmentation and modalities say."""
 
-    def __init__(self, dataset, size: int, mode: str, depth_mode: str, ignore_index: int, semseg_stride: int):
+    def __init__(self, dataset, mode: str, ignore_index: int):
         if not hasattr(dataset, "load"):
             raise ValueError(
                 f"eval.mode={mode} needs a data set with raw samples, got {type(dataset).__name__}"
             )
-        self.dataset, self.size, self.mode = dataset, size, mode
-        self.depth_mode, self.ignore_index, self.semseg_stride = depth_mode, ignore_index, semseg_stride
+        self.dataset, self.mode, self.ignore_index = dataset, mode, ignore_index
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -107,7 +115,7 @@ class WholeImages(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         raw = self.dataset.load(index)
         return resize_for_eval(
-            raw, self.size, self.mode, self.depth_mode, self.ignore_index, self.semseg_stride
+            raw, self.dataset.augment, self.mode, self.ignore_index, self.dataset.modalities
         )
 
 
@@ -183,7 +191,7 @@ def evaluate(
     window = model.encoder.config.image_size
     stride = eval_config.stride or max(1, math.ceil(2 * window / 3))
     if eval_config.mode == "sliding":
-        class_maps = [name for name in inputs_of if MODALITIES[name].is_class_map]
+        class_maps = [name for name in inputs_of if model.encoder.modalities[name].is_class_map]
         if class_maps:
             raise ValueError(f"eval.mode=sliding crops image-like inputs only; {class_maps} are class maps")
         batch_size = 1

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset, Subset
 from guidedmae.config import FinetuneConfig, load_config
 from guidedmae.data.datasets import ADE20KDataset, SyntheticScenes, stored_dataset
 from guidedmae.data.mixup import mix_batch
+from guidedmae.data.modalities import Modality, declare_all, get_modality
 from guidedmae.data.scenes import SEMSEG_CLASSES, SHAPES
 from guidedmae.data.subset import balanced_subset
 from guidedmae.engine.distributed import (
@@ -45,10 +46,11 @@ from guidedmae.tasks import target_of, task_loss
 __all__ = ["FinetuneJob", "FinetuneStep", "evaluate_checkpoint", "finetune", "training_set"]
 
 
-def data_modalities(config: FinetuneConfig) -> tuple[str, ...]:
+def data_modalities(config: FinetuneConfig) -> list[Modality]:
     """The modalities a batch holds: the inputs, and the target if it is an image (the label always comes)."""
     target = () if config.head.task == "classification" else (config.head.task,)
-    return tuple(dict.fromkeys([*config.model.inputs, *target]))
+    declared = declare_all(config.modalities)
+    return [get_modality(name, declared) for name in dict.fromkeys([*config.model.inputs, *target])]
 
 
 def _build_split(config: FinetuneConfig, train: bool) -> Dataset:
@@ -122,16 +124,12 @@ def evaluation_set(config: FinetuneConfig) -> Dataset:
     dataset = _build_split(config, train=False)
     if config.eval.mode == "center":
         return dataset
-    depth_mode = "metres" if config.head.task == "depth" else "standardize"
-    stride = config.data.augment.semseg_stride
-    return WholeImages(
-        dataset, config.model.image_size, config.eval.mode, depth_mode, config.task.ignore_index, stride
-    )
+    return WholeImages(dataset, config.eval.mode, config.task.ignore_index)
 
 
 def build_model(config: FinetuneConfig) -> FineTuneModel:
     """Encoder (random init; load_pretrained fills it from model.init) and head, as the config says."""
-    architecture = config.model.architecture()
+    architecture = config.model.architecture(config.modalities)
     return FineTuneModel(
         MultiMAE(architecture),
         build_head(config.head, architecture),

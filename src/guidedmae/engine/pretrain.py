@@ -16,7 +16,7 @@ from torch.utils.data import Dataset, Subset, default_collate
 
 from guidedmae.config import PretrainConfig
 from guidedmae.data.datasets import SyntheticScenes, derived_generator, stored_dataset
-from guidedmae.data.modalities import DERIVED_TARGETS
+from guidedmae.data.modalities import Modality
 from guidedmae.engine.distributed import DistributedContext, all_reduce_sum
 from guidedmae.engine.evaluate import shard_loader
 from guidedmae.engine.logging import RunLogger
@@ -37,15 +37,16 @@ PICTURE_STREAM = 3  # derived_generator(seed, 0, PICTURE_STREAM): the masks of e
 STRATEGY_KEY = "strategy"  # the strategy's state in checkpoints, beside "model"
 
 
-def data_modalities(model: MultiMAEConfig) -> tuple[str, ...]:
+def data_modalities(model: MultiMAEConfig) -> list[Modality]:
     """The modalities a batch must hold: the model's inputs and the sources of its outputs."""
-    return tuple(dict.fromkeys([*model.inputs, *(DERIVED_TARGETS.get(name, name) for name in model.outputs)]))
+    names = dict.fromkeys(model.modality(name).name for name in (*model.inputs, *model.outputs))
+    return [model.modality(name) for name in names]
 
 
 def build_dataset(config: PretrainConfig, held_out: bool = False) -> Dataset:
     """The pretraining data set of `config.data`, yielding the modalities the model needs; held_out: the
     evaluation's (config.eval: its series or split, the first eval.num_samples, no augmentation)."""
-    data, modalities = config.data, data_modalities(config.model)
+    data, modalities = config.data, data_modalities(config.model.architecture(config.modalities))
     if held_out:
         augment = replace(data.augment, train=False)
         if data.source == "synthetic":
@@ -114,6 +115,7 @@ def save_reconstruction(
         config.log.picture_samples,
         step.model.config.patch_size,
         step.strategy.score_label,
+        step.model.modalities,
     )
     return save_png(image, path)
 
@@ -128,7 +130,7 @@ class PretrainJob(Job):
 
     def build(self, context: DistributedContext) -> JobParts:
         config = self.config
-        model = MultiMAE(config.model.architecture())
+        model = MultiMAE(config.model.architecture(config.modalities))
         dataset = build_dataset(config)
         strategy = build_strategy(config.masking, model.config, len(dataset), context)
         self.step = MaskedAutoencoderStep(model, strategy, config.loss)

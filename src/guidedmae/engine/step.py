@@ -60,6 +60,7 @@ class MaskedAutoencoderStep(nn.Module):
             self.loss.weights,
             self.loss.on_unmasked,
             per_patch=True,
+            modalities=self.model.modalities,
         )
         if self.training:  # pictures in eval mode teach the strategy nothing
             per_modality = modality_patch_losses(patch_losses, tokens.modalities, self.loss.weights)

@@ -166,7 +166,9 @@ def _multimae_of(path: str) -> MultiMAE:
     if not isinstance(saved, dict):  # an official MultiMAE file: its tensors and arguments say what it is
         config = official_architecture(checkpoint, path)
     else:
-        config = _architecture_from(saved.get("model", {}), path)
+        # Declared modalities live beside the model section (the data reads them too).
+        model_section = {**saved.get("model", {}), "modalities": saved.get("modalities", {})}
+        config = _architecture_from(model_section, path)
         if "head" in saved:  # a fine-tuning checkpoint: the encoder, without the head
             weights = {
                 key.removeprefix("encoder."): value

@@ -17,11 +17,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from guidedmae.data.modalities import get_modality
+from guidedmae.data.modalities import Modality, declaration, declare_all, get_modality
 from guidedmae.masking.select import Selection, from_masks
 from guidedmae.models.adapters import PatchInputAdapter, SemSegInputAdapter, SpatialOutputAdapter
 from guidedmae.models.vit import Block
@@ -50,6 +51,9 @@ class MultiMAEConfig:
     decoder_task_queries: bool = True
     # Outputs decoded in fp32 even under autocast: MultiMAE runs the semseg decoder so for stability.
     fp32_outputs: tuple[str, ...] = field(default=("semseg",))
+    # Declarations (guidedmae.data.modalities) of the inputs and outputs that are not built in, or that
+    # change a built-in: a model file then says what its adapters take.
+    modalities: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Far beyond any ViT trained so far (ViT-22B: dim 6144, depth 48): a config, or a file's stored
@@ -63,11 +67,16 @@ class MultiMAEConfig:
             value = getattr(self, name)
             if not 1 <= value <= limit:
                 raise ValueError(f"model.{name}={value}; expected 1..{limit}")
+        self.modalities = {name: declaration(record) for name, record in declare_all(self.modalities).items()}
         if not 0 < self.mlp_ratio <= 64 or not 0 <= self.drop_path < 1:
             raise ValueError(
                 f"model.mlp_ratio={self.mlp_ratio}, model.drop_path={self.drop_path}; expected 0 < mlp_ratio "
                 "<= 64 and 0 <= drop_path < 1"
             )
+
+    def modality(self, name: str) -> Modality:
+        """The record of input or output `name` (norm_rgb: rgb's)."""
+        return get_modality(name, declare_all(self.modalities))
 
 
 # Encoder sizes of the ViT family; decoders keep MultiMAE's 256 x 2 unless overridden.
@@ -114,11 +123,15 @@ class Scan:
     features: torch.Tensor  # [B, N, D] the patch tokens entering the last block, layer-normalized
 
 
+def _classes(modality: Modality, config: MultiMAEConfig) -> int:
+    return config.semseg_classes if modality.name == "semseg" else modality.classes
+
+
 def _build_input_adapter(name: str, config: MultiMAEConfig) -> nn.Module:
-    modality = get_modality(name)
+    modality = config.modality(name)
     if modality.is_class_map:
         return SemSegInputAdapter(
-            config.semseg_classes,
+            _classes(modality, config),
             config.semseg_class_dim,
             config.patch_size,
             config.dim,
@@ -131,9 +144,9 @@ def _build_input_adapter(name: str, config: MultiMAEConfig) -> nn.Module:
 
 
 def _build_output_adapter(name: str, config: MultiMAEConfig) -> SpatialOutputAdapter:
-    modality = get_modality(name)
+    modality = config.modality(name)
     return SpatialOutputAdapter(
-        num_channels=config.semseg_classes if modality.is_class_map else modality.channels,
+        num_channels=_classes(modality, config) if modality.is_class_map else modality.channels,
         patch_size=config.patch_size,
         encoder_dim=config.dim,
         dim=config.decoder_dim,
@@ -158,6 +171,8 @@ class MultiMAE(nn.Module):
                 f"image_size {config.image_size} is not a multiple of patch_size {config.patch_size}"
             )
         self.config = config
+        # The record of every input and output (norm_rgb: rgb's), resolved once.
+        self.modalities = {name: config.modality(name) for name in (*config.inputs, *config.outputs)}
         self.input_adapters = nn.ModuleDict(
             {name: _build_input_adapter(name, config) for name in config.inputs}
         )
@@ -189,7 +204,7 @@ class MultiMAE(nn.Module):
         modalities = tuple(name for name in self.config.inputs if name in inputs)
         per_modality, grids = [], {}
         for name in modalities:
-            _check_input(name, inputs[name], self.input_adapters[name].patch, self.config)
+            _check_input(inputs[name], self.modalities[name], self.input_adapters[name].patch)
             tokens = self.input_adapters[name](inputs[name])  # [B, N_m, D]
             per_modality.append(tokens)
             size = inputs[name].shape[-2:]
@@ -336,9 +351,9 @@ class MultiMAE(nn.Module):
         return exempt
 
 
-def _check_input(name: str, x: torch.Tensor, patch: int, config: MultiMAEConfig) -> None:
+def _check_input(x: torch.Tensor, modality: Modality, patch: int) -> None:
     """Validate one input tensor at the model boundary, naming what was expected."""
-    modality = get_modality(name)
+    name = modality.name
     if modality.is_class_map:
         if x.ndim != 3 or x.is_floating_point():
             raise ValueError(
