@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -121,16 +120,6 @@ def loader_rates(root: Path, split: str, shards: Path, workers: int) -> dict:
     return rates
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -147,7 +136,7 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(args.root, args.split, args.shards)))
         return
-
+    from guidedmae.bench import cpu_name  # this checkout's (a baseline may predate it)
     from guidedmae.data.shards import write_shards
 
     with tempfile.TemporaryDirectory() as temp:

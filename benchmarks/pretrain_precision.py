@@ -12,14 +12,13 @@ On CPUs without bf16 matrix instructions (AVX512-BF16 / AMX) bf16 autocast is ex
 """
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from guidedmae.bench import synchronize, synthetic_batch, train_step
+from guidedmae.bench import cpu_name, synchronize, synthetic_batch, train_step
 from guidedmae.config import PretrainConfig, load_config
 from guidedmae.engine.optim import OptimConfig, build_optimizer, set_lr
 from guidedmae.engine.step import MaskedAutoencoderStep
@@ -81,7 +80,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(
-        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"device {device}, batch {args.batch_size}, {args.warmup} warm-up + {args.rounds} timed steps per precision "
         "(A/B alternated)"
     )

@@ -13,7 +13,6 @@ AdamW with MultiMAE's parameter groups.
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -81,16 +80,6 @@ def measure_in(src: Path | None, arguments: list[str]) -> float:
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", type=Path, help="another checkout's src/ to measure against")
@@ -106,6 +95,7 @@ def main() -> None:
         seconds = measure(args.model, args.batch, args.precision[0], args.steps, args.threads)
         print(json.dumps(seconds))
         return
+    from guidedmae.bench import cpu_name  # this checkout's (a baseline may predate it)
 
     versions = {"this checkout": None, **({"baseline": args.baseline} if args.baseline else {})}
     print(

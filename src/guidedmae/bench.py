@@ -13,12 +13,14 @@ events on a CPU.
 """
 
 import argparse
+import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 from typing import TextIO
 
 import torch
@@ -119,6 +121,17 @@ def train_step(
         output = step(batch, generator)
     output.losses["total"].backward()
     optimizer.step()
+
+
+def cpu_name() -> str:
+    """The CPU's model name (what every throughput figure must say it comes from)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def synchronize(device: torch.device) -> None:
