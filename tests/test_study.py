@@ -142,3 +142,11 @@ def test_study_plans_name_the_folders_of_every_run(tmp_path):
     config = probe.resolved()
     assert config.model.init == str(tmp_path / "out" / "attention" / "seed-1" / "checkpoint-last.pt")
     assert config.seed == 1 and config.resume == "auto"
+
+
+@pytest.mark.parametrize("name", ["seed_cpu_quick", "seed_cpu", "sensitivity_cpu"])
+def test_every_shipped_cpu_study_plans_with_valid_run_configs(name, tmp_path, capsys):
+    # --dry-run loads every run's config as the study would run it: a bad override fails here, not an hour in.
+    study = ROOT / "configs" / "study" / f"{name}.yaml"
+    assert main(["study", str(study), f"out_dir={tmp_path}", "--dry-run"]) == 0
+    assert "runs, " in capsys.readouterr().out
