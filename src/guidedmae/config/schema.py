@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from guidedmae.data.mixup import MixupConfig
 from guidedmae.data.modalities import DERIVED_TARGETS, declare
 from guidedmae.data.scenes import LABELS as SCENE_LABELS
-from guidedmae.data.scenes import NUM_SEMSEG_CLASSES
+from guidedmae.data.scenes import NUM_SEMSEG_CLASSES, RENDERED_MODALITIES
 from guidedmae.data.transforms import AugmentConfig
 from guidedmae.engine.evaluate import EvalConfig
 from guidedmae.engine.optim import OptimConfig, validate_optim
@@ -170,7 +170,7 @@ def _check_modalities(config) -> MultiMAEConfig:
     declared = {name: declare(name, values) for name, values in config.modalities.items()}
     architecture = config.model.architecture(config.modalities)
     used = {architecture.modality(name).name for name in (*architecture.inputs, *architecture.outputs)}
-    rendered = {"rgb", "depth", "semseg"}
+    rendered = set(RENDERED_MODALITIES)  # ADE20K has fewer: its own check names them
     if config.data.source in ("synthetic", "ade20k") and used - rendered:
         raise ValueError(
             f"data.source={config.data.source} has no {', '.join(sorted(used - rendered))}: declared "

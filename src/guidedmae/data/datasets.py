@@ -24,7 +24,7 @@ from guidedmae.data.folder import (
 )
 from guidedmae.data.modalities import Modality, resolve
 from guidedmae.data.scenes import LABELS as SCENE_LABELS
-from guidedmae.data.scenes import count_label, render_scene, scene_labels
+from guidedmae.data.scenes import RENDERED_MODALITIES, count_label, render_scene, scene_labels
 from guidedmae.data.shards import read_shard_index
 from guidedmae.data.transforms import AugmentConfig, augment_sample
 
@@ -120,11 +120,11 @@ class SyntheticScenes(AugmentedDataset):
             raise ValueError(f"unknown scene label {label!r}; expected one of {tuple(SCENE_LABELS)}")
         self.n, self.size, self.label = n, size, label
         self.modalities = resolve(modalities)
-        rendered = {"rgb", "depth", "semseg"}
-        if not set(self.modalities) <= rendered:
+        unrendered = sorted(set(self.modalities) - set(RENDERED_MODALITIES))
+        if unrendered:
             raise ValueError(
-                f"the synthetic scenes render rgb, depth and semseg, not "
-                f"{sorted(set(self.modalities) - rendered)}: use data.source=folder for other modalities"
+                f"the synthetic scenes render {', '.join(RENDERED_MODALITIES)}, not {unrendered}: use "
+                "data.source=folder for other modalities"
             )
 
     @property

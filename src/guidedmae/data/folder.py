@@ -94,7 +94,7 @@ def read_image(path: Path, modality: Modality | str, data: bytes | None = None) 
     modality = get_modality(modality) if isinstance(modality, str) else modality
     array = _decode(path, modality, data)
     channels = 1 if array.ndim == 2 else array.shape[-1] if array.ndim == 3 else -1
-    if channels != modality.channels or not np.issubdtype(array.dtype, np.number) or array.dtype == bool:
+    if channels != modality.channels or not np.issubdtype(array.dtype, np.number):
         raise ValueError(
             f"{path}: {modality.name} declares {modality.channels} channel(s) of numbers, [H, W] or "
             f"[H, W, {modality.channels}]; the file holds {array.dtype} {list(array.shape)}"

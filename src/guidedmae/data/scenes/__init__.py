@@ -42,7 +42,7 @@ from guidedmae.data.scenes.layout import (
     sample_layout,
     scene_layout,
 )
-from guidedmae.data.scenes.render import Scene, render_layout, render_scene
+from guidedmae.data.scenes.render import RENDERED_MODALITIES, Scene, render_layout, render_scene
 from guidedmae.data.scenes.shapes import (
     BACKGROUND,
     FIRST_SHAPE_CLASS,
@@ -68,6 +68,7 @@ __all__ = [
     "LABEL_SIZE",
     "MIN_SIZE",
     "NUM_SEMSEG_CLASSES",
+    "RENDERED_MODALITIES",
     "SEMSEG_CLASSES",
     "SHAPES",
     "SHAPES_TABLE",

@@ -23,6 +23,10 @@ SKY_ZENITH = np.array([0.18, 0.32, 0.62], np.float32)  # ... and straight up
 SURFACE_OFFSET = 2e-3
 
 
+# The modalities a scene holds (the Scene fields below); other modalities come from files.
+RENDERED_MODALITIES = ("rgb", "depth", "semseg")
+
+
 @dataclass(frozen=True)
 class Scene:
     """One rendered sample."""
