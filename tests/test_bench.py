@@ -55,6 +55,8 @@ def test_variants_change_only_the_strategy_keys_and_keep_the_budget():
         "heads-6",
         "hint-0.1",
         "received",
+        "grid-2",
+        "cached-10",
         "loss-memory",
         "predicted-loss",
     ]
@@ -81,22 +83,27 @@ def test_variants_change_only_the_strategy_keys_and_keep_the_budget():
         "heads-6": {"attention.heads"},
         "hint-0.1": {"attention.hint"},
         "received": {"attention.score"},
+        "grid-2": {"attention.grid"},
+        "cached-10": {"strategy", "attention.noise"},
         "loss-memory": {"strategy", "attention.noise"},
         "predicted-loss": {"strategy", "attention.noise"},
     }
 
 
 def test_bench_prints_a_row_per_strategy_with_its_ratio_to_random(capsys, tiny):
-    assert main(["bench", *tiny, "--strategies", "random", "attention-high", "received"]) == 0
+    assert main(["bench", *tiny, "--strategies", "random", "attention-high", "received", "grid-2"]) == 0
     captured = capsys.readouterr()
     assert "tiny.yaml: " in captured.out and "48 tokens (8 visible), batch 2, fp32, cpu" in captured.out
     rows = table_rows(captured.out)
-    assert list(rows) == ["random", "attention-high", "received"]
+    assert list(rows) == ["random", "attention-high", "received", "grid-2"]
     assert rows["random"][1] == rows["random"][3] == "1.00"
-    for median, median_ratio, fastest, fastest_ratio, memory in rows.values():
+    for median, median_ratio, fastest, fastest_ratio, memory, lowest, per_modality in rows.values():
         assert float(median) == float(fastest) > 0  # one timed round: both are its time
         assert float(median_ratio) > 0 and float(fastest_ratio) > 0
         assert float(memory) > 0
+        values = [float(value) for value in per_modality.split(" / ")]
+        assert len(values) == 3 and float(lowest) == min(values) and all(0 <= v <= 1 for v in values)
+    assert rows["attention-high"][5] == "1.00"  # the exact pass agrees with itself
     assert "round 2/2: random" in captured.err  # progress as the rounds run
 
 
@@ -110,6 +117,27 @@ def test_the_script_runs_the_same_benchmark(capsys, monkeypatch, tiny):
     rows = table_rows(capsys.readouterr().out)
     assert list(rows) == ["random", "hint-0.1"]
     assert rows["random"][4] == "n/a"  # without a warm-up round there is no CPU memory reading
+
+
+def test_a_trained_checkpoint_is_timed_with_its_own_model_and_budget(capsys, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_CONFIG)
+    run = [
+        f"out_dir={tmp_path / 'run'}",
+        "data.num_samples=16",
+        "data.batch_size=8",
+        "schedule.total_epochs=1",
+        "schedule.warmup_epochs=0",
+    ]
+    assert main(["pretrain", str(config), *run, "log.picture_every=0"]) == 0
+    checkpoint = tmp_path / "run" / "checkpoint-last.pt"
+    flags = ["--batch-size", "2", "--rounds", "1", "--strategies", "attention-high", "cached-10"]
+    assert main(["bench", "--checkpoint", str(checkpoint), *flags]) == 0
+    captured = capsys.readouterr()
+    assert f"{checkpoint}: " in captured.out and "(8 visible)" in captured.out
+    assert list(table_rows(captured.out)) == ["attention-high", "cached-10"]
+    assert main(["bench", "--checkpoint", str(checkpoint), "--config", str(config), *flags]) == 1
+    assert "give --checkpoint or --config, not both" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

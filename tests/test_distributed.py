@@ -75,22 +75,35 @@ def test_torchrun_with_two_processes_trains_identical_weights(tmp_path):
     assert len(list(out.glob("checkpoint-*.pt"))) == 2  # step 12 and last: rank 1 wrote nothing
 
 
-def test_torchrun_strategy_state_agrees_across_processes(tmp_path):
-    # A memory of per-sample losses and loss averages driving the budget: each rank sees its own samples,
-    # and every rank must end with the same state (the weights check compares the strategy's digests too).
+@pytest.mark.parametrize(
+    "masking",
+    [
+        # A memory of per-sample losses and loss averages driving the budget.
+        ["masking.strategy=loss_memory", "masking.budget=adaptive"],
+        # A memory of per-sample attention maps, refreshed on every second visit, and visit counts.
+        ["masking.strategy=cached_attention", "masking.cached_attention.refresh=2"],
+    ],
+    ids=["loss_memory", "cached_attention"],
+)
+def test_torchrun_strategy_state_agrees_across_processes(tmp_path, masking):
+    # Each rank sees its own samples, and every rank must end with the same state (the weights check
+    # compares the strategy's digests too).
     config = tiny_config(tmp_path)
     out = tmp_path / "ddp-memory"
     torchrun(
         "pretrain", str(config), f"out_dir={out}", "run.threads=0", "log.every=1", "log.picture_every=0",
-        "masking.strategy=loss_memory", "masking.budget=adaptive", "schedule.total_epochs=1",
+        *masking, "schedule.total_epochs=1",
     )  # fmt: skip
     records = read_metrics(out / "metrics.jsonl")
     [check] = [r for r in records if r.get("event") == "weights_check"]
     assert check["identical"] is True and check["world_size"] == 2
-    assert {"alpha_rgb", "alpha_depth", "alpha_semseg"} <= set(next(r for r in records if "loss" in r))
-    memory = torch.load(out / "checkpoint-last.pt", weights_only=True)["strategy"]["memory"]
+    if "masking.budget=adaptive" in masking:
+        assert {"alpha_rgb", "alpha_depth", "alpha_semseg"} <= set(next(r for r in records if "loss" in r))
+    state = torch.load(out / "checkpoint-last.pt", weights_only=True)["strategy"]
     # One epoch: each rank sees its own 32 of the 64 scenes once; rank 0's file holds all 64.
-    assert (~memory.isnan()).any(dim=(1, 2)).all()
+    assert (~state["memory"].isnan()).any(dim=(1, 2)).all()
+    if "visits" in state:
+        assert state["visits"].tolist() == [1] * 64
 
 
 def test_torchrun_finetuning_trains_identical_weights_and_evaluates_every_sample_once(tmp_path):

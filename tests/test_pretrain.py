@@ -131,6 +131,8 @@ STATEFUL_MASKING = {
         "masking.budget=mixture",
         "masking.alpha_mixture=[[1,1,1],[4,1,1]]",
     ],
+    # remembered attention maps refreshed on every second visit, and the visit counts
+    "cached": ["masking.strategy=cached_attention", "masking.cached_attention.refresh=2"],
 }
 
 

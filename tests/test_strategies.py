@@ -16,8 +16,14 @@ from guidedmae.losses import PatchLosses
 from guidedmae.masking import MaskingConfig, build_strategy, from_priorities, gumbel_priorities
 from guidedmae.masking.budget import VisibleBudget, adaptive_alphas
 from guidedmae.masking.config import AdaptiveBudgetOptions, CurriculumConfig
-from guidedmae.masking.strategies import LossMemoryOptions, PredictedLossOptions
-from guidedmae.masking.strategies.loss_memory import token_cells
+from guidedmae.masking.source_cells import token_cells
+from guidedmae.masking.strategies import (
+    AttentionOptions,
+    CachedAttentionOptions,
+    LossMemoryOptions,
+    PredictedLossOptions,
+)
+from guidedmae.masking.strategies.attention import pool_tokens
 from guidedmae.masking.strategy import curriculum_share
 from guidedmae.models import MultiMAE, Tokens
 from tests.conftest import tiny_config
@@ -187,6 +193,87 @@ def test_a_flipped_crop_maps_each_token_to_the_source_cell_under_its_centre():
     assert 0 < flips < 20
 
 
+def cached_strategy(refresh: int) -> "torch.nn.Module":
+    config = MaskingConfig(
+        strategy="cached_attention", num_visible=24, cached_attention=CachedAttentionOptions(refresh=refresh)
+    )
+    return build_strategy(config, tiny_config(), num_samples=6)
+
+
+def no_losses(choice) -> dict[str, PatchLosses]:
+    """Per-patch losses for `observe` where a strategy learns nothing from them."""
+    masks = choice.selection.masks
+    return {name: PatchLosses(torch.zeros(mask.shape), mask) for name, mask in masks.items()}
+
+
+def exact_masks(model: MultiMAE, tokens: Tokens, seed: int) -> dict[str, torch.Tensor]:
+    strategy = build_strategy(MaskingConfig(strategy="attention", num_visible=24), model.config)
+    return strategy(model, tokens, torch.Generator().manual_seed(seed)).selection.masks
+
+
+def test_cached_attention_scores_exactly_when_due_and_remembers_in_between():
+    model, changed = MultiMAE(tiny_config()).eval(), MultiMAE(tiny_config()).eval()
+    strategy = cached_strategy(refresh=3)
+    tokens, indices, views = random_tokens(2, seed=0), torch.tensor([4, 1]), whole_views(2)
+    exact = model.attention_scores(tokens)
+    for visit in range(4):
+        # From the second visit on, the model changes: a due visit follows it, the others remember.
+        current = model if visit == 0 else changed
+        choice = strategy(current, tokens, torch.Generator().manual_seed(visit), indices=indices, views=views)
+        strategy.observe(choice, no_losses(choice))
+        if visit in (0, 3):  # first visit and the refresh-th after it: the exact pass of the current model
+            assert all(torch.equal(choice.selection.masks[name], masks) for name, masks in
+                       exact_masks(current, tokens, visit).items())  # fmt: skip
+        else:  # whole views: every token reads its own cell, the first model's scores (float16)
+            for name in MODALITIES:
+                torch.testing.assert_close(choice.scores[name], exact[name].half().float())
+    assert strategy.visits.tolist() == [0, 4, 0, 0, 4, 0]
+    assert strategy.memory[[0, 2, 3, 5]].isnan().all()
+
+
+def test_cached_attention_reads_a_flipped_view_from_the_mirrored_cells():
+    model, strategy = MultiMAE(tiny_config()).eval(), cached_strategy(refresh=10)
+    tokens, index = random_tokens(1, seed=3), torch.tensor([2])
+    first = strategy(model, tokens, torch.Generator(), indices=index, views=whole_views(1))
+    strategy.observe(first, no_losses(first))
+    flipped = torch.tensor([[0.0, 0.0, 1.0, 1.0, 1.0]])
+    second = strategy(model, tokens, torch.Generator(), indices=index, views=flipped)
+    for name in MODALITIES:
+        mirrored = first.scores[name].view(1, *GRID).flip(-1).flatten(1).half().float()
+        torch.testing.assert_close(second.scores[name], mirrored)
+    # A quarter crop: its 16 tokens read the 4 cells under it (each token its centre's cell).
+    quarter = torch.tensor([[0.0, 0.0, 0.5, 0.5, 0.0]])
+    third = strategy(model, tokens, torch.Generator(), indices=index, views=quarter)
+    stored = first.scores["rgb"].view(*GRID)[:2, :2].half().float()
+    expected = stored.repeat_interleave(2, 0).repeat_interleave(2, 1)
+    torch.testing.assert_close(third.scores["rgb"].view(*GRID), expected)
+
+
+def test_a_coarse_attention_pass_scores_averaged_tokens_and_a_full_grid_is_exact():
+    model, tokens = MultiMAE(tiny_config()).eval(), random_tokens(2, seed=1)
+    pooled = pool_tokens(tokens, 2)
+    assert pooled.grid == (2, 2) and pooled.embeddings.shape == (2, 3 * 4, 32)
+    depth = tokens.embeddings[:, PER_MODALITY : 2 * PER_MODALITY].view(2, *GRID, 32)
+    torch.testing.assert_close(pooled.embeddings[:, 4 + 3], depth[:, 2:, 2:].mean(dim=(1, 2)))
+
+    def masks(grid: int) -> dict[str, torch.Tensor]:
+        config = MaskingConfig(strategy="attention", num_visible=24, attention=AttentionOptions(grid=grid))
+        strategy = build_strategy(config, model.config)
+        return strategy(model, tokens, torch.Generator().manual_seed(0))
+
+    full, coarse = masks(GRID[0]), masks(2)
+    exact = exact_masks(model, tokens, 0)
+    assert all(torch.equal(full.selection.masks[name], exact[name]) for name in MODALITIES)
+    # The coarse scores, upsampled bilinearly: within a 2 x 2 cell they follow the neighbouring cells.
+    coarse_scores = model.attention_scores(pooled)
+    for name in MODALITIES:
+        cell = coarse.scores[name].view(2, *GRID)
+        assert torch.allclose(cell.mean(dim=(1, 2)), coarse_scores[name].mean(dim=1), atol=1e-6)
+        for scores, hidden in zip(coarse.scores[name], coarse.selection.masks[name]):
+            if hidden.any() and (~hidden).any():  # the masks are the top of the upsampled scores
+                assert scores[hidden].min() >= scores[~hidden].max()
+
+
 def test_adaptive_alphas_follow_the_harder_modality_and_respect_the_floor():
     harder_rgb = torch.tensor([2.0, 1.0, 1.0])
     more = adaptive_alphas(harder_rgb, concentration=1.0, temperature=1.0, sign=1, floor=0.1)
@@ -280,6 +367,8 @@ STRATEGY_CONFIGS = [
     MaskingConfig(strategy="predicted_loss"),
     MaskingConfig(strategy="predicted_loss", sampling="gumbel", temperature=0.5),
     MaskingConfig(strategy="loss_memory", loss_memory=LossMemoryOptions(explore=0.5, select="low")),
+    MaskingConfig(strategy="cached_attention", cached_attention=CachedAttentionOptions(refresh=2, noise=0.5)),
+    MaskingConfig(strategy="attention", attention=AttentionOptions(grid=2, select="low")),
     MaskingConfig(strategy="attention", curriculum=CurriculumConfig(shape="cosine"), random_images=0.3),
     MaskingConfig(strategy="attention", budget="adaptive"),
     MaskingConfig(strategy="random", budget="mixture", alpha_mixture=[[1.0, 2.0, 3.0], [3.0, 1.0, 1.0]]),
@@ -335,6 +424,14 @@ def test_every_strategy_keeps_the_budget_and_is_reproducible_from_its_seed(
         (
             dict(strategy="loss_memory", loss_memory=LossMemoryOptions(prior="zero")),
             "masking.loss_memory.prior='zero'",
+        ),
+        (
+            dict(strategy="cached_attention", cached_attention=CachedAttentionOptions(refresh=0)),
+            r"masking.cached_attention.refresh=0; expected >= 1",
+        ),
+        (
+            dict(attention=AttentionOptions(grid=5)),
+            r"masking.attention.grid=5; expected 0 \(every token\) or 1..4",
         ),
         (
             dict(

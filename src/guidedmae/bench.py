@@ -1,7 +1,9 @@
-"""`guidedmae bench`: what each masking strategy costs, as full training steps timed side by side.
+"""`guidedmae bench`: what each masking strategy costs, as full training steps timed side by side, and how
+far its masks are from exact attention guidance.
 
     guidedmae bench --preset base --batch-size 8 --precision fp32 --rounds 3 [--device cuda]
     guidedmae bench --config configs/pretrain/demo.yaml        # the model of a pretraining config
+    guidedmae bench --checkpoint runs/demo/checkpoint-last.pt  # a trained model (its attention means something)
 
 One model, one batch of synthetic scenes, one AdamW optimizer; every strategy runs the whole step
 (tokenize, masks, encoder on the visible tokens, decoders, losses, backward, optimizer step). After a
@@ -10,6 +12,13 @@ hit all of them alike. The table gives the median and the fastest step time, the
 masking, and the peak memory of a step: the most memory its tensors held at once, weights, gradients and
 optimizer state included, from CUDA's allocator statistics on a GPU and from the profiler's allocation
 events on a CPU.
+
+Agreement with exact guidance, per input modality: |V ∩ V_exact| / |V_exact|, V the tokens a strategy
+leaves visible and V_exact those attention-high (the method, every token scored by the exact pass) leaves
+visible, on the same batch with the same visible counts; random masking gives about the visible fraction.
+Strategies that remember samples are first shown the same samples under other crops (the next epoch's
+augmentation), so their agreement includes the warp from one view to the next; on an untrained model the
+attention maps, and the agreements, mean little.
 """
 
 import argparse
@@ -33,10 +42,13 @@ from guidedmae.data.scenes import NUM_SEMSEG_CLASSES
 from guidedmae.data.transforms import AugmentConfig
 from guidedmae.engine.optim import OptimConfig, build_optimizer, param_groups, set_lr
 from guidedmae.engine.precision import autocast
+from guidedmae.engine.schedule import START
 from guidedmae.engine.step import MaskedAutoencoderStep
 from guidedmae.losses import LossConfig
 from guidedmae.masking import STRATEGIES, MaskingConfig, build_strategy
+from guidedmae.masking.strategies import AttentionOptions
 from guidedmae.models.multimae import PRESETS, MultiMAE, MultiMAEConfig, preset_config
+from guidedmae.visualize import load_model
 
 MODALITIES = ("rgb", "depth", "semseg")
 BASELINE = "random"  # the strategy every row is compared with
@@ -64,11 +76,53 @@ class Measurement:
         return statistics.median(self.seconds)
 
 
-def synthetic_batch(batch_size: int, image_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """The first `batch_size` synthetic scenes, augmented as for pretraining: {modality: [B, ...]}, and
-    the samples' "index" and "view" (what strategies that remember samples read)."""
+def synthetic_batch(
+    batch_size: int, image_size: int, seed: int = 0, epoch: int = 0
+) -> dict[str, torch.Tensor]:
+    """The first `batch_size` synthetic scenes, augmented as for pretraining in `epoch`: {modality:
+    [B, ...]}, and the samples' "index" and "view" (what strategies that remember samples read)."""
     scenes = SyntheticScenes(batch_size, image_size, seed, MODALITIES, AugmentConfig(image_size))
+    scenes.set_epoch(epoch)
     return default_collate([scenes[index] for index in range(batch_size)])
+
+
+@torch.no_grad()
+def mask_agreement(
+    model: MultiMAE,
+    strategies: dict[str, MaskingConfig],
+    batch: dict[str, torch.Tensor],
+    earlier: dict[str, torch.Tensor],
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """{strategy: {modality: |V ∩ V_exact| / |V_exact|}} on `batch`, V_exact from attention-high with the
+    same visible counts (the budget draws first from the same seed). Each strategy is first trained on
+    `earlier` (the same samples under other crops), so that one that remembers samples has seen them."""
+    exact_config = replace(
+        next(iter(strategies.values())), strategy="attention", attention=AttentionOptions()
+    )
+    inputs = {name: batch[name] for name in model.config.inputs}
+
+    def visible(masking: MaskingConfig, prime: bool) -> dict[str, torch.Tensor]:
+        strategy = build_strategy(masking, model.config, len(batch["rgb"])).to(batch["rgb"].device)
+        if prime:
+            MaskedAutoencoderStep(model, strategy, LossConfig()).train()(
+                earlier, torch.Generator().manual_seed(seed)
+            )
+        tokens = model.tokenize(inputs)
+        choice = strategy(
+            model, tokens, torch.Generator().manual_seed(seed), START, batch["index"], batch["view"]
+        )
+        return {name: ~mask for name, mask in choice.selection.masks.items()}
+
+    reference = visible(exact_config, prime=False)
+    agreement = {}
+    for row, masking in strategies.items():
+        kept = visible(masking, prime=True)
+        agreement[row] = {
+            name: ((kept[name] & reference[name]).sum() / reference[name].sum().clamp_min(1)).item()
+            for name in reference
+        }
+    return agreement
 
 
 def _cuda_peak_bytes(run: Callable[[], None], device: torch.device) -> int:
@@ -209,16 +263,22 @@ def time_strategies(
     return results
 
 
-def format_table(results: dict[str, Measurement], baseline: str = BASELINE) -> str:
-    """Markdown table per strategy: median and fastest step, their ratios to random masking, peak memory.
+def format_table(
+    results: dict[str, Measurement],
+    agreement: dict[str, dict[str, float]] | None = None,
+    baseline: str = BASELINE,
+) -> str:
+    """Markdown table per strategy: median and fastest step, their ratios to random masking, peak memory,
+    and (when given) the agreement with exact guidance per modality (min over modalities, then each).
 
     The fastest step is the one least disturbed by other work on the machine; on a busy machine its
     ratio is the steadier of the two.
     """
-    lines = [
-        "| strategy | median step (s) | × random | fastest step (s) | × random | peak memory (MiB) |",
-        "|---|---|---|---|---|---|",
-    ]
+    header = "| strategy | median step (s) | × random | fastest step (s) | × random | peak memory (MiB) |"
+    if agreement:
+        modalities = "/".join(next(iter(agreement.values())))
+        header += f" agreement, min | agreement {modalities} |"
+    lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for name, measurement in results.items():
         fastest = min(measurement.seconds)
         ratios = ["-", "-"]
@@ -230,9 +290,11 @@ def format_table(results: dict[str, Measurement], baseline: str = BASELINE) -> s
             ]
         peaks = [peak for peak in measurement.peak_bytes if peak is not None]
         memory = f"{max(peaks) / 2**20:.0f}" if peaks else "n/a"
-        lines.append(
-            f"| {name} | {measurement.median:.3f} | {ratios[0]} | {fastest:.3f} | {ratios[1]} | {memory} |"
-        )
+        line = f"| {name} | {measurement.median:.3f} | {ratios[0]} | {fastest:.3f} | {ratios[1]} | {memory} |"
+        if agreement:
+            values = agreement[name].values()
+            line += f" {min(values):.2f} | {' / '.join(f'{value:.2f}' for value in values)} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -244,11 +306,17 @@ def _resolve_bench_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _bench_model_and_masking(args: argparse.Namespace) -> tuple[MultiMAEConfig, MaskingConfig, str]:
-    """The architecture and base masking settings to time, and a name for them."""
+def _bench_model(args: argparse.Namespace) -> tuple[MultiMAE, MaskingConfig, str]:
+    """The model to time (fresh, or trained: --checkpoint), its base masking settings and a name."""
+    if args.checkpoint and args.config:
+        raise ValueError("--checkpoint brings its own config: give --checkpoint or --config, not both")
+    torch.manual_seed(args.seed)
+    if args.checkpoint:
+        model, config, _ = load_model(args.checkpoint)
+        return model, config.masking, str(args.checkpoint)
     if args.config:
         config = load_config(PretrainConfig, args.config)
-        return config.model.architecture(config.modalities), config.masking, str(args.config)
+        return MultiMAE(config.model.architecture(config.modalities)), config.masking, str(args.config)
     architecture = preset_config(
         args.preset,
         image_size=args.image_size,
@@ -257,12 +325,15 @@ def _bench_model_and_masking(args: argparse.Namespace) -> tuple[MultiMAEConfig, 
     )
     num_tokens = len(architecture.inputs) * (args.image_size // args.patch_size) ** 2
     # MultiMAE-B's encoder sees 98 of 588 tokens: 1/6 of them.
-    return architecture, MaskingConfig(num_visible=args.num_visible or num_tokens // 6), args.preset
+    masking = MaskingConfig(num_visible=args.num_visible or num_tokens // 6)
+    return MultiMAE(architecture), masking, args.preset
 
 
 def run(args: argparse.Namespace) -> int:
     device = _resolve_bench_device(args.device)
-    architecture, masking, name = _bench_model_and_masking(args)
+    model, masking, name = _bench_model(args)
+    model = model.to(device).train()
+    architecture = model.config
     variants = strategy_variants(masking, architecture)
     chosen = args.strategies or list(variants)
     unknown = [strategy for strategy in chosen if strategy not in variants]
@@ -271,10 +342,15 @@ def run(args: argparse.Namespace) -> int:
     if args.rounds < 1 or args.warmup < 0 or args.batch_size < 1:
         raise ValueError("--rounds and --batch-size must be >= 1 and --warmup >= 0")
     strategies = {strategy: variants[strategy] for strategy in chosen}
-    torch.manual_seed(args.seed)
-    model = MultiMAE(architecture).to(device).train()
-    batch = synthetic_batch(args.batch_size, architecture.image_size, args.seed)
-    batch = {key: value.to(device) for key, value in batch.items()}
+    batch, earlier = (
+        {
+            key: value.to(device)
+            for key, value in synthetic_batch(
+                args.batch_size, architecture.image_size, args.seed, epoch
+            ).items()
+        }
+        for epoch in (0, 1)
+    )
     num_tokens = len(architecture.inputs) * (architecture.image_size // architecture.patch_size) ** 2
     threads = "" if device.type == "cuda" else f", {torch.get_num_threads()} threads"
     print(
@@ -284,15 +360,21 @@ def run(args: argparse.Namespace) -> int:
         f"{args.warmup} warm-up + {args.rounds} timed rounds, strategies alternating\n",
         flush=True,
     )
+    # Masks first: timing trains the model (and fills memories with the timed batch's own views).
+    agreement = mask_agreement(model, strategies, batch, earlier, args.seed)
     results = time_strategies(
         model, batch, strategies, args.rounds, args.warmup, args.precision, args.seed, sys.stderr
     )
-    print(format_table(results))
+    print(format_table(results, agreement))
     return 0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="time the model and budget of this pretraining config instead")
+    parser.add_argument(
+        "--checkpoint",
+        help="time the trained model (and budget) of this pretraining checkpoint or official file",
+    )
     parser.add_argument(
         "--preset", choices=sorted(PRESETS), default="base", help="encoder size (default base: MultiMAE-B)"
     )

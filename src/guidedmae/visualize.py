@@ -33,7 +33,7 @@ from guidedmae.models.checkpoints import (
 )
 from guidedmae.models.multimae import MultiMAE, MultiMAEConfig
 
-__all__ = ["add_parser", "load_step"]
+__all__ = ["add_parser", "load_model", "load_step"]
 
 
 def _official_config(architecture: MultiMAEConfig) -> PretrainConfig:
@@ -46,25 +46,34 @@ def _official_config(architecture: MultiMAEConfig) -> PretrainConfig:
     )
 
 
-def load_step(
-    path: str | Path, overrides: list[str] = ()
-) -> tuple[MaskedAutoencoderStep, PretrainConfig, Dataset]:
-    """The checkpoint's model and masking strategy as a training step, the config to picture it with
-    (changed by overrides) and its data set. A strategy with state (a loss predictor, a loss memory)
-    takes the state the run saved beside the model; without it there is nothing true to picture."""
+def load_model(path: str | Path, overrides: list[str] = ()) -> tuple[MultiMAE, PretrainConfig, dict]:
+    """The MultiMAE of a pretraining checkpoint or an official file (decoders included), its pretraining
+    config (changed by overrides; an official file gets synthetic scenes at its size and MultiMAE's
+    budget) and the checkpoint as read."""
     checkpoint = read_checkpoint(path)
     weights = state_dict_of(checkpoint, str(path))
     saved = checkpoint.get("config")
     if isinstance(saved, dict) and "head" in saved:
         raise CheckpointError(
-            f"{path}: a fine-tuning checkpoint (encoder and task head, no decoders); visualize pictures "
-            "the reconstructions of pretraining checkpoints and official MultiMAE files"
+            f"{path}: a fine-tuning checkpoint (encoder and task head, no decoders); expected a pretraining "
+            "checkpoint or an official MultiMAE file"
         )
     if not isinstance(saved, dict):
         architecture = official_architecture(checkpoint, str(path))
         saved = config_to_dict(_official_config(architecture))
     config = load_config(PretrainConfig, None, overrides, base=saved)
     model = build_to_fit(lambda: MultiMAE(config.model.architecture(config.modalities)), weights, str(path))
+    return model, config, checkpoint
+
+
+def load_step(
+    path: str | Path, overrides: list[str] = ()
+) -> tuple[MaskedAutoencoderStep, PretrainConfig, Dataset]:
+    """The checkpoint's model and masking strategy as a training step, the config to picture it with
+    (changed by overrides) and its data set. A strategy with state (a loss predictor, a loss memory)
+    takes the state the run saved beside the model; without it there is nothing true to picture."""
+    model, config, checkpoint = load_model(path, overrides)
+    saved = checkpoint["config"] if isinstance(checkpoint.get("config"), dict) else {}
     dataset = build_dataset(config)
     strategy = build_strategy(config.masking, model.config, len(dataset))
     if strategy.state_dict():

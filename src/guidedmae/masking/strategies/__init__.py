@@ -1,7 +1,8 @@
 """The masking strategies, one module each; importing this package registers them."""
 
-from guidedmae.masking.strategies import attention, loss_memory, predicted_loss, random
+from guidedmae.masking.strategies import attention, cached_attention, loss_memory, predicted_loss, random
 from guidedmae.masking.strategies.attention import AttentionMasking, AttentionOptions
+from guidedmae.masking.strategies.cached_attention import CachedAttentionMasking, CachedAttentionOptions
 from guidedmae.masking.strategies.loss_memory import LossMemoryMasking, LossMemoryOptions
 from guidedmae.masking.strategies.predicted_loss import PredictedLossMasking, PredictedLossOptions
 from guidedmae.masking.strategies.random import RandomMasking
@@ -9,12 +10,15 @@ from guidedmae.masking.strategies.random import RandomMasking
 __all__ = [
     "AttentionMasking",
     "AttentionOptions",
+    "CachedAttentionMasking",
+    "CachedAttentionOptions",
     "LossMemoryMasking",
     "LossMemoryOptions",
     "PredictedLossMasking",
     "PredictedLossOptions",
     "RandomMasking",
     "attention",
+    "cached_attention",
     "loss_memory",
     "predicted_loss",
     "random",

@@ -2,10 +2,9 @@
 sample was last seen. No extra pass at all.
 
 A memory holds, per training sample and input modality, a grid of the per-patch losses observed so far,
-in the coordinates of the source image (so it survives random crops and flips): a token's cell is where
-its centre falls in the source image, the crop box and flip of the sample's view mapped back. After each
-step the masked patches' losses update their cells (an exponential moving average; several tokens of one
-cell are averaged first). Cells never observed get a prior: the mean of the sample's observed cells (or
+in the coordinates of the source image (so it survives random crops and flips: masking.source_cells).
+After each step the masked patches' losses update their cells (an exponential moving average; several
+tokens of one cell are averaged first). Cells never observed get a prior: the mean of the sample's observed cells (or
 of every loss observed so far, `prior: dataset`), plus optional Gaussian noise so that they get explored.
 
 Storage: float16, NaN = never observed; [samples, modalities, grid * grid]. ImageNet-1K at 224 with a
@@ -21,6 +20,7 @@ import torch
 from guidedmae.engine.distributed import all_gather_tensors
 from guidedmae.losses import PatchLosses
 from guidedmae.masking.priority import random_priorities
+from guidedmae.masking.source_cells import cell_means, token_cells
 from guidedmae.masking.strategy import (
     MaskChoice,
     MaskingContext,
@@ -41,27 +41,6 @@ class LossMemoryOptions:
     explore: float = 0.0  # noise on unseen cells: prior + explore * std(seen cells of the sample) * eps
     select: str = "high"  # high: mask the patches remembered hardest; low: the easiest
     noise: float = 0.0  # s + noise * std(s) * eps on the remembered losses, as attention's noise
-
-
-def token_cells(views: torch.Tensor, grid: tuple[int, int], memory_grid: int) -> torch.Tensor:
-    """The memory cell of every token of every sample: [B, rows * cols] indices into memory_grid ** 2.
-
-    views: [B, 5] (top, left, height, width as fractions of the source image, flipped); a token's centre
-    (row + 0.5, col + 0.5) / grid of the crop lies at top + height * y, left + width * x of the source,
-    with x mirrored (1 - x) when the sample was flipped after cropping.
-    """
-    rows, cols = grid
-    device = views.device
-    y = (torch.arange(rows, device=device, dtype=torch.float64) + 0.5) / rows  # [rows]
-    x = (torch.arange(cols, device=device, dtype=torch.float64) + 0.5) / cols  # [cols]
-    views = views.double()
-    top, left, height, width, flipped = views.unbind(dim=1)
-    x = torch.where(flipped[:, None] > 0.5, 1 - x, x)  # [B, cols]
-    source_y = top[:, None] + height[:, None] * y  # [B, rows]
-    source_x = left[:, None] + width[:, None] * x  # [B, cols]
-    cell_y = (source_y * memory_grid).floor().long().clamp(0, memory_grid - 1)
-    cell_x = (source_x * memory_grid).floor().long().clamp(0, memory_grid - 1)
-    return (cell_y[:, :, None] * memory_grid + cell_x[:, None, :]).flatten(1)
 
 
 @register("loss_memory", LossMemoryOptions)
@@ -153,15 +132,11 @@ class LossMemoryMasking(MaskingStrategy):
             return None
         cells = self._cells(context)
         num_cells = self.grid * self.grid
-        observed = []  # per modality: [B, cells] mean masked loss per cell, NaN where none
-        for name in self.modalities:
-            losses = patch_losses[name]
-            masked = losses.masked.to(torch.float64)
-            totals = torch.zeros(len(cells), num_cells, dtype=torch.float64, device=cells.device)
-            counts = torch.zeros_like(totals)
-            totals.scatter_add_(1, cells, losses.values.double() * masked)
-            counts.scatter_add_(1, cells, masked)
-            observed.append(torch.where(counts > 0, totals / counts.clamp_min(1), torch.nan))
+        # per modality: [B, cells] mean masked loss per cell, NaN where none
+        observed = [
+            cell_means(patch_losses[name].values, cells, num_cells, patch_losses[name].masked)
+            for name in self.modalities
+        ]
         observed = torch.stack(observed, dim=1)  # [B, M, cells]
         indices = context.indices.to(cells.device)
         # Every process applies every process's observations, in rank order: the memories agree.

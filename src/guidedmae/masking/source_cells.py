@@ -1,0 +1,46 @@
+"""Per-sample memories in source-image coordinates: which cell of a sample's source image each token of a
+random crop covers, and per-cell means of per-token values.
+
+A memory keyed by cells survives random crops and flips: a token's cell is where its centre falls in the
+source image, the crop box and flip of the sample's view (data.transforms) mapped back. Strategies that
+remember something per sample (losses, attention scores) write and read through these two functions.
+"""
+
+import torch
+
+__all__ = ["cell_means", "token_cells"]
+
+
+def token_cells(views: torch.Tensor, grid: tuple[int, int], memory_grid: int) -> torch.Tensor:
+    """The memory cell of every token of every sample: [B, rows * cols] indices into memory_grid ** 2.
+
+    views: [B, 5] (top, left, height, width as fractions of the source image, flipped); a token's centre
+    (row + 0.5, col + 0.5) / grid of the crop lies at top + height * y, left + width * x of the source,
+    with x mirrored (1 - x) when the sample was flipped after cropping.
+    """
+    rows, cols = grid
+    device = views.device
+    y = (torch.arange(rows, device=device, dtype=torch.float64) + 0.5) / rows  # [rows]
+    x = (torch.arange(cols, device=device, dtype=torch.float64) + 0.5) / cols  # [cols]
+    views = views.double()
+    top, left, height, width, flipped = views.unbind(dim=1)
+    x = torch.where(flipped[:, None] > 0.5, 1 - x, x)  # [B, cols]
+    source_y = top[:, None] + height[:, None] * y  # [B, rows]
+    source_x = left[:, None] + width[:, None] * x  # [B, cols]
+    cell_y = (source_y * memory_grid).floor().long().clamp(0, memory_grid - 1)
+    cell_x = (source_x * memory_grid).floor().long().clamp(0, memory_grid - 1)
+    return (cell_y[:, :, None] * memory_grid + cell_x[:, None, :]).flatten(1)
+
+
+def cell_means(
+    values: torch.Tensor, cells: torch.Tensor, num_cells: int, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The (weighted) mean of the token values falling in each cell: [B, N] values and cells (and
+    optional [B, N] weights, e.g. 1 for the masked tokens only) -> [B, num_cells] float64, NaN where no
+    token (of positive weight) fell."""
+    weights = torch.ones_like(values, dtype=torch.float64) if weights is None else weights.double()
+    totals = torch.zeros(len(cells), num_cells, dtype=torch.float64, device=cells.device)
+    counts = torch.zeros_like(totals)
+    totals.scatter_add_(1, cells, values.double() * weights)
+    counts.scatter_add_(1, cells, weights)
+    return torch.where(counts > 0, totals / counts.clamp_min(1e-12), torch.nan)
