@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -150,3 +151,21 @@ def test_every_shipped_cpu_study_plans_with_valid_run_configs(name, tmp_path, ca
     study = ROOT / "configs" / "study" / f"{name}.yaml"
     assert main(["study", str(study), f"out_dir={tmp_path}", "--dry-run"]) == 0
     assert "runs, " in capsys.readouterr().out
+
+
+def test_local_runs_share_the_cores_among_the_runs_at_once(tmp_path):
+    # launch.parallel=2: the base run, alone, gets every core; the two arms after it run together on half each.
+    study = write_study(tmp_path)
+    one_seed = study.read_text().replace("seeds: [0, 1]", "seeds: [0]").split("evaluations:")[0]
+    study.write_text(one_seed + "launch: {launcher: local, parallel: 2}\n")
+    assert main(["study", str(study)]) == 0
+    cores = os.cpu_count() or 1
+    threads = {
+        name: yaml.safe_load((tmp_path / "out" / name / "config.yaml").read_text())["run"]["threads"]
+        for name in ("base", "random/seed-0", "attention/seed-0")
+    }
+    assert threads == {
+        "base": cores,
+        "random/seed-0": max(1, cores // 2),
+        "attention/seed-0": max(1, cores // 2),
+    }

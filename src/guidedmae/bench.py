@@ -93,10 +93,12 @@ def mask_agreement(
     batch: dict[str, torch.Tensor],
     earlier: dict[str, torch.Tensor],
     seed: int = 0,
+    earlier_model: MultiMAE | None = None,
 ) -> dict[str, dict[str, float]]:
     """{strategy: {modality: |V ∩ V_exact| / |V_exact|}} on `batch`, V_exact from attention-high with the
     same visible counts (the budget draws first from the same seed). Each strategy is first trained on
-    `earlier` (the same samples under other crops), so that one that remembers samples has seen them."""
+    `earlier` (the same samples under other crops), so that one that remembers samples has seen them,
+    by `earlier_model` if given (an earlier checkpoint of the run: what a memory refreshed then holds)."""
     exact_config = replace(
         next(iter(strategies.values())), strategy="attention", attention=AttentionOptions()
     )
@@ -105,9 +107,8 @@ def mask_agreement(
     def visible(masking: MaskingConfig, prime: bool) -> dict[str, torch.Tensor]:
         strategy = build_strategy(masking, model.config, len(batch["rgb"])).to(batch["rgb"].device)
         if prime:
-            MaskedAutoencoderStep(model, strategy, LossConfig()).train()(
-                earlier, torch.Generator().manual_seed(seed)
-            )
+            primer = MaskedAutoencoderStep(earlier_model or model, strategy, LossConfig()).train()
+            primer(earlier, torch.Generator().manual_seed(seed))
         tokens = model.tokenize(inputs)
         choice = strategy(
             model, tokens, torch.Generator().manual_seed(seed), START, batch["index"], batch["view"]
@@ -306,7 +307,7 @@ def _resolve_bench_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _bench_model(args: argparse.Namespace) -> tuple[MultiMAE, MaskingConfig, str]:
+def bench_model(args: argparse.Namespace) -> tuple[MultiMAE, MaskingConfig, str]:
     """The model to time (fresh, or trained: --checkpoint), its base masking settings and a name."""
     if args.checkpoint and args.config:
         raise ValueError("--checkpoint brings its own config: give --checkpoint or --config, not both")
@@ -331,7 +332,7 @@ def _bench_model(args: argparse.Namespace) -> tuple[MultiMAE, MaskingConfig, str
 
 def run(args: argparse.Namespace) -> int:
     device = _resolve_bench_device(args.device)
-    model, masking, name = _bench_model(args)
+    model, masking, name = bench_model(args)
     model = model.to(device).train()
     architecture = model.config
     variants = strategy_variants(masking, architecture)

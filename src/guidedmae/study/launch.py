@@ -101,11 +101,12 @@ def _executor(study: StudyConfig, logs: Path):
     return executor
 
 
-def _threads(study: StudyConfig) -> list[str]:
-    """Local runs share this machine's cores; elsewhere each run sizes itself."""
+def _threads(study: StudyConfig, sharing: int) -> list[str]:
+    """Local runs share this machine's cores among the `sharing` runs that will run at once (a base run
+    that everything waits for gets them all); elsewhere each run sizes itself."""
     if study.launch.launcher != "local":
         return []
-    return [f"run.threads={max(1, (os.cpu_count() or 1) // study.launch.parallel)}"]
+    return [f"run.threads={max(1, (os.cpu_count() or 1) // max(1, sharing))}"]
 
 
 def _reason(error: Exception) -> str:
@@ -116,6 +117,13 @@ def _reason(error: Exception) -> str:
         line for line in lines if re.match(r"^[\w.]*(Error|Exception|Busy|Gone|Checkpoint)\b.*: ", line)
     ]
     return (raised or lines or [type(error).__name__])[-1]
+
+
+def _can_start(run: Run, outcomes: dict[str, Outcome]) -> bool:
+    """Every run `run` depends on has finished (now or before)."""
+    return all(
+        outcomes.get(name) and outcomes[name].state in ("finished", "skipped") for name in run.depends_on
+    )
 
 
 def launch(
@@ -137,6 +145,8 @@ def launch(
     bar = tqdm(total=len(runs), initial=len(outcomes), unit="run", desc="study", file=sys.stderr)
     try:
         while pending or running:
+            ready = [run for run in pending if _can_start(run, outcomes)]
+            sharing = min(study.launch.parallel, len(running) + len(ready))
             for run in list(pending):
                 failed = [
                     name
@@ -145,11 +155,8 @@ def launch(
                 ]
                 if failed:
                     outcomes[run.name] = Outcome(run, "blocked", error=f"needs {', '.join(failed)}")
-                elif len(running) < study.launch.parallel and all(
-                    outcomes.get(name) and outcomes[name].state in ("finished", "skipped")
-                    for name in run.depends_on
-                ):
-                    overrides = [*run.overrides, *_threads(study)]
+                elif len(running) < study.launch.parallel and _can_start(run, outcomes):
+                    overrides = [*run.overrides, *_threads(study, sharing)]
                     job = executor.submit(execute_run, run.kind, run.config, overrides)
                     running[run.name] = (run, job, time.monotonic())
                 else:

@@ -1,0 +1,97 @@
+"""Cheap attention guidance: what each cheaper way of finding the most attended patches costs per step and
+how well its masks agree with exact guidance (the attention pass over every token), as one table.
+
+    python benchmarks/cheap_guidance.py --checkpoint runs/demo/checkpoint-last.pt --batch-size 32 \
+        --grids 6 4 2 --refresh 10 40 --earlier runs/demo/checkpoint-00000064.pt
+    python benchmarks/cheap_guidance.py --preset base --batch-size 8 --grids 7 5 4 --rounds 2
+
+Rows: random masking (the floor, and chance agreement), exact attention guidance, the attention pass over a
+coarser grid of averaged tokens (`masking.attention.grid`), and attention maps cached per sample
+(`masking.strategy=cached_attention`): its step between refreshes is timed, and a refresh every k visits
+costs ((k - 1) x that step + one exact step) / k on average, one row per k. The cache's agreement is
+measured on the next epoch's crops of the same samples (the warp from one view to the next); with
+--earlier, the cache is filled by that earlier checkpoint of the run, so its staleness counts too.
+Target (issue 13): a step at most 1.25x random with agreement >= 0.8 in every modality. Agreement on an
+untrained model means little: give a trained --checkpoint.
+"""
+
+import argparse
+import sys
+from dataclasses import replace
+
+import torch
+
+from guidedmae.bench import (
+    add_arguments,
+    bench_model,
+    cpu_name,
+    mask_agreement,
+    synthetic_batch,
+    time_strategies,
+)
+from guidedmae.masking import MaskingConfig
+from guidedmae.masking.strategies import AttentionOptions, CachedAttentionOptions
+from guidedmae.visualize import load_model
+
+
+def guidance_variants(base: MaskingConfig, grids: list[int]) -> dict[str, MaskingConfig]:
+    """random, exact attention, one coarse pass per grid, the cache (its refresh does not change a step
+    between refreshes), all with the budget of `base`."""
+    variants = {
+        "random": replace(base, strategy="random"),
+        "exact": replace(base, strategy="attention", attention=AttentionOptions()),
+    }
+    for grid in grids:
+        variants[f"grid {grid}"] = replace(base, strategy="attention", attention=AttentionOptions(grid=grid))
+    variants["cached"] = replace(base, strategy="cached_attention", cached_attention=CachedAttentionOptions())
+    return variants
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parser.add_argument(
+        "--grids", type=int, nargs="+", default=[4], help="coarse grids to try (cells per side)"
+    )
+    parser.add_argument("--refresh", type=int, nargs="+", default=[10, 40], help="cache refresh intervals")
+    parser.add_argument("--earlier", help="an earlier checkpoint of the same run: it fills the cache")
+    args = parser.parse_args()
+
+    model, masking, name = bench_model(args)
+    model = model.train()
+    variants = guidance_variants(masking, args.grids)
+    image_size = model.config.image_size
+    batch, earlier = (synthetic_batch(args.batch_size, image_size, args.seed, epoch) for epoch in (0, 1))
+    earlier_model = load_model(args.earlier)[0].train() if args.earlier else None
+    print(
+        f"{name}: batch {args.batch_size}, {args.precision}, {torch.get_num_threads()} threads, {cpu_name()}; "
+        f"cache filled by {args.earlier or 'the same model'} on other crops\n",
+        flush=True,
+    )
+    agreement = mask_agreement(model, variants, batch, earlier, args.seed, earlier_model)
+    times = time_strategies(
+        model, batch, variants, args.rounds, args.warmup, args.precision, args.seed, sys.stderr
+    )
+    random, exact = times["random"].median, times["exact"].median
+    rows = []
+    for row, measurement in times.items():
+        if row == "cached":
+            for refresh in args.refresh:
+                cost = ((refresh - 1) * measurement.median + exact) / refresh
+                rows.append((f"cached, refresh every {refresh}", cost, agreement[row]))
+        else:
+            rows.append((row, measurement.median, agreement[row]))
+    modalities = "/".join(next(iter(agreement.values())))
+    print(f"| guidance | step (s) | × random | agreement, min | agreement {modalities} |")
+    print("|---|---|---|---|---|")
+    for row, seconds, values in rows:
+        per_modality = " / ".join(f"{value:.2f}" for value in values.values())
+        print(
+            f"| {row} | {seconds:.3f} | {seconds / random:.2f} | {min(values.values()):.2f} | {per_modality} |"
+        )
+    print(f"\n(exact / random = {exact / random:.2f}; medians of {args.rounds} rounds)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
