@@ -8,7 +8,7 @@ remember something per sample (losses, attention scores) write and read through 
 
 import torch
 
-__all__ = ["cell_means", "token_cells"]
+__all__ = ["cell_means", "empty_memory", "token_cells"]
 
 
 def token_cells(views: torch.Tensor, grid: tuple[int, int], memory_grid: int) -> torch.Tensor:
@@ -44,3 +44,11 @@ def cell_means(
     totals.scatter_add_(1, cells, values.double() * weights)
     counts.scatter_add_(1, cells, weights)
     return torch.where(counts > 0, totals / counts.clamp_min(1e-12), torch.nan)
+
+
+def empty_memory(strategy: str, num_samples: int, num_modalities: int, grid: int) -> torch.Tensor:
+    """A per-sample memory of `strategy` with nothing in it: float16 [samples, modalities, grid * grid],
+    NaN = never stored (float16 halves what ImageNet-scale memories hold on every process)."""
+    if num_samples < 1:
+        raise ValueError(f"masking.strategy={strategy} remembers training samples: it needs their number")
+    return torch.full((num_samples, num_modalities, grid * grid), torch.nan, dtype=torch.float16)

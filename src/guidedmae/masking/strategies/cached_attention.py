@@ -22,7 +22,7 @@ import torch
 
 from guidedmae.engine.distributed import all_gather_tensors
 from guidedmae.losses import PatchLosses
-from guidedmae.masking.source_cells import cell_means, token_cells
+from guidedmae.masking.source_cells import cell_means, empty_memory, token_cells
 from guidedmae.masking.strategy import (
     MaskChoice,
     MaskingContext,
@@ -50,15 +50,10 @@ class CachedAttentionMasking(MaskingStrategy):
 
     def __init__(self, masking, model, num_samples=0, context=None) -> None:
         super().__init__(masking, model, num_samples, context)
-        if num_samples < 1:
-            raise ValueError(
-                "masking.strategy=cached_attention remembers training samples: it needs their number"
-            )
         self.grid = self.options.grid or model.image_size // model.patch_size
         self.modalities = tuple(model.inputs)
-        cells = self.grid * self.grid
         self.register_buffer(
-            "memory", torch.full((num_samples, len(self.modalities), cells), torch.nan, dtype=torch.float16)
+            "memory", empty_memory("cached_attention", num_samples, len(self.modalities), self.grid)
         )
         self.register_buffer("visits", torch.zeros(num_samples, dtype=torch.int32))
 

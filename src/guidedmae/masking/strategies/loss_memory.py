@@ -20,7 +20,7 @@ import torch
 from guidedmae.engine.distributed import all_gather_tensors
 from guidedmae.losses import PatchLosses
 from guidedmae.masking.priority import random_priorities
-from guidedmae.masking.source_cells import cell_means, token_cells
+from guidedmae.masking.source_cells import cell_means, empty_memory, token_cells
 from guidedmae.masking.strategy import (
     MaskChoice,
     MaskingContext,
@@ -51,13 +51,10 @@ class LossMemoryMasking(MaskingStrategy):
 
     def __init__(self, masking, model, num_samples=0, context=None) -> None:
         super().__init__(masking, model, num_samples, context)
-        if num_samples < 1:
-            raise ValueError("masking.strategy=loss_memory remembers training samples: it needs their number")
         self.grid = model.image_size // model.patch_size
         self.modalities = tuple(model.inputs)
-        cells = self.grid * self.grid
         self.register_buffer(
-            "memory", torch.full((num_samples, len(self.modalities), cells), torch.nan, dtype=torch.float16)
+            "memory", empty_memory("loss_memory", num_samples, len(self.modalities), self.grid)
         )
         # Sum and count of every loss observed (per modality): the data set's prior.
         self.register_buffer("observed_sum", torch.zeros(len(self.modalities), dtype=torch.float64))
