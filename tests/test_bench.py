@@ -140,6 +140,25 @@ def test_a_trained_checkpoint_is_timed_with_its_own_model_and_budget(capsys, tmp
     assert "give --checkpoint or --config, not both" in capsys.readouterr().err
 
 
+def test_the_cheap_guidance_script_prints_cost_and_agreement_rows(capsys, monkeypatch, tiny):
+    script = SCRIPT.parent / "cheap_guidance.py"
+    flags = ["--grids", "2", "--refresh", "4", "40"]
+    monkeypatch.setattr(sys, "argv", [str(script), *tiny, *flags])
+    with pytest.raises(SystemExit) as exit_code:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exit_code.value.code == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert list(rows) == ["random", "exact", "grid 2", "cached, refresh every 4", "cached, refresh every 40"]
+    assert rows["random"][1] == "1.00" and rows["exact"][2] == "1.00"
+    # A refresh every k visits adds 1/k of an exact step to the step between refreshes: both rows must
+    # give back the same step between refreshes (to the printed rounding).
+    exact = float(rows["exact"][0])
+    between = [(k * float(rows[f"cached, refresh every {k}"][0]) - exact) / (k - 1) for k in (4, 40)]
+    assert between[0] == pytest.approx(between[1], abs=0.003)
+    for cells in rows.values():
+        assert all(0 <= float(value) <= 1 for value in cells[3].split(" / "))
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
