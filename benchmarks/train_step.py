@@ -146,14 +146,10 @@ def measure_official(root: Path, model_name: str, batch_size: int, precision: st
         "norm_rgb": official.MaskedMSELoss(patch_size=patch, stride=1, norm_pix=True),
     }
     exempt = model.no_weight_decay()
-    decay = [
-        p for n, p in model.named_parameters() if p.ndim > 1 and n not in exempt and not n.endswith(".bias")
-    ]
-    no_decay = [
-        p
-        for n, p in model.named_parameters()
-        if not (p.ndim > 1 and n not in exempt and not n.endswith(".bias"))
-    ]
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        decayed = parameter.ndim > 1 and name not in exempt and not name.endswith(".bias")
+        (decay if decayed else no_decay).append(parameter)
     groups = [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=1.5e-4, betas=(0.9, 0.95), eps=1e-8)
     scenes = SyntheticScenes(batch_size, size, 0, inputs, AugmentConfig(size))

@@ -102,14 +102,13 @@ def mask_agreement(
     exact_config = replace(
         next(iter(strategies.values())), strategy="attention", attention=AttentionOptions()
     )
-    inputs = {name: batch[name] for name in model.config.inputs}
+    tokens = model.tokenize({name: batch[name] for name in model.config.inputs})
 
     def visible(masking: MaskingConfig, prime: bool) -> dict[str, torch.Tensor]:
         strategy = build_strategy(masking, model.config, len(batch["rgb"])).to(batch["rgb"].device)
         if prime:
             primer = MaskedAutoencoderStep(earlier_model or model, strategy, LossConfig()).train()
             primer(earlier, torch.Generator().manual_seed(seed))
-        tokens = model.tokenize(inputs)
         choice = strategy(
             model, tokens, torch.Generator().manual_seed(seed), START, batch["index"], batch["view"]
         )

@@ -8,7 +8,7 @@ remember something per sample (losses, attention scores) write and read through 
 
 import torch
 
-__all__ = ["cell_means", "empty_memory", "token_cells"]
+__all__ = ["cell_means", "empty_memory", "token_cells", "view_cells"]
 
 
 def token_cells(views: torch.Tensor, grid: tuple[int, int], memory_grid: int) -> torch.Tensor:
@@ -30,6 +30,16 @@ def token_cells(views: torch.Tensor, grid: tuple[int, int], memory_grid: int) ->
     cell_y = (source_y * memory_grid).floor().long().clamp(0, memory_grid - 1)
     cell_x = (source_x * memory_grid).floor().long().clamp(0, memory_grid - 1)
     return (cell_y[:, :, None] * memory_grid + cell_x[:, None, :]).flatten(1)
+
+
+def view_cells(
+    strategy: str, views: torch.Tensor | None, grid: tuple[int, int], memory_grid: int
+) -> torch.Tensor:
+    """`token_cells` of a batch for `strategy`, whose memory needs every sample's view (None: a batch
+    without them, e.g. from a data set that gives no 'view')."""
+    if views is None:
+        raise ValueError(f"masking.strategy={strategy} needs each sample's view (the data sets give 'view')")
+    return token_cells(views, grid, memory_grid)
 
 
 def cell_means(

@@ -22,7 +22,7 @@ import torch
 
 from guidedmae.engine.distributed import all_gather_tensors
 from guidedmae.losses import PatchLosses
-from guidedmae.masking.source_cells import cell_means, empty_memory, token_cells
+from guidedmae.masking.source_cells import cell_means, empty_memory, view_cells
 from guidedmae.masking.strategy import (
     MaskChoice,
     MaskingContext,
@@ -94,12 +94,8 @@ class CachedAttentionMasking(MaskingStrategy):
         if context.indices is None:  # samples the memory cannot know (a held-out split): exact guidance
             scores = model.attention_scores(tokens)
         else:
-            if context.views is None:
-                raise ValueError(
-                    "masking.strategy=cached_attention needs each sample's view (the data sets give 'view')"
-                )
             due = self.due(context.indices).to(tokens.embeddings.device)
-            cells = token_cells(context.views, tokens.grid, self.grid)
+            cells = view_cells(self.name, context.views, tokens.grid, self.grid)
             scores = {
                 name: value.to(tokens.embeddings.device)
                 for name, value in self.recall(context.indices, cells).items()
@@ -118,7 +114,7 @@ class CachedAttentionMasking(MaskingStrategy):
         if context.indices is None:
             return None
         indices = context.indices.to(self.memory.device)
-        cells = token_cells(context.views, context.tokens.grid, self.grid)
+        cells = view_cells(self.name, context.views, context.tokens.grid, self.grid)
         due = self.due(indices).to(cells.device)
         num_cells = self.grid * self.grid
         observed = torch.stack(

@@ -20,7 +20,7 @@ import torch
 from guidedmae.engine.distributed import all_gather_tensors
 from guidedmae.losses import PatchLosses
 from guidedmae.masking.priority import random_priorities
-from guidedmae.masking.source_cells import cell_means, empty_memory, token_cells
+from guidedmae.masking.source_cells import cell_means, empty_memory, view_cells
 from guidedmae.masking.strategy import (
     MaskChoice,
     MaskingContext,
@@ -79,11 +79,7 @@ class LossMemoryMasking(MaskingStrategy):
         return describe_selection(self.name, self.options)
 
     def _cells(self, context: MaskingContext) -> torch.Tensor:
-        if context.views is None:
-            raise ValueError(
-                "masking.strategy=loss_memory needs each sample's view (the data sets give 'view')"
-            )
-        return token_cells(context.views, context.tokens.grid, self.grid)
+        return view_cells(self.name, context.views, context.tokens.grid, self.grid)
 
     def recall(
         self, indices: torch.Tensor, cells: torch.Tensor, generator: torch.Generator
