@@ -60,6 +60,15 @@ def test_standardize_depth_uses_the_middle_80_percent_of_each_map():
         np.testing.assert_allclose(result.numpy(), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_standardize_depth_selects_the_same_values_as_sorting_with_ties():
+    # Quantized depth (millimetre files) repeats values across the 10% / 90% cut-offs; the CPU path picks
+    # the middle ranks by partition, the autograd path by sorting: both must give the same maps.
+    depth = torch.randint(0, 6, (3, 1, 20, 20), generator=generator(1)).double()
+    partitioned = standardize_depth(depth)
+    sorted_path = standardize_depth(depth.clone().requires_grad_(True)).detach()
+    torch.testing.assert_close(partitioned, sorted_path, rtol=0, atol=1e-12)
+
+
 @settings(max_examples=25, deadline=None)
 @given(scale=st.floats(1.0, 1000.0), offset=st.floats(-10.0, 10.0), seed=st.integers(0, 1000))
 def test_standardize_depth_ignores_units_and_offset(scale, offset, seed):
