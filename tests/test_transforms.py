@@ -61,8 +61,8 @@ def test_standardize_depth_uses_the_middle_80_percent_of_each_map():
 
 
 def test_standardize_depth_selects_the_same_values_as_sorting_with_ties():
-    # Quantized depth (millimetre files) repeats values across the 10% / 90% cut-offs; the CPU path picks
-    # the middle ranks by partition, the autograd path by sorting: both must give the same maps.
+    # Quantized depth (millimetre files) repeats values across the 10% / 90% cut-offs; the CPU path sorts
+    # with numpy, the autograd path with torch: both must give the same maps.
     depth = torch.randint(0, 6, (3, 1, 20, 20), generator=generator(1)).double()
     partitioned = standardize_depth(depth)
     sorted_path = standardize_depth(depth.clone().requires_grad_(True)).detach()

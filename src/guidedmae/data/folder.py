@@ -62,8 +62,8 @@ def _decode(path: Path, modality: Modality, data: bytes | None) -> np.ndarray:
     except IMAGE_ERRORS as error:
         raise ValueError(f"cannot read {modality.name} image {path}: {error}") from error
     with image:
-        if modality.format == "jpg" and modality.channels == 3 and image.mode != "RGB":
-            image = image.convert("RGB")  # grey or CMYK JPEGs exist in ImageNet; converting RGB would copy
+        if modality.format == "jpg" and modality.channels == 3:
+            return np.asarray(image.convert("RGB"))  # grey or CMYK JPEGs exist in ImageNet
         _check_mode(image.mode, path, modality)
         return np.asarray(image)
 
@@ -100,13 +100,12 @@ def read_image(path: Path, modality: Modality | str, data: bytes | None = None) 
             f"[H, W, {modality.channels}]; the file holds {array.dtype} {list(array.shape)}"
         )
     if modality.is_class_map:
-        negative = np.issubdtype(array.dtype, np.signedinteger) and array.min(initial=0) < 0
-        if not np.issubdtype(array.dtype, np.integer) or negative:
+        if not np.issubdtype(array.dtype, np.integer) or array.min(initial=0) < 0:
             raise ValueError(f"{path}: {modality.name} class ids must be non-negative integers")
         return array
     if array.dtype == np.uint8 or not np.issubdtype(array.dtype, np.integer):
         return array
-    return np.divide(array, np.float32(modality.scale), dtype=np.float32)  # one pass, same values
+    return array.astype(np.float32) / np.float32(modality.scale)
 
 
 def check_class_ids(
