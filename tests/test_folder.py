@@ -133,6 +133,59 @@ def test_an_unreadable_file_is_an_error_naming_it(tmp_path):
         read_sample(samples[1].paths)
 
 
+def write_jpegs(folder) -> dict:
+    """ImageNet's kinds of JPEG: colour (4:2:0 and 4:4:4 chroma), grey and CMYK; {name: path}."""
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8))
+    kinds = {
+        "rgb420": (rgb, 2),
+        "rgb444": (rgb, 0),
+        "grey": (rgb.convert("L"), 2),
+        "cmyk": (rgb.convert("CMYK"), 2),
+    }
+    paths = {}
+    for name, (image, subsampling) in kinds.items():
+        paths[name] = folder / f"{name}.jpg"
+        image.save(paths[name], format="JPEG", quality=90, subsampling=subsampling)
+    return paths
+
+
+def test_jpegs_read_the_same_pixels_with_either_decoder(tmp_path, monkeypatch):
+    import guidedmae.data.folder as folder
+
+    pytest.importorskip("simplejpeg")
+    paths = write_jpegs(tmp_path)
+    fast = {name: read_image(path, "rgb") for name, path in paths.items()}
+    monkeypatch.setattr(folder, "simplejpeg", None)
+    for name, path in paths.items():
+        with Image.open(path) as image:
+            expected = np.asarray(image.convert("RGB"))
+        np.testing.assert_array_equal(fast[name], expected, err_msg=name)
+        np.testing.assert_array_equal(read_image(path, "rgb"), expected, err_msg=name)
+        assert fast[name].dtype == np.uint8 and fast[name].shape == (37, 53, 3)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_truncated_or_oversized_jpeg_is_an_error_naming_it(tmp_path, monkeypatch, fast):
+    import guidedmae.data.folder as folder
+
+    if fast:
+        pytest.importorskip("simplejpeg")
+    else:
+        monkeypatch.setattr(folder, "simplejpeg", None)
+    path = write_jpegs(tmp_path)["rgb420"]
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=f"cannot read rgb image {truncated}"):
+        read_image(truncated, "rgb")
+    with pytest.raises(ValueError, match=f"cannot read rgb image {truncated}"):
+        read_image(truncated, "rgb", data[: len(data) // 2])  # bytes from a shard
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 37 x 53 pixels: over twice the limit
+    with pytest.raises(ValueError, match=f"{path}: refused as a decompression bomb"):
+        read_image(path, "rgb")
+
+
 def test_images_of_different_sizes_are_an_error_naming_both(tmp_path):
     write_layout(tmp_path)
     small = tmp_path / "train/semseg/dog/dog_0.png"
