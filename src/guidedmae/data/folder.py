@@ -21,15 +21,15 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
+
+from guidedmae.data.modalities import IGNORE_INDEX, Modality, get_modality, resolve
+from guidedmae.data.scenes import SHAPES, render_scene
 
 try:  # libjpeg-turbo straight into numpy: ~20% less time than PIL for an ImageNet-sized JPEG
     import simplejpeg
 except ImportError:  # an optional extra (guidedmae[fast]); PIL decodes the same pixels
     simplejpeg = None
-from tqdm import tqdm
-
-from guidedmae.data.modalities import IGNORE_INDEX, Modality, get_modality, resolve
-from guidedmae.data.scenes import SHAPES, render_scene
 
 DEPTH_SCALE = 1000.0  # file units per metre: 16-bit millimetres reach 65.535 m
 ERROR_MODES = ("raise", "skip")
