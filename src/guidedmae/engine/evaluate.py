@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from guidedmae.data.datasets import reuse_freed_memory
 from guidedmae.data.modalities import BUILTIN, Modality
 from guidedmae.data.transforms import AugmentConfig, class_map_stride, keeps_units, normalize, to_values
 from guidedmae.engine.distributed import DistributedContext, all_reduce_sum
@@ -164,6 +165,7 @@ def shard_loader(
         shuffle=False,
         num_workers=num_workers,
         pin_memory=context.device.type == "cuda",
+        worker_init_fn=reuse_freed_memory,
     )
 
 
