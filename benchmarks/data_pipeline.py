@@ -58,6 +58,12 @@ def measure(root: Path, split: str, shards: Path | None) -> dict:
     from guidedmae.data.transforms import AugmentConfig
 
     torch.set_num_threads(1)
+    try:  # what a loader worker does first (a baseline checkout may predate it)
+        from guidedmae.data.datasets import reuse_freed_memory
+    except ImportError:
+        pass
+    else:
+        reuse_freed_memory()
     augment = AugmentConfig(size=224)
     datasets = {"folder": FolderDataset(root, split, MODALITIES, augment)}
     if shards is not None:
