@@ -59,6 +59,7 @@ def test_variants_change_only_the_strategy_keys_and_keep_the_budget():
         "cached-10",
         "loss-memory",
         "predicted-loss",
+        "scout",
     ]
     budget = ("num_visible", "alphas", "sample_tasks_uniformly")
     for name, variant in variants.items():
@@ -87,6 +88,7 @@ def test_variants_change_only_the_strategy_keys_and_keep_the_budget():
         "cached-10": {"strategy", "attention.noise"},
         "loss-memory": {"strategy", "attention.noise"},
         "predicted-loss": {"strategy", "attention.noise"},
+        "scout": {"strategy", "attention.noise"},
     }
 
 

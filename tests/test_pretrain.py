@@ -133,6 +133,12 @@ STATEFUL_MASKING = {
     ],
     # remembered attention maps refreshed on every second visit, and the visit counts
     "cached": ["masking.strategy=cached_attention", "masking.cached_attention.refresh=2"],
+    # a scout encoder trained by the optimizer on a share of each batch
+    "scout": [
+        "masking.strategy=scout_attention",
+        "masking.scout_attention.dim=16",
+        "masking.scout_attention.heads=2",
+    ],
 }
 
 

@@ -22,6 +22,7 @@ from guidedmae.masking.strategies import (
     CachedAttentionOptions,
     LossMemoryOptions,
     PredictedLossOptions,
+    ScoutAttentionOptions,
 )
 from guidedmae.masking.strategies.attention import pool_tokens
 from guidedmae.masking.strategy import curriculum_share
@@ -274,6 +275,78 @@ def test_a_coarse_attention_pass_scores_averaged_tokens_and_a_full_grid_is_exact
                 assert scores[hidden].min() >= scores[~hidden].max()
 
 
+def visible_agreement(masks: dict, exact: dict) -> dict[str, float]:
+    """|V & V_exact| / |V_exact| per modality."""
+    return {
+        name: ((~masks[name]) & (~exact[name])).sum().item() / (~exact[name]).sum().item() for name in masks
+    }
+
+
+def test_the_scout_learns_the_exact_attention_and_masks_the_untaught_samples_by_it():
+    model = MultiMAE(tiny_config(outputs=())).eval()  # random weights: attention that depends on the tokens
+    options = ScoutAttentionOptions(exact_share=1.0, dim=32, heads=2)
+    torch.manual_seed(0)
+    teacher = build_strategy(
+        MaskingConfig(strategy="scout_attention", num_visible=12, scout_attention=options), model.config
+    )
+    alone = build_strategy(  # the same scout with no exact pass: what it predicts on its own
+        MaskingConfig(
+            strategy="scout_attention", num_visible=12, scout_attention=replace(options, exact_share=0.0)
+        ),
+        model.config,
+    )
+    held_out = random_tokens(200, seed=10**6)
+
+    def agreement(strategy) -> dict[str, float]:
+        choice = strategy(model, held_out, torch.Generator().manual_seed(0))
+        exact = from_priorities(model.attention_scores(held_out), choice.context.visible_counts).masks
+        return visible_agreement(choice.selection.masks, exact)
+
+    chance = agreement(build_strategy(MaskingConfig(strategy="random", num_visible=12), model.config))
+    alone.load_state_dict(teacher.state_dict())
+    before = agreement(alone)
+    optimizer = torch.optim.Adam(teacher.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(1)
+    for step in range(300):
+        choice = teacher(model, random_tokens(32, seed=step), generator)
+        exact = from_priorities(
+            model.attention_scores(random_tokens(32, seed=step)), choice.context.visible_counts
+        )
+        assert all(torch.equal(choice.selection.masks[n], exact.masks[n]) for n in MODALITIES)  # all taught
+        loss = teacher.observe(
+            choice, {n: PatchLosses(torch.ones(32, PER_MODALITY), exact.masks[n]) for n in MODALITIES}
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    alone.load_state_dict(teacher.state_dict())
+    after = agreement(alone)
+    for name in MODALITIES:  # an untrained scout agrees by chance, or a little more
+        assert after[name] > max(chance[name], before[name]) + 0.15, (chance, before, after)
+
+
+def test_the_scout_masks_the_first_share_of_the_batch_exactly_and_learns_only_from_it():
+    model = MultiMAE(tiny_config(outputs=())).eval()
+    config = MaskingConfig(
+        strategy="scout_attention",
+        num_visible=12,
+        scout_attention=ScoutAttentionOptions(exact_share=0.3, dim=16, heads=2),
+    )
+    strategy = build_strategy(config, model.config)
+    tokens = random_tokens(10, seed=3)
+    choice = strategy(model, tokens, torch.Generator().manual_seed(0))
+    exact = model.attention_scores(tokens)
+    assert all(len(choice.predictions[n]) == 3 for n in MODALITIES)  # ceil(0.3 * 10) taught samples
+    for name in MODALITIES:
+        torch.testing.assert_close(choice.scores[name][:3], exact[name][:3])
+        predicted = choice.predictions[name].detach().softmax(-1)
+        assert not torch.allclose(choice.scores[name][3:], exact[name][3:])
+        assert choice.scores[name][3:].shape == (7, PER_MODALITY) and predicted.shape == (3, PER_MODALITY)
+    loss = strategy.learn(choice, {})
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in strategy.scout.parameters())
+
+
 def test_adaptive_alphas_follow_the_harder_modality_and_respect_the_floor():
     harder_rgb = torch.tensor([2.0, 1.0, 1.0])
     more = adaptive_alphas(harder_rgb, concentration=1.0, temperature=1.0, sign=1, floor=0.1)
@@ -369,6 +442,9 @@ STRATEGY_CONFIGS = [
     MaskingConfig(strategy="loss_memory", loss_memory=LossMemoryOptions(explore=0.5, select="low")),
     MaskingConfig(strategy="cached_attention", cached_attention=CachedAttentionOptions(refresh=2, noise=0.5)),
     MaskingConfig(strategy="attention", attention=AttentionOptions(grid=2, select="low")),
+    MaskingConfig(
+        strategy="scout_attention", scout_attention=ScoutAttentionOptions(exact_share=0.5, dim=16, heads=2)
+    ),
     MaskingConfig(strategy="attention", curriculum=CurriculumConfig(shape="cosine"), random_images=0.3),
     MaskingConfig(strategy="attention", budget="adaptive"),
     MaskingConfig(strategy="random", budget="mixture", alpha_mixture=[[1.0, 2.0, 3.0], [3.0, 1.0, 1.0]]),
@@ -428,6 +504,14 @@ def test_every_strategy_keeps_the_budget_and_is_reproducible_from_its_seed(
         (
             dict(strategy="cached_attention", cached_attention=CachedAttentionOptions(refresh=0)),
             r"masking.cached_attention.refresh=0; expected >= 1",
+        ),
+        (
+            dict(strategy="scout_attention", scout_attention=ScoutAttentionOptions(dim=10, heads=3)),
+            r"masking.scout_attention.depth=2, dim=10, heads=3; expected depth >= 1 and dim a positive multiple",
+        ),
+        (
+            dict(strategy="scout_attention", scout_attention=ScoutAttentionOptions(exact_share=1.5)),
+            r"masking.scout_attention.exact_share=1.5; expected a value in \[0, 1\]",
         ),
         (
             dict(attention=AttentionOptions(grid=5)),

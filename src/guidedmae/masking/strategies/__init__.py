@@ -1,11 +1,19 @@
 """The masking strategies, one module each; importing this package registers them."""
 
-from guidedmae.masking.strategies import attention, cached_attention, loss_memory, predicted_loss, random
+from guidedmae.masking.strategies import (
+    attention,
+    cached_attention,
+    loss_memory,
+    predicted_loss,
+    random,
+    scout_attention,
+)
 from guidedmae.masking.strategies.attention import AttentionMasking, AttentionOptions
 from guidedmae.masking.strategies.cached_attention import CachedAttentionMasking, CachedAttentionOptions
 from guidedmae.masking.strategies.loss_memory import LossMemoryMasking, LossMemoryOptions
 from guidedmae.masking.strategies.predicted_loss import PredictedLossMasking, PredictedLossOptions
 from guidedmae.masking.strategies.random import RandomMasking
+from guidedmae.masking.strategies.scout_attention import ScoutAttentionMasking, ScoutAttentionOptions
 
 __all__ = [
     "AttentionMasking",
@@ -17,9 +25,12 @@ __all__ = [
     "PredictedLossMasking",
     "PredictedLossOptions",
     "RandomMasking",
+    "ScoutAttentionMasking",
+    "ScoutAttentionOptions",
     "attention",
     "cached_attention",
     "loss_memory",
     "predicted_loss",
     "random",
+    "scout_attention",
 ]

@@ -1,0 +1,128 @@
+"""Attention guidance predicted by a scout: a small encoder, trained online, that reads the batch's token
+embeddings and predicts the scores of the exact attention pass (issue 13's cheap guidance).
+
+Every step, the first `exact_share` of the batch is scored by the exact pass over all its tokens (as
+attention-guided masking scores every sample): those samples are masked exactly, and the scout learns from
+them. The rest of the batch is masked by the scout's predictions. The scout is `depth` narrow pre-norm
+blocks over the tokens (a learned embedding per modality added, since every modality shares the scout)
+and one score per token; its loss, per sample and modality, is the cross-entropy of the softmax of its
+scores against the exact scores normalized to sum to one. It is trained by the run's optimizer, like the
+loss predictor, and saved in checkpoints beside the model. A step costs the scout's pass (2 blocks of 192
+channels are ~1/50 of MultiMAE-B's 12 of 768) plus the exact pass over the share.
+"""
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from guidedmae.losses import PatchLosses
+from guidedmae.masking.strategy import (
+    MaskChoice,
+    MaskingContext,
+    MaskingStrategy,
+    Proposal,
+    check_selection,
+    describe_selection,
+    register,
+)
+from guidedmae.models.vit import Block, LayerNorm
+
+
+@dataclass
+class ScoutAttentionOptions:
+    exact_share: float = 0.125  # share of each batch scored by the exact pass (masked exactly, taught from)
+    depth: int = 2  # the scout's blocks
+    dim: int = 192  # the scout's width
+    heads: int = 3  # the scout's attention heads
+    loss_weight: float = 1.0  # weight of the scout's loss in the step's total loss
+    select: str = "high"  # high: mask the patches predicted most attended (the method); low: the least
+    noise: float = 0.0  # s + noise * std(s) * eps on the scores, as attention's noise
+
+
+class Scout(nn.Module):
+    """Token embeddings [B, N, model_dim] of `num_modalities` modalities -> a score logit per token [B, N]."""
+
+    def __init__(self, model_dim: int, num_modalities: int, options: ScoutAttentionOptions) -> None:
+        super().__init__()
+        self.embed = nn.Linear(model_dim, options.dim)
+        self.modality_embeddings = nn.Parameter(torch.zeros(num_modalities, options.dim))
+        self.blocks = nn.ModuleList(Block(options.dim, options.heads) for _ in range(options.depth))
+        self.norm = LayerNorm(options.dim)
+        self.head = nn.Linear(options.dim, 1)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        batch_size, num_tokens, _ = embeddings.shape
+        per_modality = num_tokens // len(self.modality_embeddings)
+        x = self.embed(embeddings) + self.modality_embeddings.repeat_interleave(per_modality, dim=0)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x)).squeeze(-1)
+
+
+def imitation_loss(logits: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of softmax(logits) against the exact scores as a distribution, per sample, averaged.
+    logits, exact: [B, N] of one modality."""
+    target = exact / exact.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    return -(target * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1).mean()
+
+
+@register("scout_attention", ScoutAttentionOptions)
+class ScoutAttentionMasking(MaskingStrategy):
+    """Priorities from a scout's predicted attention, taught by the exact pass on a share of each batch
+    (see the module docstring)."""
+
+    score_label = "attention (scout)"
+
+    def __init__(self, masking, model, num_samples=0, context=None) -> None:
+        super().__init__(masking, model, num_samples, context)
+        self.scout = Scout(model.dim, len(model.inputs), self.options)
+
+    @classmethod
+    def check(cls, masking, model) -> None:
+        options = masking.scout_attention
+        check_selection("scout_attention", options, masking)
+        if not 0.0 <= options.exact_share <= 1.0:
+            raise ValueError(
+                f"masking.scout_attention.exact_share={options.exact_share}; expected a value in [0, 1]"
+            )
+        if options.depth < 1 or options.heads < 1 or options.dim < 1 or options.dim % options.heads:
+            raise ValueError(
+                f"masking.scout_attention.depth={options.depth}, dim={options.dim}, heads={options.heads}; "
+                "expected depth >= 1 and dim a positive multiple of heads"
+            )
+        if not options.loss_weight >= 0:
+            raise ValueError(f"masking.scout_attention.loss_weight={options.loss_weight}; expected >= 0")
+
+    @classmethod
+    def variants(cls, model) -> dict[str, dict]:
+        return {"scout": {}}
+
+    def describe(self) -> str:
+        return describe_selection(self.name, self.options)
+
+    def propose(self, context: MaskingContext) -> Proposal:
+        tokens = context.tokens
+        logits = self.scout(tokens.embeddings.float())  # [B, N], with grad: the scout learns below
+        predicted = tokens.split(logits)
+        scores = {name: value.detach().softmax(dim=-1) for name, value in predicted.items()}
+        taught = math.ceil(self.options.exact_share * logits.shape[0])
+        if taught:
+            exact = context.model.attention_scores(replace(tokens, embeddings=tokens.embeddings[:taught]))
+            scores = {name: torch.cat([exact[name], value[taught:]]) for name, value in scores.items()}
+        priorities = self.score_priorities(scores, self.options.select, self.options.noise, context.generator)
+        # The taught rows' predictions, scored against the exact rows of `scores` in `learn`.
+        return Proposal(
+            priorities, scores, predictions={name: value[:taught] for name, value in predicted.items()}
+        )
+
+    def learn(self, choice: MaskChoice, patch_losses: dict[str, PatchLosses]) -> torch.Tensor:
+        losses = []
+        for name, logits in choice.predictions.items():
+            if len(logits):
+                losses.append(imitation_loss(logits, choice.scores[name][: len(logits)]))
+            else:  # nothing taught this step: a zero that still reaches every parameter (DDP expects that)
+                losses.append(logits.sum() * 0.0)
+        return self.options.loss_weight * torch.stack(losses).mean()
