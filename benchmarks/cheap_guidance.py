@@ -6,11 +6,15 @@ how well its masks agree with exact guidance (the attention pass over every toke
     python benchmarks/cheap_guidance.py --preset base --batch-size 8 --grids 7 5 4 --rounds 2
 
 Rows: random masking (the floor, and chance agreement), exact attention guidance, the attention pass over a
-coarser grid of averaged tokens (`masking.attention.grid`), and attention maps cached per sample
-(`masking.strategy=cached_attention`): its step between refreshes is timed, and a refresh every k visits
-costs ((k - 1) x that step + one exact step) / k on average, one row per k. The cache's agreement is
-measured on the next epoch's crops of the same samples (the warp from one view to the next); with
---earlier, the cache is filled by that earlier checkpoint of the run, so its staleness counts too.
+coarser grid of averaged tokens (`masking.attention.grid`), attention maps cached per sample
+(`masking.strategy=cached_attention`) and a scout encoder (`masking.strategy=scout_attention`). The cache's
+step between refreshes is timed, and a refresh every k visits costs ((k - 1) x that step + one exact step) / k
+on average, one row per k. The cache's agreement is measured on the next epoch's crops of the same samples
+(the warp from one view to the next); with --earlier, the cache is filled by that earlier checkpoint of the
+run, so its staleness counts too. The scout is first taught by the exact pass on every sample of
+--scout-steps batches of random crops of the training scenes (the model frozen: a run's model moves, the
+scout follows), then masks as in a run: the first --scout-shares of the batch exactly, the rest by its
+predictions (share 0: the scout alone).
 Target (issue 13): a step at most 1.25x random with agreement >= 0.8 in every modality. Agreement on an
 untrained model means little: give a trained --checkpoint.
 """
@@ -20,8 +24,10 @@ import sys
 from dataclasses import replace
 
 import torch
+from torch.utils.data import default_collate
 
 from guidedmae.bench import (
+    MODALITIES,
     add_arguments,
     bench_model,
     cpu_name,
@@ -29,9 +35,14 @@ from guidedmae.bench import (
     synthetic_batch,
     time_strategies,
 )
-from guidedmae.masking import MaskingConfig
-from guidedmae.masking.strategies import AttentionOptions, CachedAttentionOptions
+from guidedmae.data.datasets import SyntheticScenes
+from guidedmae.data.transforms import AugmentConfig
+from guidedmae.masking import MaskingConfig, build_strategy
+from guidedmae.masking.strategies import AttentionOptions, CachedAttentionOptions, ScoutAttentionOptions
+from guidedmae.models import MultiMAE
 from guidedmae.visualize import load_model
+
+FIRST_TEACHING_EPOCH = 2  # the table's batches are the crops of epochs 0 and 1
 
 
 def guidance_variants(base: MaskingConfig, grids: list[int]) -> dict[str, MaskingConfig]:
@@ -47,6 +58,49 @@ def guidance_variants(base: MaskingConfig, grids: list[int]) -> dict[str, Maskin
     return variants
 
 
+def scout_row(share: float) -> str:
+    return "scout alone" if share == 0 else f"scout, exact share {share:g}"
+
+
+def scout_variants(base: MaskingConfig, shares: list[float]) -> dict[str, MaskingConfig]:
+    return {
+        scout_row(share): replace(
+            base, strategy="scout_attention", scout_attention=ScoutAttentionOptions(exact_share=share)
+        )
+        for share in shares
+    }
+
+
+def teach_scout(
+    model: MultiMAE, base: MaskingConfig, steps: int, batch_size: int, scenes: int, seed: int
+) -> dict[str, torch.Tensor]:
+    """The weights of a scout taught by the exact pass on every sample of `steps` batches of random crops
+    of `scenes` training scenes (AdamW at lr 1e-3; the model is not trained)."""
+    (config,) = scout_variants(base, [1.0]).values()
+    strategy = build_strategy(config, model.config)
+    optimizer = torch.optim.AdamW(strategy.parameters(), lr=1e-3)
+    size = model.config.image_size
+    data = SyntheticScenes(scenes, size, seed, MODALITIES, AugmentConfig(size))
+    generator = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        data.set_epoch(FIRST_TEACHING_EPOCH + step)
+        indices = torch.randint(len(data), (batch_size,), generator=generator).tolist()
+        batch = default_collate([data[index] for index in indices])
+        with torch.no_grad():
+            tokens = model.tokenize({name: batch[name] for name in model.config.inputs})
+        loss = strategy.learn(strategy(model, tokens, generator), {})
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            print(
+                f"  scout step {step + 1}/{steps}: imitation loss {loss.item():.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
+    return strategy.state_dict()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
@@ -55,6 +109,17 @@ def main() -> int:
     )
     parser.add_argument("--refresh", type=int, nargs="+", default=[10, 40], help="cache refresh intervals")
     parser.add_argument("--earlier", help="an earlier checkpoint of the same run: it fills the cache")
+    parser.add_argument(
+        "--scout-shares",
+        type=float,
+        nargs="*",
+        default=[0.0, 0.125],
+        help="shares of each batch the exact pass scores for the scout (0: the scout alone; none: no scout)",
+    )
+    parser.add_argument("--scout-steps", type=int, default=1000, help="batches the scout is taught on")
+    parser.add_argument(
+        "--scout-scenes", type=int, default=2048, help="training scenes it is taught on (the demo's 2048)"
+    )
     args = parser.parse_args()
 
     model, masking, name = bench_model(args)
@@ -68,7 +133,16 @@ def main() -> int:
         f"cache filled by {args.earlier or 'the same model'} on other crops\n",
         flush=True,
     )
-    agreement = mask_agreement(model, variants, batch, earlier, args.seed, earlier_model)
+    states = {}
+    if args.scout_shares:
+        variants |= scout_variants(masking, args.scout_shares)
+        taught = teach_scout(model, masking, args.scout_steps, args.batch_size, args.scout_scenes, args.seed)
+        states = {scout_row(share): taught for share in args.scout_shares}
+        print(
+            f"scout taught on {args.scout_steps} x {args.batch_size} crops of {args.scout_scenes} scenes\n",
+            flush=True,
+        )
+    agreement = mask_agreement(model, variants, batch, earlier, args.seed, earlier_model, states)
     times = time_strategies(
         model, batch, variants, args.rounds, args.warmup, args.precision, args.seed, sys.stderr
     )

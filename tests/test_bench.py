@@ -144,13 +144,25 @@ def test_a_trained_checkpoint_is_timed_with_its_own_model_and_budget(capsys, tmp
 
 def test_the_cheap_guidance_script_prints_cost_and_agreement_rows(capsys, monkeypatch, tiny):
     script = SCRIPT.parent / "cheap_guidance.py"
-    flags = ["--grids", "2", "--refresh", "4", "40"]
-    monkeypatch.setattr(sys, "argv", [str(script), *tiny, *flags])
+    flags = ["--grids", "2", "--refresh", "4", "40", "--scout-steps", "2", "--scout-scenes", "8"]
+    monkeypatch.setattr(sys, "argv", [str(script), *tiny, *flags, "--scout-shares", "0", "0.5"])
     with pytest.raises(SystemExit) as exit_code:
         runpy.run_path(str(script), run_name="__main__")
     assert exit_code.value.code == 0
-    rows = table_rows(capsys.readouterr().out)
-    assert list(rows) == ["random", "exact", "grid 2", "cached, refresh every 4", "cached, refresh every 40"]
+    captured = capsys.readouterr()
+    assert "scout step 2/2: imitation loss" in captured.err
+    rows = table_rows(captured.out)
+    assert list(rows) == [
+        "random",
+        "exact",
+        "grid 2",
+        "cached, refresh every 4",
+        "cached, refresh every 40",
+        "scout alone",
+        "scout, exact share 0.5",
+    ]
+    # Half the batch masked exactly, the other half as the scout alone masks it.
+    assert float(rows["scout, exact share 0.5"][2]) >= float(rows["scout alone"][2])
     assert rows["random"][1] == "1.00" and rows["exact"][2] == "1.00"
     # A refresh every k visits adds 1/k of an exact step to the step between refreshes: both rows must
     # give back the same step between refreshes (to the printed rounding).

@@ -25,6 +25,7 @@ from guidedmae.masking.strategies import (
     ScoutAttentionOptions,
 )
 from guidedmae.masking.strategies.attention import pool_tokens
+from guidedmae.masking.strategies.scout_attention import scout_shape
 from guidedmae.masking.strategy import curriculum_share
 from guidedmae.models import MultiMAE, Tokens
 from tests.conftest import tiny_config
@@ -325,6 +326,14 @@ def test_the_scout_learns_the_exact_attention_and_masks_the_untaught_samples_by_
         assert after[name] > max(chance[name], before[name]) + 0.15, (chance, before, after)
 
 
+def test_the_default_scout_is_a_quarter_of_the_encoders_width_in_64_channel_heads():
+    assert scout_shape(ScoutAttentionOptions(), 768) == (192, 3)  # MultiMAE-B
+    assert scout_shape(ScoutAttentionOptions(), 1024) == (256, 4)  # MultiMAE-L
+    assert scout_shape(ScoutAttentionOptions(), 128) == (32, 1)  # the demo
+    assert scout_shape(ScoutAttentionOptions(dim=200), 768) == (200, 2)  # heads that divide the width
+    assert scout_shape(ScoutAttentionOptions(dim=96, heads=4), 768) == (96, 4)
+
+
 def test_the_scout_masks_the_first_share_of_the_batch_exactly_and_learns_only_from_it():
     model = MultiMAE(tiny_config(outputs=())).eval()
     config = MaskingConfig(
@@ -507,7 +516,7 @@ def test_every_strategy_keeps_the_budget_and_is_reproducible_from_its_seed(
         ),
         (
             dict(strategy="scout_attention", scout_attention=ScoutAttentionOptions(dim=10, heads=3)),
-            r"masking.scout_attention.depth=2, dim=10, heads=3; expected depth >= 1 and dim a positive multiple",
+            r"masking.scout_attention.depth=2, dim=10, heads=3; expected depth >= 1 and dim \(0 = a quarter",
         ),
         (
             dict(strategy="scout_attention", scout_attention=ScoutAttentionOptions(exact_share=1.5)),

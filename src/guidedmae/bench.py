@@ -18,7 +18,8 @@ leaves visible and V_exact those attention-high (the method, every token scored 
 visible, on the same batch with the same visible counts; random masking gives about the visible fraction.
 Strategies that remember samples are first shown the same samples under other crops (the next epoch's
 augmentation), so their agreement includes the warp from one view to the next; on an untrained model the
-attention maps, and the agreements, mean little.
+attention maps, and the agreements, mean little. Learned strategies are measured as built: the scout's
+agreement here is an untaught one (benchmarks/cheap_guidance.py teaches it first).
 """
 
 import argparse
@@ -26,7 +27,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -94,18 +95,22 @@ def mask_agreement(
     earlier: dict[str, torch.Tensor],
     seed: int = 0,
     earlier_model: MultiMAE | None = None,
+    states: Mapping[str, dict[str, torch.Tensor]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """{strategy: {modality: |V ∩ V_exact| / |V_exact|}} on `batch`, V_exact from attention-high with the
     same visible counts (the budget draws first from the same seed). Each strategy is first trained on
     `earlier` (the same samples under other crops), so that one that remembers samples has seen them,
-    by `earlier_model` if given (an earlier checkpoint of the run: what a memory refreshed then holds)."""
+    by `earlier_model` if given (an earlier checkpoint of the run: what a memory refreshed then holds).
+    states: trained weights of some rows' strategies (a taught scout), loaded before that."""
     exact_config = replace(
         next(iter(strategies.values())), strategy="attention", attention=AttentionOptions()
     )
     tokens = model.tokenize({name: batch[name] for name in model.config.inputs})
 
-    def visible(masking: MaskingConfig, prime: bool) -> dict[str, torch.Tensor]:
+    def visible(masking: MaskingConfig, prime: bool, state: dict | None = None) -> dict[str, torch.Tensor]:
         strategy = build_strategy(masking, model.config, len(batch["rgb"])).to(batch["rgb"].device)
+        if state is not None:
+            strategy.load_state_dict(state)
         if prime:
             primer = MaskedAutoencoderStep(earlier_model or model, strategy, LossConfig()).train()
             primer(earlier, torch.Generator().manual_seed(seed))
@@ -117,7 +122,7 @@ def mask_agreement(
     reference = visible(exact_config, prime=False)
     agreement = {}
     for row, masking in strategies.items():
-        kept = visible(masking, prime=True)
+        kept = visible(masking, prime=True, state=(states or {}).get(row))
         agreement[row] = {
             name: ((kept[name] & reference[name]).sum() / reference[name].sum().clamp_min(1)).item()
             for name in reference

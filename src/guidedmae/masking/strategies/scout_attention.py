@@ -7,8 +7,9 @@ them. The rest of the batch is masked by the scout's predictions. The scout is `
 blocks over the tokens (a learned embedding per modality added, since every modality shares the scout)
 and one score per token; its loss, per sample and modality, is the cross-entropy of the softmax of its
 scores against the exact scores normalized to sum to one. It is trained by the run's optimizer, like the
-loss predictor, and saved in checkpoints beside the model. A step costs the scout's pass (2 blocks of 192
-channels are ~1/50 of MultiMAE-B's 12 of 768) plus the exact pass over the share.
+loss predictor, and saved in checkpoints beside the model. A step costs the scout's pass plus the exact pass
+over the share; by default the scout is 2 blocks a quarter as wide as the encoder, with 64-channel heads
+(MultiMAE-B: 2 blocks of 192 against 12 of 768, ~1/100 of the encoder's matrix products per token).
 """
 
 import math
@@ -35,23 +36,30 @@ from guidedmae.models.vit import Block, LayerNorm
 class ScoutAttentionOptions:
     exact_share: float = 0.125  # share of each batch scored by the exact pass (masked exactly, taught from)
     depth: int = 2  # the scout's blocks
-    dim: int = 192  # the scout's width
-    heads: int = 3  # the scout's attention heads
+    dim: int = 0  # the scout's width; 0 = a quarter of the encoder's
+    heads: int = 0  # the scout's attention heads; 0 = as many 64-channel heads as divide its width
     loss_weight: float = 1.0  # weight of the scout's loss in the step's total loss
     select: str = "high"  # high: mask the patches predicted most attended (the method); low: the least
     noise: float = 0.0  # s + noise * std(s) * eps on the scores, as attention's noise
 
 
+def scout_shape(options: ScoutAttentionOptions, model_dim: int) -> tuple[int, int]:
+    """(width, heads) of the scout: the options, or the defaults they leave to the encoder's width."""
+    dim = options.dim or max(1, model_dim // 4)
+    heads = options.heads or max(h for h in range(1, max(1, dim // 64) + 1) if dim % h == 0)
+    return dim, heads
+
+
 class Scout(nn.Module):
     """Token embeddings [B, N, model_dim] of `num_modalities` modalities -> a score logit per token [B, N]."""
 
-    def __init__(self, model_dim: int, num_modalities: int, options: ScoutAttentionOptions) -> None:
+    def __init__(self, model_dim: int, num_modalities: int, depth: int, dim: int, heads: int) -> None:
         super().__init__()
-        self.embed = nn.Linear(model_dim, options.dim)
-        self.modality_embeddings = nn.Parameter(torch.zeros(num_modalities, options.dim))
-        self.blocks = nn.ModuleList(Block(options.dim, options.heads) for _ in range(options.depth))
-        self.norm = LayerNorm(options.dim)
-        self.head = nn.Linear(options.dim, 1)
+        self.embed = nn.Linear(model_dim, dim)
+        self.modality_embeddings = nn.Parameter(torch.zeros(num_modalities, dim))
+        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
+        self.norm = LayerNorm(dim)
+        self.head = nn.Linear(dim, 1)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         batch_size, num_tokens, _ = embeddings.shape
@@ -78,7 +86,8 @@ class ScoutAttentionMasking(MaskingStrategy):
 
     def __init__(self, masking, model, num_samples=0, context=None) -> None:
         super().__init__(masking, model, num_samples, context)
-        self.scout = Scout(model.dim, len(model.inputs), self.options)
+        dim, heads = scout_shape(self.options, model.dim)
+        self.scout = Scout(model.dim, len(model.inputs), self.options.depth, dim, heads)
 
     @classmethod
     def check(cls, masking, model) -> None:
@@ -88,10 +97,11 @@ class ScoutAttentionMasking(MaskingStrategy):
             raise ValueError(
                 f"masking.scout_attention.exact_share={options.exact_share}; expected a value in [0, 1]"
             )
-        if options.depth < 1 or options.heads < 1 or options.dim < 1 or options.dim % options.heads:
+        dim, heads = scout_shape(options, model.dim) if options.dim >= 0 and options.heads >= 0 else (0, 0)
+        if options.depth < 1 or heads < 1 or dim < 1 or dim % heads:
             raise ValueError(
                 f"masking.scout_attention.depth={options.depth}, dim={options.dim}, heads={options.heads}; "
-                "expected depth >= 1 and dim a positive multiple of heads"
+                "expected depth >= 1 and dim (0 = a quarter of the encoder's) a multiple of heads (0 = auto)"
             )
         if not options.loss_weight >= 0:
             raise ValueError(f"masking.scout_attention.loss_weight={options.loss_weight}; expected >= 0")
