@@ -14,7 +14,7 @@ on average, one row per k. The cache's agreement is measured on the next epoch's
 run, so its staleness counts too. The scout is first taught by the exact pass on every sample of
 --scout-steps batches of random crops of the training scenes (the model frozen: a run's model moves, the
 scout follows), then masks as in a run: the first --scout-shares of the batch exactly, the rest by its
-predictions (share 0: the scout alone).
+predictions (share 0: the scout alone); its agreement is also given on scenes it was never taught.
 Target (issue 13): a step at most 1.25x random with agreement >= 0.8 in every modality. Agreement on an
 untrained model means little: give a trained --checkpoint.
 """
@@ -164,6 +164,18 @@ def main() -> int:
             f"| {row} | {seconds:.3f} | {seconds / random:.2f} | {min(values.values()):.2f} | {per_modality} |"
         )
     print(f"\n(exact / random = {exact / random:.2f}; medians of {args.rounds} rounds)")
+    if states:
+        # Scenes the scout was never taught on (another seed's), as a run's unseen validation images.
+        unseen, unseen_earlier = (
+            synthetic_batch(args.batch_size, image_size, args.seed + 1, e) for e in (0, 1)
+        )
+        scouts = {row: variants[row] for row in states}
+        unseen_agreement = mask_agreement(model, scouts, unseen, unseen_earlier, args.seed, None, states)
+        print(f"\n| scout, on scenes it was never taught | agreement, min | agreement {modalities} |")
+        print("|---|---|---|")
+        for row, values in unseen_agreement.items():
+            per_modality = " / ".join(f"{value:.2f}" for value in values.values())
+            print(f"| {row} | {min(values.values()):.2f} | {per_modality} |")
     return 0
 
 

@@ -163,6 +163,7 @@ def test_the_cheap_guidance_script_prints_cost_and_agreement_rows(capsys, monkey
     ]
     # Half the batch masked exactly, the other half as the scout alone masks it.
     assert float(rows["scout, exact share 0.5"][2]) >= float(rows["scout alone"][2])
+    assert "| scout, on scenes it was never taught |" in captured.out
     assert rows["random"][1] == "1.00" and rows["exact"][2] == "1.00"
     # A refresh every k visits adds 1/k of an exact step to the step between refreshes: both rows must
     # give back the same step between refreshes (to the printed rounding).

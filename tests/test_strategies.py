@@ -355,6 +355,16 @@ def test_the_scout_masks_the_first_share_of_the_batch_exactly_and_learns_only_fr
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in strategy.scout.parameters())
 
+    # Nothing taught: a zero loss that still gives every parameter a gradient (DDP expects one).
+    untaught = build_strategy(
+        replace(config, scout_attention=replace(config.scout_attention, exact_share=0.0)), model.config
+    )
+    choice = untaught(model, tokens, torch.Generator().manual_seed(0))
+    assert all(len(choice.predictions[n]) == 0 for n in MODALITIES)
+    loss = untaught.learn(choice, {})
+    loss.backward()
+    assert loss.item() == 0 and all(p.grad is not None for p in untaught.scout.parameters())
+
 
 def test_adaptive_alphas_follow_the_harder_modality_and_respect_the_floor():
     harder_rgb = torch.tensor([2.0, 1.0, 1.0])

@@ -115,24 +115,26 @@ class ScoutAttentionMasking(MaskingStrategy):
 
     def propose(self, context: MaskingContext) -> Proposal:
         tokens = context.tokens
-        logits = self.scout(tokens.embeddings.float())  # [B, N], with grad: the scout learns below
-        predicted = tokens.split(logits)
-        scores = {name: value.detach().softmax(dim=-1) for name, value in predicted.items()}
-        taught = math.ceil(self.options.exact_share * logits.shape[0])
+        embeddings = tokens.embeddings.float()
+        taught = math.ceil(self.options.exact_share * len(embeddings))
+        # Gradients only where the scout learns: the taught rows (at least one row runs with them, sliced
+        # away when none is taught, so that the loss still reaches every parameter, as DDP expects).
+        taught_logits = self.scout(embeddings[: max(taught, 1)])[:taught]
+        with torch.no_grad():
+            logits = torch.cat([taught_logits.detach(), self.scout(embeddings[taught:])])  # [B, N]
+        scores = {name: value.softmax(dim=-1) for name, value in tokens.split(logits).items()}
         if taught:
             exact = context.model.attention_scores(replace(tokens, embeddings=tokens.embeddings[:taught]))
             scores = {name: torch.cat([exact[name], value[taught:]]) for name, value in scores.items()}
         priorities = self.score_priorities(scores, self.options.select, self.options.noise, context.generator)
         # The taught rows' predictions, scored against the exact rows of `scores` in `learn`.
-        return Proposal(
-            priorities, scores, predictions={name: value[:taught] for name, value in predicted.items()}
-        )
+        return Proposal(priorities, scores, predictions=tokens.split(taught_logits))
 
     def learn(self, choice: MaskChoice, patch_losses: dict[str, PatchLosses]) -> torch.Tensor:
         losses = []
         for name, logits in choice.predictions.items():
             if len(logits):
                 losses.append(imitation_loss(logits, choice.scores[name][: len(logits)]))
-            else:  # nothing taught this step: a zero that still reaches every parameter (DDP expects that)
+            else:  # nothing taught this step: a zero that still reaches every parameter
                 losses.append(logits.sum() * 0.0)
         return self.options.loss_weight * torch.stack(losses).mean()
