@@ -151,7 +151,8 @@ def test_the_cheap_guidance_script_prints_cost_and_agreement_rows(capsys, monkey
     assert exit_code.value.code == 0
     captured = capsys.readouterr()
     assert "scout step 2/2: imitation loss" in captured.err
-    rows = table_rows(captured.out)
+    main_table, unseen_table = captured.out.split("| scout, on scenes it was never taught |")
+    rows = table_rows(main_table)
     assert list(rows) == [
         "random",
         "exact",
@@ -163,7 +164,9 @@ def test_the_cheap_guidance_script_prints_cost_and_agreement_rows(capsys, monkey
     ]
     # Half the batch masked exactly, the other half as the scout alone masks it.
     assert float(rows["scout, exact share 0.5"][2]) >= float(rows["scout alone"][2])
-    assert "| scout, on scenes it was never taught |" in captured.out
+    unseen = table_rows(unseen_table)
+    assert list(unseen) == ["scout alone", "scout, exact share 0.5"]
+    assert all(0 <= float(value) <= 1 for cells in unseen.values() for value in cells[1].split(" / "))
     assert rows["random"][1] == "1.00" and rows["exact"][2] == "1.00"
     # A refresh every k visits adds 1/k of an exact step to the step between refreshes: both rows must
     # give back the same step between refreshes (to the printed rounding).
