@@ -13,8 +13,9 @@ on average, one row per k. The cache's agreement is measured on the next epoch's
 (the warp from one view to the next); with --earlier, the cache is filled by that earlier checkpoint of the
 run, so its staleness counts too. The scout is first taught by the exact pass on every sample of
 --scout-steps batches of random crops of the training scenes (the model frozen: a run's model moves, the
-scout follows), then masks as in a run: the first --scout-shares of the batch exactly, the rest by its
-predictions (share 0: the scout alone); its agreement is also given on scenes it was never taught.
+scout follows), or, with --scout-steps 0, is the scout a scout_attention run trained (its --checkpoint's), then
+masks as in a run: the first --scout-shares of the batch exactly, the rest by its predictions (share 0: the
+scout alone); its agreement is also given on scenes it was never taught.
 Target (issue 13): a step at most 1.25x random with agreement >= 0.8 in every modality. Agreement on an
 untrained model means little: give a trained --checkpoint.
 """
@@ -40,7 +41,7 @@ from guidedmae.data.transforms import AugmentConfig
 from guidedmae.masking import MaskingConfig, build_strategy
 from guidedmae.masking.strategies import AttentionOptions, CachedAttentionOptions, ScoutAttentionOptions
 from guidedmae.models import MultiMAE
-from guidedmae.visualize import load_model
+from guidedmae.visualize import load_model, load_step
 
 FIRST_TEACHING_EPOCH = 2  # the table's batches are the crops of epochs 0 and 1
 
@@ -116,7 +117,12 @@ def main() -> int:
         default=[0.0, 0.125],
         help="shares of each batch the exact pass scores for the scout (0: the scout alone; none: no scout)",
     )
-    parser.add_argument("--scout-steps", type=int, default=1000, help="batches the scout is taught on")
+    parser.add_argument(
+        "--scout-steps",
+        type=int,
+        default=1000,
+        help="batches the scout is taught on; 0: take the scout the --checkpoint's run trained (scout_attention)",
+    )
     parser.add_argument(
         "--scout-scenes", type=int, default=2048, help="training scenes it is taught on (the demo's 2048)"
     )
@@ -136,12 +142,18 @@ def main() -> int:
     states = {}
     if args.scout_shares:
         variants |= scout_variants(masking, args.scout_shares)
-        taught = teach_scout(model, masking, args.scout_steps, args.batch_size, args.scout_scenes, args.seed)
+        if args.scout_steps:
+            taught = teach_scout(
+                model, masking, args.scout_steps, args.batch_size, args.scout_scenes, args.seed
+            )
+            source = f"taught on {args.scout_steps} x {args.batch_size} crops of {args.scout_scenes} scenes"
+        elif args.checkpoint:
+            taught = load_step(args.checkpoint)[0].strategy.state_dict()
+            source = f"the one its run trained, from {args.checkpoint}"
+        else:
+            parser.error("--scout-steps 0 takes the scout of a --checkpoint; none given")
         states = {scout_row(share): taught for share in args.scout_shares}
-        print(
-            f"scout taught on {args.scout_steps} x {args.batch_size} crops of {args.scout_scenes} scenes\n",
-            flush=True,
-        )
+        print(f"scout: {source}\n", flush=True)
     agreement = mask_agreement(model, variants, batch, earlier, args.seed, earlier_model, states)
     times = time_strategies(
         model, batch, variants, args.rounds, args.warmup, args.precision, args.seed, sys.stderr

@@ -178,6 +178,38 @@ def test_the_cheap_guidance_script_prints_cost_and_agreement_rows(capsys, monkey
         assert all(0 <= float(value) <= 1 for value in cells[3].split(" / "))
 
 
+def test_the_cheap_guidance_script_scores_the_scout_a_run_trained(capsys, monkeypatch, tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_CONFIG)
+    scout = ["masking.strategy=scout_attention", "masking.scout_attention.exact_share=0.5"]
+    run = [
+        f"out_dir={tmp_path / 'run'}",
+        "data.num_samples=16",
+        "data.batch_size=8",
+        "schedule.total_epochs=1",
+    ]
+    assert (
+        main(["pretrain", str(config), *run, *scout, "schedule.warmup_epochs=0", "log.picture_every=0"]) == 0
+    )
+    checkpoint = tmp_path / "run" / "checkpoint-last.pt"
+    script = SCRIPT.parent / "cheap_guidance.py"
+    flags = ["--checkpoint", str(checkpoint), "--batch-size", "2", "--rounds", "1", "--grids", "2"]
+    monkeypatch.setattr(sys, "argv", [str(script), *flags, "--scout-steps", "0", "--scout-shares", "0"])
+    with pytest.raises(SystemExit) as exit_code:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exit_code.value.code == 0
+    captured = capsys.readouterr()
+    assert f"scout: the one its run trained, from {checkpoint}" in captured.out
+    assert "scout alone" in table_rows(captured.out[: captured.out.index("| scout, on scenes")])
+
+    # Without a checkpoint there is no trained scout to take.
+    monkeypatch.setattr(sys, "argv", [str(script), "--config", str(config), *flags[2:], "--scout-steps", "0"])
+    with pytest.raises(SystemExit) as exit_code:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exit_code.value.code == 2
+    assert "--scout-steps 0 takes the scout of a --checkpoint; none given" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
