@@ -62,8 +62,7 @@ class Scout(nn.Module):
         self.head = nn.Linear(dim, 1)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        batch_size, num_tokens, _ = embeddings.shape
-        per_modality = num_tokens // len(self.modality_embeddings)
+        per_modality = embeddings.shape[1] // len(self.modality_embeddings)
         x = self.embed(embeddings) + self.modality_embeddings.repeat_interleave(per_modality, dim=0)
         for block in self.blocks:
             x = block(x)
