@@ -39,7 +39,7 @@ from guidedmae.bench import (
 from guidedmae.data.datasets import SyntheticScenes
 from guidedmae.data.transforms import AugmentConfig
 from guidedmae.masking import MaskingConfig, build_strategy
-from guidedmae.masking.strategies import AttentionOptions, CachedAttentionOptions, ScoutAttentionOptions
+from guidedmae.masking.strategies import AttentionOptions, CachedAttentionOptions
 from guidedmae.models import MultiMAE
 from guidedmae.visualize import load_model, load_step
 
@@ -64,9 +64,10 @@ def scout_row(share: float) -> str:
 
 
 def scout_variants(base: MaskingConfig, shares: list[float]) -> dict[str, MaskingConfig]:
+    """The scout of `base` (a scout run's own shape and selection) at each exact share."""
     return {
         scout_row(share): replace(
-            base, strategy="scout_attention", scout_attention=ScoutAttentionOptions(exact_share=share)
+            base, strategy="scout_attention", scout_attention=replace(base.scout_attention, exact_share=share)
         )
         for share in shares
     }
@@ -147,11 +148,14 @@ def main() -> int:
                 model, masking, args.scout_steps, args.batch_size, args.scout_scenes, args.seed
             )
             source = f"taught on {args.scout_steps} x {args.batch_size} crops of {args.scout_scenes} scenes"
-        elif args.checkpoint:
+        elif args.checkpoint and masking.strategy == "scout_attention":
             taught = load_step(args.checkpoint)[0].strategy.state_dict()
             source = f"the one its run trained, from {args.checkpoint}"
         else:
-            parser.error("--scout-steps 0 takes the scout of a --checkpoint; none given")
+            ran = (
+                f"{args.checkpoint} masked with {masking.strategy}" if args.checkpoint else "no --checkpoint"
+            )
+            parser.error(f"--scout-steps 0 takes the scout a scout_attention run trained; {ran}")
         states = {scout_row(share): taught for share in args.scout_shares}
         print(f"scout: {source}\n", flush=True)
     agreement = mask_agreement(model, variants, batch, earlier, args.seed, earlier_model, states)

@@ -207,7 +207,10 @@ def test_the_cheap_guidance_script_scores_the_scout_a_run_trained(capsys, monkey
     with pytest.raises(SystemExit) as exit_code:
         runpy.run_path(str(script), run_name="__main__")
     assert exit_code.value.code == 2
-    assert "--scout-steps 0 takes the scout of a --checkpoint; none given" in capsys.readouterr().err
+    assert (
+        "--scout-steps 0 takes the scout a scout_attention run trained; no --checkpoint"
+        in capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,6 @@
 """Datasets return the model's tensors; the loader shards, shuffles and resumes them exactly."""
 
 import platform
-import resource
 
 import numpy as np
 import pytest
@@ -265,6 +264,8 @@ class PageFaultProbe(Dataset):
         return 1
 
     def __getitem__(self, index: int) -> torch.Tensor:
+        import resource  # POSIX only, as the test
+
         def one_sample() -> None:
             jpeg, depth = np.ones((375, 500, 3), np.uint8), np.ones((375, 500), np.float32)
             resized, normalized = np.ones((224, 224, 3), np.float32), np.ones((3, 224, 224), np.float32)

@@ -16,6 +16,7 @@ from guidedmae.cli import main
 from guidedmae.config import PretrainConfig, load_config
 from guidedmae.engine.distributed import DistributedContext
 from guidedmae.engine.logging import read_metrics
+from guidedmae.engine.optim import set_lr
 from guidedmae.engine.pretrain import PretrainJob, held_out_losses
 from guidedmae.engine.schedule import START, LRSchedule
 from guidedmae.models import MultiMAE
@@ -300,3 +301,16 @@ def test_the_held_out_loss_uses_the_same_random_masks_in_every_run(tmp_path):
         losses = held_out_losses(job.random_step, job.held_out, run_config, DistributedContext(), START)
         scores.append(losses["loss"])
     assert scores[0] == scores[1] == pytest.approx(metrics["eval_random/loss"], rel=1e-6)
+
+
+def test_the_scouts_parameters_learn_at_its_own_multiple_of_the_runs_lr(tmp_path):
+    overrides = ["masking.strategy=scout_attention", "masking.scout_attention.lr_scale=50"]
+    config = load_config(PretrainConfig, tiny_config(tmp_path), overrides)
+    parts = PretrainJob(config).build(DistributedContext())
+    optimizer = torch.optim.AdamW(parts.param_groups)
+    set_lr(optimizer, 1e-5)
+    scout = {id(p) for p in parts.saved["strategy"].scout.parameters()}
+    for group in optimizer.param_groups:
+        in_scout = {id(p) in scout for p in group["params"]}
+        assert len(in_scout) == 1  # a group is all scout or all model
+        assert group["lr"] == pytest.approx(5e-4 if in_scout.pop() else 1e-5)

@@ -345,15 +345,23 @@ def test_the_scout_masks_the_first_share_of_the_batch_exactly_and_learns_only_fr
     tokens = random_tokens(10, seed=3)
     choice = strategy(model, tokens, torch.Generator().manual_seed(0))
     exact = model.attention_scores(tokens)
+    exact_masks = from_priorities(exact, choice.context.visible_counts).masks
+    with torch.no_grad():
+        predicted = tokens.split(strategy.scout(tokens.embeddings))
     assert all(len(choice.predictions[n]) == 3 for n in MODALITIES)  # ceil(0.3 * 10) taught samples
     for name in MODALITIES:
+        # The taught samples: the exact scores and masks, and the scout's predictions to learn from.
         torch.testing.assert_close(choice.scores[name][:3], exact[name][:3])
-        predicted = choice.predictions[name].detach().softmax(-1)
-        assert not torch.allclose(choice.scores[name][3:], exact[name][3:])
-        assert choice.scores[name][3:].shape == (7, PER_MODALITY) and predicted.shape == (3, PER_MODALITY)
+        assert torch.equal(choice.selection.masks[name][:3], exact_masks[name][:3])
+        torch.testing.assert_close(choice.predictions[name].detach(), predicted[name][:3])
+        # The others: the scout's scores.
+        torch.testing.assert_close(choice.scores[name][3:], predicted[name][3:].softmax(-1))
     loss = strategy.learn(choice, {})
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in strategy.scout.parameters())
+    # It learns from the taught samples only: changing the others' scores changes nothing.
+    changed = {name: torch.cat([value[:3], value[3:].flip(-1)]) for name, value in choice.scores.items()}
+    torch.testing.assert_close(strategy.learn(replace(choice, scores=changed), {}), loss)
 
     # Nothing taught: a zero loss that still gives every parameter a gradient (DDP expects one).
     untaught = build_strategy(

@@ -398,15 +398,21 @@ class ResumableDistributedSampler(DistributedSampler):
 # zeroed pages every time: 150-300 page faults per sample, ~10% of a worker's time (data_pipeline.py).
 GLIBC_MMAP_THRESHOLD = (-3, 32 * 2**20)  # (mallopt's M_MMAP_THRESHOLD, glibc's largest dynamic value)
 GLIBC_TRIM_THRESHOLD = (-1, 64 * 2**20)  # (M_TRIM_THRESHOLD, twice the mmap threshold, glibc's own ratio)
+# A user's own malloc settings win.
+MALLOC_SETTINGS = ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+ON_GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
 def reuse_freed_memory(worker_id: int = 0) -> None:
     """Make this process's malloc keep freed blocks below 32 MiB for reuse instead of returning them to
     the OS (a DataLoader's worker_init_fn; the worker's memory stays bounded by its peak). Only glibc
-    has these settings: elsewhere nothing changes."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    has these settings, and only where the environment sets none of its own: elsewhere nothing changes."""
+    if not ON_GLIBC or any(name in os.environ for name in MALLOC_SETTINGS):
         return
-    libc = ctypes.CDLL(None)
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return
     for option, value in (GLIBC_MMAP_THRESHOLD, GLIBC_TRIM_THRESHOLD):
         libc.mallopt(option, value)
 

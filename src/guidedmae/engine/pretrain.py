@@ -136,7 +136,8 @@ class PretrainJob(Job):
         self.step = MaskedAutoencoderStep(model, strategy, config.loss)
         groups = param_groups(model, config.optim.weight_decay)
         groups += [
-            {**group, "name": STRATEGY_KEY} for group in param_groups(strategy, config.optim.weight_decay)
+            {**group, "name": STRATEGY_KEY, "lr_scale": strategy.lr_scale}
+            for group in param_groups(strategy, config.optim.weight_decay)
         ]
         self.pictures = picture_batch(dataset, config.log.picture_samples)
         self.held_out = build_dataset(config, held_out=True) if config.eval.num_samples else None

@@ -127,6 +127,12 @@ class MaskingStrategy(nn.Module):
         """A short name of this strategy with its options, for file names: attention-low-noise0.5."""
         return self.name.replace("_", "-")
 
+    @property
+    def lr_scale(self) -> float:
+        """What the run's lr is multiplied by for this strategy's own parameters: masking.<name>.lr_scale
+        where the strategy has that key, else 1."""
+        return getattr(self.options, "lr_scale", 1.0)
+
     @abstractmethod
     def propose(self, context: MaskingContext) -> Proposal:
         """Priorities per modality for the batch in `context`."""

@@ -7,9 +7,10 @@ them. The rest of the batch is masked by the scout's predictions. The scout is `
 blocks over the tokens (a learned embedding per modality added, since every modality shares the scout)
 and one score per token; its loss, per sample and modality, is the cross-entropy of the softmax of its
 scores against the exact scores normalized to sum to one. It is trained by the run's optimizer, like the
-loss predictor, and saved in checkpoints beside the model. A step costs the scout's pass plus the exact pass
-over the share; by default the scout is 2 blocks a quarter as wide as the encoder, with 64-channel heads
-(MultiMAE-B: 2 blocks of 192 against 12 of 768, ~1/100 of the encoder's matrix products per token).
+loss predictor (at `lr_scale` times the run's lr), and saved in checkpoints beside the model; in fp32, as
+its scores are ranked (bf16 would tie them). A step costs the scout's pass plus the exact pass over the
+share; by default the scout is 2 blocks a quarter as wide as the encoder, with heads of 64 or more
+channels (MultiMAE-B: 2 blocks of 192 against 12 of 768, ~1/100 of the encoder's products per token).
 """
 
 import math
@@ -35,9 +36,12 @@ from guidedmae.models.vit import Block, LayerNorm
 @dataclass
 class ScoutAttentionOptions:
     exact_share: float = 0.125  # share of each batch scored by the exact pass (masked exactly, taught from)
+    lr_scale: float = 1.0  # the scout's lr: the run's times this (a continuation's tail lr barely teaches it)
     depth: int = 2  # the scout's blocks
     dim: int = 0  # the scout's width; 0 = a quarter of the encoder's
-    heads: int = 0  # the scout's attention heads; 0 = as many 64-channel heads as divide its width
+    heads: int = (
+        0  # the scout's attention heads; 0 = the most of at least 64 channels each that divide its width
+    )
     loss_weight: float = 1.0  # weight of the scout's loss in the step's total loss
     select: str = "high"  # high: mask the patches predicted most attended (the method); low: the least
     noise: float = 0.0  # s + noise * std(s) * eps on the scores, as attention's noise
@@ -102,8 +106,11 @@ class ScoutAttentionMasking(MaskingStrategy):
                 f"masking.scout_attention.depth={options.depth}, dim={options.dim}, heads={options.heads}; "
                 "expected depth >= 1 and dim (0 = a quarter of the encoder's) a multiple of heads (0 = auto)"
             )
-        if not options.loss_weight >= 0:
-            raise ValueError(f"masking.scout_attention.loss_weight={options.loss_weight}; expected >= 0")
+        if not options.loss_weight >= 0 or not options.lr_scale > 0:
+            raise ValueError(
+                f"masking.scout_attention.loss_weight={options.loss_weight}, lr_scale={options.lr_scale}; "
+                "expected loss_weight >= 0 and lr_scale > 0"
+            )
 
     @classmethod
     def variants(cls, model) -> dict[str, dict]:
@@ -112,15 +119,23 @@ class ScoutAttentionMasking(MaskingStrategy):
     def describe(self) -> str:
         return describe_selection(self.name, self.options)
 
+    def no_weight_decay(self) -> set[str]:
+        return {"scout.modality_embeddings"}  # as the encoder's own embeddings
+
     def propose(self, context: MaskingContext) -> Proposal:
         tokens = context.tokens
         embeddings = tokens.embeddings.float()
-        taught = math.ceil(self.options.exact_share * len(embeddings))
-        # Gradients only where the scout learns: the taught rows (at least one row runs with them, sliced
-        # away when none is taught, so that the loss still reaches every parameter, as DDP expects).
-        taught_logits = self.scout(embeddings[: max(taught, 1)])[:taught]
-        with torch.no_grad():
-            logits = torch.cat([taught_logits.detach(), self.scout(embeddings[taught:])])  # [B, N]
+        # round: 0.07 * 100 is 7.000000000000001, which must not teach 8 samples
+        taught = math.ceil(round(self.options.exact_share * len(embeddings), 9))
+        with torch.autocast(embeddings.device.type, enabled=False):
+            # Gradients only where the scout learns: the taught rows (at least one row runs with them,
+            # sliced away when none is taught, so that the loss still reaches every parameter, as DDP
+            # expects); an empty batch never reaches the scout (some fused attention kernels refuse one).
+            taught_logits = self.scout(embeddings[: max(taught, 1)])[:taught]
+            logits = taught_logits.detach()  # [B, N] once the rest is predicted
+            if taught < len(embeddings):
+                with torch.no_grad():
+                    logits = torch.cat([logits, self.scout(embeddings[taught:])])
         scores = {name: value.softmax(dim=-1) for name, value in tokens.split(logits).items()}
         if taught:
             exact = context.model.attention_scores(replace(tokens, embeddings=tokens.embeddings[:taught]))
