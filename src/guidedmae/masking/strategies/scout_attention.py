@@ -39,9 +39,7 @@ class ScoutAttentionOptions:
     lr_scale: float = 1.0  # the scout's lr: the run's times this (a continuation's tail lr barely teaches it)
     depth: int = 2  # the scout's blocks
     dim: int = 0  # the scout's width; 0 = a quarter of the encoder's
-    heads: int = (
-        0  # the scout's attention heads; 0 = the most of at least 64 channels each that divide its width
-    )
+    heads: int = 0  # the scout's heads; 0 = the most that divide its width, each at least 64 wide
     loss_weight: float = 1.0  # weight of the scout's loss in the step's total loss
     select: str = "high"  # high: mask the patches predicted most attended (the method); low: the least
     noise: float = 0.0  # s + noise * std(s) * eps on the scores, as attention's noise
@@ -77,7 +75,7 @@ def imitation_loss(logits: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of softmax(logits) against the exact scores as a distribution, per sample, averaged.
     logits, exact: [B, N] of one modality."""
     target = exact / exact.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-    return -(target * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1).mean()
+    return -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
 
 
 @register("scout_attention", ScoutAttentionOptions)
