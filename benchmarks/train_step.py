@@ -48,6 +48,12 @@ def measure(model_name: str, batch_size: int, precision: str, steps: int, thread
     from guidedmae.models.multimae import MultiMAE, MultiMAEConfig
 
     torch.set_num_threads(threads)
+    try:  # what a training process does first (a baseline checkout may predate it)
+        from guidedmae.memory import TRAINING_TRIM_THRESHOLD, keep_freed_memory
+    except ImportError:
+        pass
+    else:
+        keep_freed_memory(TRAINING_TRIM_THRESHOLD)
     torch.manual_seed(0)
     if model_name == "base":
         config, visible = MultiMAEConfig(), 98

@@ -48,6 +48,7 @@ from guidedmae.engine.step import MaskedAutoencoderStep
 from guidedmae.losses import LossConfig
 from guidedmae.masking import STRATEGIES, MaskingConfig, build_strategy
 from guidedmae.masking.strategies import AttentionOptions
+from guidedmae.memory import TRAINING_TRIM_THRESHOLD, keep_freed_memory
 from guidedmae.models.multimae import PRESETS, MultiMAE, MultiMAEConfig, preset_config
 from guidedmae.visualize import load_model
 
@@ -336,6 +337,7 @@ def bench_model(args: argparse.Namespace) -> tuple[MultiMAE, MaskingConfig, str]
 
 def run(args: argparse.Namespace) -> int:
     device = _resolve_bench_device(args.device)
+    keep_freed_memory(TRAINING_TRIM_THRESHOLD)  # steps as a training process runs them
     model, masking, name = bench_model(args)
     model = model.to(device).train()
     architecture = model.config

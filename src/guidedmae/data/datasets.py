@@ -4,10 +4,8 @@ Every sample is augmented with its own generator, derived from (seed, epoch, ind
 comes out the same whatever the number of workers or the batch it is resumed from.
 """
 
-import ctypes
 import math
 import os
-import platform
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,6 +27,7 @@ from guidedmae.data.scenes import LABELS as SCENE_LABELS
 from guidedmae.data.scenes import RENDERED_MODALITIES, count_label, render_scene, scene_labels
 from guidedmae.data.shards import read_shard_index
 from guidedmae.data.transforms import AugmentConfig, augment_sample
+from guidedmae.memory import LOADER_TRIM_THRESHOLD, keep_freed_memory
 
 
 def derived_generator(*keys: int) -> torch.Generator:
@@ -393,28 +392,10 @@ class ResumableDistributedSampler(DistributedSampler):
         return self.num_samples - self.skip
 
 
-# glibc's malloc gives every freed block above its mmap threshold back to the OS, and trims the heap when
-# its free top exceeds the trim threshold; a sample's short-lived arrays (~2 MB) then came back as fresh
-# zeroed pages every time: 150-300 page faults per sample, ~10% of a worker's time (data_pipeline.py).
-GLIBC_MMAP_THRESHOLD = (-3, 32 * 2**20)  # (mallopt's M_MMAP_THRESHOLD, glibc's largest dynamic value)
-GLIBC_TRIM_THRESHOLD = (-1, 64 * 2**20)  # (M_TRIM_THRESHOLD, twice the mmap threshold, glibc's own ratio)
-# A user's own malloc settings win.
-MALLOC_SETTINGS = ("GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
-ON_GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
-
-
 def reuse_freed_memory(worker_id: int = 0) -> None:
-    """Make this process's malloc keep freed blocks below 32 MiB for reuse instead of returning them to
-    the OS (a DataLoader's worker_init_fn; the worker's memory stays bounded by its peak). Only glibc
-    has these settings, and only where the environment sets none of its own: elsewhere nothing changes."""
-    if not ON_GLIBC or any(name in os.environ for name in MALLOC_SETTINGS):
-        return
-    try:
-        libc = ctypes.CDLL(None)
-    except OSError:
-        return
-    for option, value in (GLIBC_MMAP_THRESHOLD, GLIBC_TRIM_THRESHOLD):
-        libc.mallopt(option, value)
+    """A DataLoader worker's worker_init_fn: keep each sample's freed arrays for the next (guidedmae.memory;
+    a worker's memory stays bounded by its peak)."""
+    keep_freed_memory(LOADER_TRIM_THRESHOLD)
 
 
 def build_loader(

@@ -6,7 +6,7 @@ A Job says what is its own: how to build the model, the step module, the trainin
 parameter groups (`build`), how to start from saved weights (`initialize`), how to describe itself,
 and what to do after each step and at the end (pictures, evaluations). run_job owns the rest, in order:
 
-    context   = init_distributed(run.device); CPU threads per process
+    context   = init_distributed(run.device); CPU threads per process; malloc keeps freed memory
     lock      : rank 0 holds out_dir/.lock for the whole run (a second run there stops at once)
     resume    = resolve_resume(config.resume, out_dir)          '' | auto (newest readable) | PATH
     seed      -> parts = job.build(context)                     model, step, data set, parameter groups
@@ -53,6 +53,7 @@ from guidedmae.engine.run_folder import RunFolderBusy, lock_run_folder, remove_s
 from guidedmae.engine.schedule import LRSchedule
 from guidedmae.engine.trackers import build_trackers
 from guidedmae.files import write_json
+from guidedmae.memory import TRAINING_TRIM_THRESHOLD, keep_freed_memory
 from guidedmae.models.checkpoints import UnreadableCheckpoint
 from guidedmae.models.pretrained import InitReport
 
@@ -239,6 +240,7 @@ def _distributed(step: nn.Module, device: torch.device) -> DistributedDataParall
 def _run(job: Job, context: DistributedContext) -> RunResult:
     config = job.config
     torch.set_num_threads(threads_per_process(config.run.threads, context))
+    keep_freed_memory(TRAINING_TRIM_THRESHOLD)  # every step reallocates what the last one freed
     out_dir = Path(config.out_dir)
     device = context.device
     # Every rank decides alone: nothing writes checkpoints before all ranks have started.

@@ -1,9 +1,8 @@
 """Transformer pieces shared by the encoder and the decoders.
 
 Parameter names (`qkv`, `proj`, `norm1`, `mlp.fc1`, ...) are those of timm / the official MultiMAE code, so
-that released checkpoints load without renaming. Attention runs through
-`torch.nn.functional.scaled_dot_product_attention`, which picks a fused (flash / memory-efficient) kernel
-where one exists.
+that released checkpoints load without renaming. Attention runs through `attend`: a fused kernel
+(`torch.nn.functional.scaled_dot_product_attention`) everywhere but where it is slow (see there).
 """
 
 from functools import partial
@@ -65,6 +64,20 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(batch, num_tokens, num_heads * head_dim)
 
 
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(Dh)) v for q [B, H, N, Dh], k and v [B, H, M, Dh] -> [B, H, N, Dh].
+
+    On a CPU, in bf16 or fp16 with gradients, as explicit matrix products: the CPU flash kernel's
+    backward is 2-5x slower than them there at MultiMAE's sequence lengths (99-589 tokens; measured on an
+    Intel Xeon with AMX), where the products run on the bf16 units. Its softmax then runs in bf16, as in
+    the official code under autocast. In fp32, or without gradients, the fused kernel is as fast or faster.
+    """
+    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) and torch.is_grad_enabled():
+        weights = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+        return weights.softmax(dim=-1) @ v
+    return F.scaled_dot_product_attention(q, k, v)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention."""
 
@@ -79,7 +92,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, N, D] -> [B, N, D]"""
         q, k, v = (split_heads(t, self.num_heads) for t in self.qkv(x).chunk(3, dim=-1))
-        return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
+        return self.proj(merge_heads(attend(q, k, v)))
 
     def query_attention(self, x: torch.Tensor, query_index: int) -> torch.Tensor:
         """Attention weights (after softmax) of one query token over all tokens, per head.
@@ -134,7 +147,7 @@ class CrossAttention(nn.Module):
         """queries: [B, N, D], context: [B, M, D] -> [B, N, D]"""
         q = split_heads(self.q(queries), self.num_heads)
         k, v = (split_heads(t, self.num_heads) for t in self.kv(context).chunk(2, dim=-1))
-        return self.proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
+        return self.proj(merge_heads(attend(q, k, v)))
 
 
 class Block(nn.Module):
