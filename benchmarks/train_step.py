@@ -3,12 +3,14 @@ against the official MultiMAE code.
 
     python benchmarks/train_step.py --baseline ../base/src                    # MultiMAE-B, batch 8, fp32 and bf16
     python benchmarks/train_step.py --official ../MultiMAE --model demo --batch 32 --threads 1
+    python benchmarks/train_step.py --official ../MultiMAE --compile          # our step also compiled
 
 Each version runs in its own interpreter (`--baseline` is put first on PYTHONPATH), the versions
 alternating round by round so that a shared machine's drifts hit both; every round times `--steps` steps
 after one warm-up step, and the table gives the median seconds per step and the ratios. The batch is the
 same synthetic scenes for all; our step is what `guidedmae pretrain` runs: MaskedAutoencoderStep, then
-AdamW with MultiMAE's parameter groups.
+AdamW with MultiMAE's parameter groups, in a process whose malloc keeps freed memory (guidedmae.memory, as
+a training process sets it; the official step runs as its own code leaves the process).
 
 `--official` is a checkout of github.com/EPFL-VILAB/MultiMAE (not part of this project; it needs `einops`).
 Its step is its training loop's: truncated depth standardization, `model(inputs, num_encoded_tokens,
@@ -33,8 +35,11 @@ from pathlib import Path
 PRECISIONS = ("fp32", "bf16")
 
 
-def measure(model_name: str, batch_size: int, precision: str, steps: int, threads: int) -> float:
-    """Seconds per training step of this interpreter's guidedmae (median of `steps`)."""
+def measure(
+    model_name: str, batch_size: int, precision: str, steps: int, threads: int, compile: bool
+) -> float:
+    """Seconds per training step of this interpreter's guidedmae (median of `steps`); compile: the step
+    compiled as `run.compile=true` compiles it (its first two steps compile and are not timed)."""
     import torch
     from torch.utils.data import default_collate
 
@@ -70,17 +75,20 @@ def measure(model_name: str, batch_size: int, precision: str, steps: int, thread
     batch = default_collate([scenes[index] for index in range(batch_size)])
     masking = MaskingConfig(strategy="random", num_visible=visible)
     step = MaskedAutoencoderStep(model, build_strategy(masking, config, batch_size), LossConfig())
+    untimed = 1
+    if compile:
+        step, untimed = torch.compile(step), 2
     optimizer = build_optimizer(model, OptimConfig())
     generator = torch.Generator().manual_seed(0)
     times = []
-    for index in range(steps + 1):
+    for index in range(steps + untimed):
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         with autocast(torch.device("cpu"), precision):
             output = step(batch, generator)
         output.losses["total"].backward()
         optimizer.step()
-        if index:  # the first step allocates the optimizer state
+        if index >= untimed:  # the first step allocates the optimizer state
             times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -206,6 +214,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round (median)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per version (median)")
+    parser.add_argument("--compile", action="store_true", help="also time our step under torch.compile")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -214,23 +223,29 @@ def main() -> None:
                 args.official, args.model, args.batch, args.precision[0], args.steps, args.threads
             )
         else:
-            seconds = measure(args.model, args.batch, args.precision[0], args.steps, args.threads)
+            seconds = measure(
+                args.model, args.batch, args.precision[0], args.steps, args.threads, args.compile
+            )
         print(json.dumps(seconds))
         return
     from guidedmae.bench import cpu_name  # this checkout's (a baseline may predate it)
 
     # name -> (src put first on PYTHONPATH, extra arguments of its measuring interpreter)
     versions = {"this checkout": (None, [])}
+    if args.compile:
+        versions["this checkout, compiled"] = (None, ["--compile"])
+    ours = list(versions)
     if args.baseline:
         versions["baseline"] = (args.baseline, [])
     if args.official:
         versions["official"] = (None, ["--official", str(args.official.resolve())])
-    others = [name for name in versions if name != "this checkout"]
+    others = [name for name in versions if name not in ours]
+    ratios = [(other, mine) for other in others for mine in ours]
     print(
         f"{cpu_name()}, {os.cpu_count()} cores, {args.threads} threads; {args.model}, batch {args.batch}; "
         f"median of {args.rounds} rounds x {args.steps} steps, versions alternating"
     )
-    header = [f"{name} s/step" for name in versions] + [f"{name} / this" for name in others]
+    header = [f"{name} s/step" for name in versions] + [f"{other} / {mine}" for other, mine in ratios]
     print("\n| precision | " + " | ".join(header) + " |")
     print("|---|" + "---|" * len(header))
     for precision in args.precision:
@@ -242,7 +257,7 @@ def main() -> None:
                 rounds[name].append(measure_in(src, common + extra))
         medians = {name: statistics.median(values) for name, values in rounds.items()}
         cells = [f"{seconds:.3f}" for seconds in medians.values()]
-        cells += [f"{medians[name] / medians['this checkout']:.2f}" for name in others]
+        cells += [f"{medians[other] / medians[mine]:.2f}" for other, mine in ratios]
         print(f"| {precision} | " + " | ".join(cells) + " |", flush=True)
 
 

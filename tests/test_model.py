@@ -5,7 +5,8 @@ import torch
 
 from guidedmae.masking import from_masks
 from guidedmae.models import MultiMAE, preset_config
-from guidedmae.models.adapters import sincos_pos_emb
+from guidedmae.models.adapters import PatchInputAdapter, SemSegInputAdapter, sincos_pos_emb
+from guidedmae.models.vit import attend
 from tests.conftest import random_inputs, tiny_config
 
 
@@ -182,3 +183,34 @@ def test_drop_path_rises_linearly_with_depth():
     model = MultiMAE(tiny_config(depth=3, drop_path=0.2, outputs=()))
     rates = [getattr(block.drop_path, "drop_prob", 0.0) for block in model.encoder]
     assert rates == pytest.approx([0.0, 0.1, 0.2])
+
+
+def test_patch_embeddings_equal_the_official_convolution():
+    torch.manual_seed(0)
+    image = PatchInputAdapter(num_channels=3, patch_size=4, dim=24, image_size=16)
+    x = torch.randn(2, 3, 16, 16)
+    expected = torch.nn.functional.conv2d(x, image.proj.weight, image.proj.bias, stride=4)
+    torch.testing.assert_close(image.embed(x), expected.flatten(2).transpose(1, 2))
+
+    semseg = SemSegInputAdapter(num_classes=7, class_dim=5, patch_size=8, dim=24, image_size=32, stride=4)
+    ids = torch.randint(0, 7, (2, 8, 8))
+    per_pixel = semseg.class_emb(ids).permute(0, 3, 1, 2)  # [B, class_dim, H, W], as the official adapter
+    expected = torch.nn.functional.conv2d(per_pixel, semseg.proj.weight, semseg.proj.bias, stride=2)
+    torch.testing.assert_close(semseg.embed(ids), expected.flatten(2).transpose(1, 2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_and_its_gradients_equal_softmax_attention_in_every_precision(dtype):
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 3, 9, 8), torch.randn(2, 3, 5, 8), torch.randn(2, 3, 5, 8)
+    reference = [t.clone().requires_grad_() for t in (q, k, v)]
+    weights = (reference[0] @ reference[1].transpose(-2, -1) / 8**0.5).softmax(dim=-1)
+    (weights @ reference[2]).square().sum().backward()
+    ours = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+    out = attend(*ours)
+    out.float().square().sum().backward()
+    tolerance = dict(atol=0.05, rtol=0.05) if dtype == torch.bfloat16 else {}
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), (weights @ reference[2]).detach(), **tolerance)
+    for mine, theirs in zip(ours, reference, strict=True):
+        torch.testing.assert_close(mine.grad.float(), theirs.grad, **tolerance)

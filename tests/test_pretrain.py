@@ -19,6 +19,7 @@ from guidedmae.engine.logging import read_metrics
 from guidedmae.engine.optim import set_lr
 from guidedmae.engine.pretrain import PretrainJob, held_out_losses
 from guidedmae.engine.schedule import START, LRSchedule
+from guidedmae.memory import TRAINING_TRIM_THRESHOLD
 from guidedmae.models import MultiMAE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,6 +236,14 @@ def test_bf16_autocast_trains_on_cpu(tmp_path):
     assert main(["pretrain", str(config), *overrides, "data.num_samples=16"]) == 0
     losses = losses_by_step(out)
     assert len(losses) == 2 and all(0 < loss < 20 for loss in losses.values())
+
+
+def test_the_training_process_keeps_freed_memory_for_its_next_step(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr("guidedmae.engine.run.keep_freed_memory", calls.append)
+    overrides = [f"out_dir={tmp_path / 'run'}", "schedule.total_epochs=1", "data.num_samples=8"]
+    assert main(["pretrain", str(tiny_config(tmp_path)), *overrides]) == 0
+    assert calls == [TRAINING_TRIM_THRESHOLD]
 
 
 def test_config_errors_exit_with_a_message_naming_the_key(tmp_path, capsys):
