@@ -101,7 +101,8 @@ def measure_in(src: Path | None, root: Path, split: str, shards: Path | None) ->
 def loader_rates(root: Path, split: str, shards: Path, workers: int) -> dict:
     """{(source, workers): samples/s} of a DataLoader over one epoch in batches of 64, from the start of its
     workers to the last batch. (Timing from the first batch on would count the batches the other workers
-    prefetched meanwhile as free: 445-555 samples/s with 2 workers where one thread does ~230.)"""
+    prefetched meanwhile as free: 445-555 samples/s with 2 workers where one thread does ~230.) NaN when
+    the epoch has no batch."""
     import torch
 
     from guidedmae.data.datasets import FolderDataset, ShardDataset, build_loader
@@ -121,7 +122,7 @@ def loader_rates(root: Path, split: str, shards: Path, workers: int) -> dict:
             )
             start = time.perf_counter()
             seen = sum(len(batch["rgb"]) for batch in loader)
-            rates[source, count] = seen / (time.perf_counter() - start)
+            rates[source, count] = seen / (time.perf_counter() - start) if seen else math.nan
     return rates
 
 

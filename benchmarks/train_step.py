@@ -36,9 +36,9 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def measure(
-    model_name: str, batch_size: int, precision: str, steps: int, threads: int, compile: bool
+    model_name: str, batch_size: int, precision: str, steps: int, threads: int, compiled: bool
 ) -> float:
-    """Seconds per training step of this interpreter's guidedmae (median of `steps`); compile: the step
+    """Seconds per training step of this interpreter's guidedmae (median of `steps`); compiled: the step
     compiled as `run.compile=true` compiles it (its first two steps compile and are not timed)."""
     import torch
     from torch.utils.data import default_collate
@@ -76,7 +76,7 @@ def measure(
     masking = MaskingConfig(strategy="random", num_visible=visible)
     step = MaskedAutoencoderStep(model, build_strategy(masking, config, batch_size), LossConfig())
     untimed = 1
-    if compile:
+    if compiled:
         step, untimed = torch.compile(step), 2
     optimizer = build_optimizer(model, OptimConfig())
     generator = torch.Generator().manual_seed(0)
@@ -88,7 +88,7 @@ def measure(
             output = step(batch, generator)
         output.losses["total"].backward()
         optimizer.step()
-        if index >= untimed:  # the first step allocates the optimizer state
+        if index >= untimed:  # the first allocates the optimizer state (and compiles, with the second)
             times.append(time.perf_counter() - start)
     return statistics.median(times)
 

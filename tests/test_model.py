@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from guidedmae.masking import from_masks
 from guidedmae.models import MultiMAE, preset_config
@@ -185,22 +186,35 @@ def test_drop_path_rises_linearly_with_depth():
     assert rates == pytest.approx([0.0, 0.1, 0.2])
 
 
-def test_patch_embeddings_equal_the_official_convolution():
+@pytest.mark.parametrize("height, width", [(16, 16), (16, 24)])
+def test_patch_embeddings_equal_the_official_convolution(height, width):
     torch.manual_seed(0)
     image = PatchInputAdapter(num_channels=3, patch_size=4, dim=24, image_size=16)
-    x = torch.randn(2, 3, 16, 16)
+    x = torch.randn(2, 3, height, width)
     expected = torch.nn.functional.conv2d(x, image.proj.weight, image.proj.bias, stride=4)
     torch.testing.assert_close(image.embed(x), expected.flatten(2).transpose(1, 2))
 
     semseg = SemSegInputAdapter(num_classes=7, class_dim=5, patch_size=8, dim=24, image_size=32, stride=4)
-    ids = torch.randint(0, 7, (2, 8, 8))
+    ids = torch.randint(0, 7, (2, height // 2, width // 2))
     per_pixel = semseg.class_emb(ids).permute(0, 3, 1, 2)  # [B, class_dim, H, W], as the official adapter
     expected = torch.nn.functional.conv2d(per_pixel, semseg.proj.weight, semseg.proj.bias, stride=2)
     torch.testing.assert_close(semseg.embed(ids), expected.flatten(2).transpose(1, 2))
 
 
+class Ops(TorchDispatchMode):
+    """Records the name of every aten op run inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_attention_and_its_gradients_equal_softmax_attention_in_every_precision(dtype):
+def test_attention_and_its_gradients_equal_softmax_attention(dtype):
     torch.manual_seed(0)
     q, k, v = torch.randn(2, 3, 9, 8), torch.randn(2, 3, 5, 8), torch.randn(2, 3, 5, 8)
     reference = [t.clone().requires_grad_() for t in (q, k, v)]
@@ -214,3 +228,20 @@ def test_attention_and_its_gradients_equal_softmax_attention_in_every_precision(
     torch.testing.assert_close(out.float(), (weights @ reference[2]).detach(), **tolerance)
     for mine, theirs in zip(ours, reference, strict=True):
         torch.testing.assert_close(mine.grad.float(), theirs.grad, **tolerance)
+
+
+@pytest.mark.parametrize(
+    "dtype, tokens, trained, fused",
+    [
+        (torch.bfloat16, 99, True, False),  # a training step's encoder: explicit products
+        (torch.float32, 196, True, False),
+        (torch.bfloat16, 99, False, True),  # no gradients (the guided-masking pass): the fused kernel
+        (torch.bfloat16, 300, True, True),  # a map above 256 x 256: the fused kernel, no stored map
+        (torch.float16, 99, True, True),  # fp16 softmax would overflow in explicit products
+    ],
+)
+def test_attention_takes_the_fused_kernel_only_where_it_is_fast(dtype, tokens, trained, fused):
+    q, k, v = (torch.randn(1, 2, tokens, 8, dtype=dtype, requires_grad=trained) for _ in range(3))
+    with Ops() as recorded:
+        attend(q, k, v)
+    assert any("scaled_dot_product" in name for name in recorded.names) == fused

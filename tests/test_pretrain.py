@@ -262,7 +262,10 @@ def test_python_dash_m_guidedmae_is_the_command():
 
 
 @pytest.mark.slow  # inductor compiles C++ kernels: minutes on 2 cores
-def test_compiled_step_trains_like_the_eager_one(tmp_path):
+def test_compiled_step_trains_like_the_eager_one(tmp_path, monkeypatch):
+    # A frame compiled again at every step (the masking's generator draws, traced) fails the run.
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 4)
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
     config = tiny_config(tmp_path)
     settings = ["schedule.total_epochs=1", "log.every=1", "log.picture_every=0"]
     assert main(["pretrain", str(config), f"out_dir={tmp_path / 'eager'}", *settings]) == 0

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from guidedmae.data.modalities import DERIVED_TARGETS, Modality, get_modality, output_loss
+from guidedmae.models.adapters import patchify, unpatchify
 
 
 @dataclass
@@ -37,23 +38,14 @@ def normalize_patches(images: torch.Tensor, patch: int, eps: float = 1e-6) -> to
     [B, C, H, W] -> [B, C, H, W]
     """
     batch, channels, height, width = images.shape
-    x = images.reshape(batch, channels, height // patch, patch, width // patch, patch)
-    x = x.permute(0, 2, 4, 1, 3, 5).reshape(batch, height // patch, width // patch, -1)
+    x = patchify(images, patch)  # [B, N, C * p * p]
     x = (x - x.mean(dim=-1, keepdim=True)) / torch.sqrt(x.var(dim=-1, keepdim=True) + eps)
-    x = x.reshape(batch, height // patch, width // patch, channels, patch, patch)
-    return x.permute(0, 3, 1, 4, 2, 5).reshape(batch, channels, height, width)
-
-
-def _patch_grid(per_pixel: torch.Tensor, patch: int) -> torch.Tensor:
-    """[B, H, W] -> [B, H/p, W/p, p * p]: the pixels of each patch, patches in token order."""
-    batch, height, width = per_pixel.shape
-    grid = per_pixel.view(batch, height // patch, patch, width // patch, patch)
-    return grid.permute(0, 1, 3, 2, 4).reshape(batch, height // patch, width // patch, patch * patch)
+    return unpatchify(x, (height // patch, width // patch), patch, channels)
 
 
 def patch_means(per_pixel: torch.Tensor, patch: int) -> torch.Tensor:
     """Mean of a [B, H, W] loss map over each patch: [B, (H/p) * (W/p)], in token order."""
-    return _patch_grid(per_pixel, patch).mean(dim=-1).flatten(1)
+    return patchify(per_pixel[:, None], patch).mean(dim=-1)
 
 
 def masked_mean(per_pixel: torch.Tensor, mask: torch.Tensor | None, patch: int) -> torch.Tensor:

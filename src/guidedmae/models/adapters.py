@@ -107,7 +107,7 @@ def unpatchify(x: torch.Tensor, grid: tuple[int, int], patch: int, channels: int
     """
     batch = x.shape[0]
     grid_h, grid_w = grid
-    x = x.view(batch, grid_h, grid_w, channels, patch, patch)
+    x = x.reshape(batch, grid_h, grid_w, channels, patch, patch)
     return x.permute(0, 3, 1, 4, 2, 5).reshape(batch, channels, grid_h * patch, grid_w * patch)
 
 

@@ -64,21 +64,23 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(batch, num_tokens, num_heads * head_dim)
 
 
-# Attention maps up to this many entries per head go through explicit products on a CPU in bf16 / fp16.
+# Attention maps up to this many entries per head go through explicit products on a CPU when trained.
 SMALL_ATTENTION_MAP = 256 * 256
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(Dh)) v for q [B, H, N, Dh], k and v [B, H, M, Dh] -> [B, H, N, Dh].
 
-    On a CPU, in bf16 or fp16 with gradients and for maps of at most 256 x 256, as explicit matrix
-    products: the CPU flash kernel's backward is 2-5x slower than them there (MultiMAE's 99-token encoder
-    and 196-token decoders; measured on an Intel Xeon with AMX), where the products run on the bf16 units.
-    Its softmax then runs in bf16, as in the official code under autocast. Elsewhere the fused kernel: as
-    fast or faster in fp32 and without gradients, as fast for longer sequences, and it stores no N x M map.
+    On a CPU, when gradients flow and the map has at most 256 x 256 entries, as explicit matrix products:
+    forward and backward, the CPU flash kernel takes 2-5x as long in bf16 at MultiMAE's lengths (99-token
+    encoder, 196-token decoders; measured on an Intel Xeon with AMX, where the products run on the bf16
+    units) and up to 1.2x as long in fp32. The softmax then runs in the inputs' dtype, as in the official
+    code under autocast (fp16, which would overflow there, keeps the fused kernel). Elsewhere the fused
+    kernel: faster without gradients and for longer sequences, and it stores no N x M map.
     """
-    low_precision_cpu = q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16)
-    if low_precision_cpu and torch.is_grad_enabled() and q.shape[-2] * k.shape[-2] <= SMALL_ATTENTION_MAP:
+    trained = any(t.requires_grad for t in (q, k, v))
+    small = q.shape[-2] * k.shape[-2] <= SMALL_ATTENTION_MAP
+    if q.device.type == "cpu" and q.dtype != torch.float16 and trained and small:
         weights = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
         return weights.softmax(dim=-1) @ v
     return F.scaled_dot_product_attention(q, k, v)
