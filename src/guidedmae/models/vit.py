@@ -64,23 +64,23 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(batch, num_tokens, num_heads * head_dim)
 
 
-# Attention maps up to this many entries per head go through explicit products on a CPU when trained.
+# Attention maps up to this many entries per head go through explicit products on a CPU in bf16 when trained.
 SMALL_ATTENTION_MAP = 256 * 256
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(Dh)) v for q [B, H, N, Dh], k and v [B, H, M, Dh] -> [B, H, N, Dh].
 
-    On a CPU, when gradients flow and the map has at most 256 x 256 entries, as explicit matrix products:
-    forward and backward, the CPU flash kernel takes 2-5x as long in bf16 at MultiMAE's lengths (99-token
-    encoder, 196-token decoders; measured on an Intel Xeon with AMX, where the products run on the bf16
-    units) and up to 1.2x as long in fp32. The softmax then runs in the inputs' dtype, as in the official
-    code under autocast (fp16, which would overflow there, keeps the fused kernel). Elsewhere the fused
-    kernel: faster without gradients and for longer sequences, and it stores no N x M map.
+    On a CPU in bf16, when gradients flow and the map has at most 256 x 256 entries, as explicit matrix
+    products: forward and backward, the CPU flash kernel takes 2-5x as long there at MultiMAE's lengths
+    (99-token encoder, 196-token decoders; measured on an Intel Xeon with AMX, where the products run on
+    the bf16 units). The softmax then runs in bf16, as in the official code under autocast. Elsewhere the
+    fused kernel: in fp32 the explicit products made MultiMAE-B's training step 8% slower (fp16 would
+    overflow in them), without gradients and for longer sequences it is faster, and it stores no N x M map.
     """
     trained = any(t.requires_grad for t in (q, k, v))
     small = q.shape[-2] * k.shape[-2] <= SMALL_ATTENTION_MAP
-    if q.device.type == "cpu" and q.dtype != torch.float16 and trained and small:
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and trained and small:
         weights = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
         return weights.softmax(dim=-1) @ v
     return F.scaled_dot_product_attention(q, k, v)
