@@ -16,7 +16,7 @@ from torch import nn
 from guidedmae.engine.schedule import START, Progress
 from guidedmae.losses import LossConfig, PatchLosses, modality_patch_losses, reconstruction_losses
 from guidedmae.masking.strategy import MaskChoice, MaskingStrategy
-from guidedmae.models.multimae import MultiMAE, Tokens
+from guidedmae.models.multimae import MultiMAE
 
 __all__ = ["MaskedAutoencoderStep", "StepOutput"]
 
@@ -49,7 +49,7 @@ class MaskedAutoencoderStep(nn.Module):
         generator: CPU generator for the masking randomness; progress: where the run is."""
         inputs = {name: batch[name] for name in self.model.config.inputs}
         tokens = self.model.tokenize(inputs)
-        choice = self._choose(tokens, generator, progress, batch)
+        choice = self.strategy(self.model, tokens, generator, progress, batch.get("index"), batch.get("view"))
         encoded = self.model.encode(tokens.embeddings, choice.selection.ids_keep)
         preds = self.model.decode(encoded, tokens, choice.selection)
         losses, patch_losses = reconstruction_losses(
@@ -64,21 +64,8 @@ class MaskedAutoencoderStep(nn.Module):
         )
         if self.training:  # pictures in eval mode teach the strategy nothing
             per_modality = modality_patch_losses(patch_losses, tokens.modalities, self.loss.weights)
-            strategy_loss = self._observe(choice, per_modality)
+            strategy_loss = self.strategy.observe(choice, per_modality)
             if strategy_loss is not None:
                 losses[STRATEGY_LOSS] = strategy_loss
                 losses["total"] = losses["total"] + strategy_loss
         return StepOutput(losses, choice, preds, patch_losses, self.strategy.scalars())
-
-    # The strategy runs eagerly under torch.compile (run.compile): it draws from generators (torch's and
-    # numpy's) and keeps Python state, and traced, every draw's seed became a guard that recompiled it at
-    # every step until dynamo's recompile limit.
-    @torch.compiler.disable
-    def _choose(
-        self, tokens: Tokens, generator: torch.Generator, progress: Progress, batch: dict[str, torch.Tensor]
-    ) -> MaskChoice:
-        return self.strategy(self.model, tokens, generator, progress, batch.get("index"), batch.get("view"))
-
-    @torch.compiler.disable
-    def _observe(self, choice: MaskChoice, per_modality: dict[str, PatchLosses]) -> torch.Tensor | None:
-        return self.strategy.observe(choice, per_modality)

@@ -96,7 +96,12 @@ class MaskChoice:
 
 
 class MaskingStrategy(nn.Module):
-    """Which tokens to hide first. Subclasses implement `propose` (and `learn`, if they learn)."""
+    """Which tokens to hide first. Subclasses implement `propose` (and `learn`, if they learn).
+
+    Its entry points run eagerly under torch.compile (`run.compile`): a strategy draws from generators
+    (torch's and numpy's) and keeps Python state, and traced, every draw's seed became a guard that
+    recompiled the step at every step until dynamo's recompile limit.
+    """
 
     name: ClassVar[str]  # set by @register
     options_class: ClassVar[type] = NoOptions  # the dataclass of masking.<name>
@@ -168,6 +173,7 @@ class MaskingStrategy(nn.Module):
             share = torch.where(draws < masking.random_images, 0.0, share)
         return share
 
+    @torch.compiler.disable
     def forward(
         self,
         model: MultiMAE,
@@ -192,6 +198,7 @@ class MaskingStrategy(nn.Module):
         selection = from_priorities(priorities, visible_counts)
         return MaskChoice(selection, proposal.scores, proposal.predictions, context)
 
+    @torch.compiler.disable
     def observe(self, choice: MaskChoice, patch_losses: dict[str, PatchLosses]) -> torch.Tensor | None:
         """After the step's forward pass: the budget and the strategy learn from the per-patch losses of
         each input modality (losses.modality_patch_losses, detached). Returns the strategy's own loss, or None."""
@@ -199,6 +206,7 @@ class MaskingStrategy(nn.Module):
             self.budget.observe(torch.stack([masked_patch_mean(patch_losses[name]) for name in patch_losses]))
         return self.learn(choice, patch_losses)
 
+    @torch.compiler.disable
     def scalars(self) -> dict[str, float]:
         """Values to log every step (the adaptive budget's alphas)."""
         return self.budget.scalars()
