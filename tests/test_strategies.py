@@ -358,7 +358,9 @@ def test_the_scout_masks_the_first_share_of_the_batch_exactly_and_learns_only_fr
         torch.testing.assert_close(choice.scores[name][3:], predicted[name][3:].softmax(-1))
     loss = strategy.learn(choice, {})
     loss.backward()
+    # Every parameter learns (none is a constant that the softmax over tokens cancels, as a bias would be).
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in strategy.scout.parameters())
+    assert strategy.scout.head.bias is None and strategy.scout.norm.bias is None
     # It learns from the taught samples only: changing the others' scores changes nothing.
     changed = {name: torch.cat([value[:3], value[3:].flip(-1)]) for name, value in choice.scores.items()}
     torch.testing.assert_close(strategy.learn(replace(choice, scores=changed), {}), loss)

@@ -60,8 +60,11 @@ class Scout(nn.Module):
         self.embed = nn.Linear(model_dim, dim)
         self.modality_embeddings = nn.Parameter(torch.zeros(num_modalities, dim))
         self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
-        self.norm = LayerNorm(dim)
-        self.head = nn.Linear(dim, 1)
+        # No biases after the last block: the head's bias, and the norm's through the head, add the same
+        # constant to every token's logit, which the softmax over tokens cancels: they could never learn
+        # (their exact gradient is zero).
+        self.norm = LayerNorm(dim, bias=False)
+        self.head = nn.Linear(dim, 1, bias=False)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         per_modality = embeddings.shape[1] // len(self.modality_embeddings)
