@@ -18,7 +18,9 @@ from guidedmae.metrics import (
     depth_sums,
     format_iou_table,
     iou_per_class,
+    object_tokens,
     segmentation_scores,
+    top_attended_object_share,
     topk_correct,
 )
 
@@ -153,3 +155,21 @@ def test_iou_table_lists_every_class_with_its_iou_and_pixel_share():
     assert table.splitlines()[2:] == ["| floor | 75.00 | 100.00 |", "| wall | 0.00 | 0.00 |"]
     with pytest.raises(ValueError, match="1 class names for 2 classes"):
         format_iou_table(confusion, ["floor"])
+
+
+def test_object_tokens_are_those_whose_patch_is_mostly_object():
+    class_map = torch.zeros(1, 4, 4, dtype=torch.long)  # 2 x 2 tokens of 2 x 2 pixels
+    class_map[0, :2, :2] = 5  # token 0: all object
+    class_map[0, :2, 2] = 6  # token 1: half object (not more than half)
+    class_map[0, 2:, 0:2] = torch.tensor([[3, 3], [3, 1]])  # token 2: three quarters object
+    on_object = object_tokens(class_map, (2, 2), torch.tensor([3, 4, 5, 6]))
+    assert on_object.tolist() == [[True, False, True, False]]
+
+
+def test_top_attended_object_share_counts_objects_among_the_r_most_attended():
+    on_object = torch.tensor([[True, False, True, False], [False, False, False, False], [True] * 4])
+    scores = torch.tensor([[0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3, 0.4]])
+    shares = top_attended_object_share(scores, on_object)
+    # R = 2 object tokens; the two most attended are tokens 0 (object) and 1 (not).
+    assert shares[0].item() == 0.5 and math.isnan(shares[1].item()) and shares[2].item() == 1.0
+    assert top_attended_object_share(-scores[:1], on_object[:1]).item() == 0.5

@@ -278,7 +278,7 @@ def test_compiled_step_trains_like_the_eager_one(tmp_path, monkeypatch):
     assert all(compiled[step] == pytest.approx(eager[step], rel=1e-3) for step in eager)
 
 
-def test_the_held_out_loss_uses_the_same_random_masks_in_every_run(tmp_path):
+def test_the_held_out_losses_use_the_same_random_and_block_masks_in_every_run(tmp_path):
     config = tiny_config(tmp_path)
     runs = {}
     for strategy in ("random", "attention"):
@@ -300,19 +300,27 @@ def test_the_held_out_loss_uses_the_same_random_masks_in_every_run(tmp_path):
         metrics
     )
     assert metrics["eval_own/loss"] != metrics["eval_random/loss"]  # attention masks other patches
-    # Scored on the same random masks, the same weights give the same loss in any run: score one run's
-    # final weights with the other run's set-up.
+    assert metrics["eval_block/loss"] not in (metrics["eval_random/loss"], metrics["eval_own/loss"])
+    # The premise on the held-out scenes: shares of tokens, per input modality, and the objects' share.
+    premise = {key: value for key, value in metrics.items() if key.startswith("premise/")}
+    assert set(premise) == {"premise/rgb", "premise/depth", "premise/semseg", "premise/chance"}
+    assert all(0 <= value <= 1 for value in premise.values()) and 0 < premise["premise/chance"] < 0.5
+    # Scored on the same random (block) masks, the same weights give the same loss in any run: score one
+    # run's final weights with the other run's set-up.
     config_a = load_config(PretrainConfig, runs["attention"] / "config.yaml")
     config_r = load_config(PretrainConfig, runs["random"] / "config.yaml")
     weights = torch.load(runs["attention"] / "checkpoint-last.pt", weights_only=True)["model"]
-    scores = []
-    for run_config in (config_a, config_r):
-        job = PretrainJob(run_config)
-        job.build(DistributedContext())
-        job.step.model.load_state_dict(weights)
-        losses = held_out_losses(job.random_step, job.held_out, run_config, DistributedContext(), START)
-        scores.append(losses["loss"])
-    assert scores[0] == scores[1] == pytest.approx(metrics["eval_random/loss"], rel=1e-6)
+    for masks in ("random", "block"):
+        scores = []
+        for run_config in (config_a, config_r):
+            job = PretrainJob(run_config)
+            job.build(DistributedContext())
+            job.step.model.load_state_dict(weights)
+            losses = held_out_losses(
+                job.eval_steps[masks], job.held_out, run_config, DistributedContext(), START
+            )
+            scores.append(losses["loss"])
+        assert scores[0] == scores[1] == pytest.approx(metrics[f"eval_{masks}/loss"], rel=1e-6)
 
 
 def test_the_scouts_parameters_learn_at_its_own_multiple_of_the_runs_lr(tmp_path):

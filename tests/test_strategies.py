@@ -559,3 +559,17 @@ def test_bad_settings_name_the_key(change, message):
 
     with pytest.raises(ValueError, match=message):
         validate_masking(MaskingConfig(num_visible=10, **change), tiny_config())
+
+
+def test_block_masking_hides_whole_blocks_and_keeps_the_budget():
+    tokens = random_tokens(4, seed=1)  # 4 x 4 tokens per modality
+    strategy = build_strategy(MaskingConfig(strategy="block", num_visible=12), tiny_config())
+    choice = strategy(None, tokens, torch.Generator().manual_seed(0))
+    counts = choice.context.visible_counts
+    for index, name in enumerate(MODALITIES):
+        # [B, block row, block column, the block's 4 tokens]
+        masks = choice.selection.masks[name].view(-1, 2, 2, 2, 2).permute(0, 1, 3, 2, 4).flatten(3)
+        assert ((~masks).sum(dim=(1, 2, 3)) == counts[:, index]).all()
+        # At most one block per image is partly masked: the one where the budget runs out.
+        partial = ((masks.sum(-1) > 0) & (masks.sum(-1) < 4)).sum(dim=(1, 2))
+        assert (partial <= 1).all()

@@ -188,3 +188,27 @@ def format_iou_table(confusion: torch.Tensor, class_names: list[str] | None = No
         shown = "n/a" if math.isnan(iou) else f"{100 * iou:.2f}"
         lines.append(f"| {name} | {shown} | {100 * count / total.item():.2f} |")
     return "\n".join(lines)
+
+
+def object_tokens(
+    class_map: torch.Tensor, grid: tuple[int, int], object_classes: torch.Tensor
+) -> torch.Tensor:
+    """Which tokens lie on objects: bool [B, rows * cols], True where more than half of the token's patch of
+    class_map [B, H, W] (class ids, H and W multiples of the grid) holds one of object_classes [K]."""
+    batch, height, width = class_map.shape
+    rows, cols = grid
+    on_object = torch.isin(class_map, object_classes.to(class_map.device)).float()
+    patches = on_object.view(batch, rows, height // rows, cols, width // cols)
+    return (patches.mean(dim=(2, 4)) > 0.5).flatten(1)
+
+
+def top_attended_object_share(scores: torch.Tensor, on_object: torch.Tensor) -> torch.Tensor:
+    """Per sample, the share of its R most attended tokens that lie on objects, R = its number of object
+    tokens (1 when attention ranks every object token first; the object share of the image by chance).
+
+    scores: [B, N] attention per token; on_object: bool [B, N]. Returns float64 [B], NaN without objects.
+    """
+    count = on_object.sum(dim=1)  # [B]
+    ranks = scores.argsort(dim=1, descending=True).argsort(dim=1)  # [B, N] 0 = most attended
+    on_top = (on_object & (ranks < count[:, None])).sum(dim=1)
+    return torch.where(count > 0, on_top.double() / count.clamp_min(1), torch.nan)

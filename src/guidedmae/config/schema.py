@@ -78,6 +78,9 @@ class DataConfig:
     root: str = ""  # folder: root of root/<split>/<modality>/<class>/<name>.<ext>; shards: of root/<split>/
     split: str = "train"  # folder, shards
     num_samples: int = 10000  # synthetic: scene indices 0..num_samples-1
+    # synthetic: the training series, the same for every run seed (seeds are replicates on one data set);
+    # held-out series are another population, never the same scenes whatever the seeds
+    scene_seed: int = 0
     render_size: int = 0  # synthetic: pixels per side rendered before augmentation; 0 = augment.size
     batch_size: int = 256  # per process; total batch = batch_size * processes * optim.accum_steps
     num_workers: int = 4  # loader processes per training process
@@ -105,10 +108,11 @@ class DataConfig:
                 f"data.on_error={self.on_error!r} does not apply to data.source=shards: drop broken samples "
                 "when writing the shards (guidedmae data shard --on-error skip)"
             )
-        if self.num_samples < 1 or self.render_size < 0:
+        if self.num_samples < 1 or self.render_size < 0 or self.scene_seed < 0:
             raise ValueError(
-                f"data.num_samples={self.num_samples}, data.render_size={self.render_size}; "
-                "expected num_samples >= 1 and render_size >= 0 (0 = augment.size)"
+                f"data.num_samples={self.num_samples}, data.render_size={self.render_size}, data.scene_seed="
+                f"{self.scene_seed}; expected num_samples >= 1, render_size >= 0 (0 = augment.size) and a "
+                "non-negative scene_seed"
             )
         if self.batch_size < 1 or self.num_workers < 0:
             raise ValueError(
@@ -208,7 +212,7 @@ class PretrainEvalConfig:
 
     every: int = 0  # optimizer steps between evaluations; 0 = only at the end
     num_samples: int = 256  # held-out samples: the first of the split / series
-    scene_seed: int = 1_000_000  # synthetic: the held-out series, far from the training seeds 0, 1, 2, ...
+    scene_seed: int = 0  # synthetic: the held-out series (of the held-out population: no training scene)
     split: str = "val"  # folder: the held-out split
     mask_seed: int = 0  # the random masks (and the strategy's draws) of every evaluation
     batch_size: int = 0  # 0 = data.batch_size
@@ -277,8 +281,7 @@ class FinetuneDataConfig(DataConfig):
     sources: ClassVar[tuple[str, ...]] = FINETUNE_SOURCES
     eval_split: str = "val"  # folder / ade20k
     eval_num_samples: int = 1000  # synthetic: scenes of the evaluation series
-    scene_seed: int = 0  # synthetic: the training scenes' series (pretraining renders series `seed`)
-    eval_scene_seed: int = 1  # synthetic: a different series, never seen in training
+    eval_scene_seed: int = 0  # synthetic: a series of the held-out population, never seen in training
     fraction: float = 1.0  # low-data regime: each class keeps this share of its samples (seeded)
     per_class: int = 0  # low-data regime: exactly this many samples per class; 0 = use fraction
     label: str = (
@@ -306,10 +309,10 @@ class FinetuneDataConfig(DataConfig):
             )
         if self.per_class and self.fraction < 1:
             raise ValueError("give data.fraction or data.per_class, not both")
-        if self.eval_num_samples < 1 or self.scene_seed < 0 or self.eval_scene_seed < 0:
+        if self.eval_num_samples < 1 or self.eval_scene_seed < 0:
             raise ValueError(
-                f"data.eval_num_samples={self.eval_num_samples}, data.scene_seed={self.scene_seed}, "
-                f"data.eval_scene_seed={self.eval_scene_seed}; expected a positive count and non-negative seeds"
+                f"data.eval_num_samples={self.eval_num_samples}, data.eval_scene_seed={self.eval_scene_seed}; "
+                "expected a positive count and a non-negative seed"
             )
 
 

@@ -50,7 +50,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", required=True, help="root folder of the layout")
     synth.add_argument("--n", type=int, required=True, help="number of scenes (indices 0..n-1)")
     synth.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
-    synth.add_argument("--split", default="train", help="split folder name (default train)")
+    synth.add_argument(
+        "--split",
+        default="train",
+        help="split folder name (default train); other splits hold held-out scenes, never training ones",
+    )
     synth.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
     synth.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (default 1)")
     synth.set_defaults(func=_run_synth)

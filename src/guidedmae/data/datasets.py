@@ -99,7 +99,9 @@ class SyntheticScenes(AugmentedDataset):
     """n procedural scenes rendered on the fly at size x size, then augmented to augment.size.
 
     Rendering at augment.size is the cheap default; rendering larger (e.g. 1.15x) lets the random
-    crops downsample rather than upsample. `seed` fixes both the scenes and their augmentations.
+    crops downsample rather than upsample. `seed` is the scenes' series; held_out draws them from the
+    held-out population, which no training series shares a scene with; augment_seed fixes the
+    augmentations (default: seed), so that runs of several seeds can share one series of scenes.
     label: which image label the samples carry (guidedmae.data.scenes.labels): "shape" (the shape
     class covering the most of the view) or "count" (the number of objects in view); the same at
     every size.
@@ -113,13 +115,15 @@ class SyntheticScenes(AugmentedDataset):
         modalities: Sequence[str | Modality],
         augment: AugmentConfig,
         label: str = "shape",
+        held_out: bool = False,
+        augment_seed: int | None = None,
     ) -> None:
-        super().__init__(augment, seed)
+        super().__init__(augment, seed if augment_seed is None else augment_seed)
         if n < 1 or size < 1:
             raise ValueError(f"n and size must be positive, got n={n} size={size}")
         if label not in SCENE_LABELS:
             raise ValueError(f"unknown scene label {label!r}; expected one of {tuple(SCENE_LABELS)}")
-        self.n, self.size, self.label = n, size, label
+        self.n, self.size, self.series, self.label, self.held_out = n, size, seed, label, held_out
         self.modalities = resolve(modalities)
         unrendered = sorted(set(self.modalities) - set(RENDERED_MODALITIES))
         if unrendered:
@@ -136,10 +140,10 @@ class SyntheticScenes(AugmentedDataset):
         return self.n
 
     def labels(self) -> np.ndarray:
-        return scene_labels(self.seed, range(self.n), self.label)
+        return scene_labels(self.series, range(self.n), self.label, self.held_out)
 
     def load(self, index: int) -> dict:
-        scene = render_scene(self.seed, index, self.size)
+        scene = render_scene(self.series, index, self.size, self.held_out)
         arrays = {"rgb": scene.rgb, "depth": scene.depth, "semseg": scene.semseg}
         label = scene.label if self.label == "shape" else count_label(scene.objects_in_view)
         return {**{name: arrays[name] for name in self.modalities}, "label": label}

@@ -62,7 +62,10 @@ def _build_split(config: FinetuneConfig, train: bool) -> Dataset:
         count, seed = (
             (data.num_samples, data.scene_seed) if train else (data.eval_num_samples, data.eval_scene_seed)
         )
-        return SyntheticScenes(count, data.render_size or augment.size, seed, modalities, augment, data.label)
+        size = data.render_size or augment.size
+        return SyntheticScenes(
+            count, size, seed, modalities, augment, data.label, held_out=not train, augment_seed=config.seed
+        )
     split = data.split if train else data.eval_split
     if data.source == "ade20k":
         # The task applies reduce_zero_label (task.reduce_zero_label), for every source alike.

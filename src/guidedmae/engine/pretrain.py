@@ -6,6 +6,9 @@ What is pretraining's own; the runner (engine.run) does the rest:
     step     = MaskedAutoencoderStep(model, strategy, loss)       the whole forward; DDP wraps it
     dataset  = synthetic scenes or the MultiMAE folder layout
     pictures of a fixed batch every log.picture_every steps and at the end (rank 0)
+    held-out evaluation every eval.every steps and at the end: the reconstruction losses under fixed
+    random masks, fixed block masks (neutral: no run trains on them) and the run's own strategy; on the
+    synthetic scenes also the premise (how often the most attended tokens lie on objects)
 """
 
 from dataclasses import replace
@@ -17,6 +20,7 @@ from torch.utils.data import Dataset, Subset, default_collate
 from guidedmae.config import PretrainConfig
 from guidedmae.data.datasets import SyntheticScenes, derived_generator, stored_dataset
 from guidedmae.data.modalities import Modality
+from guidedmae.data.scenes import FIRST_SHAPE_CLASS, NUM_SEMSEG_CLASSES
 from guidedmae.engine.distributed import DistributedContext, all_reduce_sum
 from guidedmae.engine.evaluate import shard_loader
 from guidedmae.engine.logging import RunLogger
@@ -26,6 +30,7 @@ from guidedmae.engine.precision import autocast
 from guidedmae.engine.run import Job, JobParts, RunResult, run_job
 from guidedmae.engine.step import MaskedAutoencoderStep
 from guidedmae.masking.config import MaskingConfig, build_strategy
+from guidedmae.metrics import object_tokens, top_attended_object_share
 from guidedmae.models.multimae import MultiMAE, MultiMAEConfig
 from guidedmae.models.pretrained import InitReport, load_pretrained
 from guidedmae.viz import reconstruction_figure, save_png
@@ -51,7 +56,9 @@ def build_dataset(config: PretrainConfig, held_out: bool = False) -> Dataset:
         augment = replace(data.augment, train=False)
         if data.source == "synthetic":
             size = data.render_size or augment.size
-            return SyntheticScenes(config.eval.num_samples, size, config.eval.scene_seed, modalities, augment)
+            return SyntheticScenes(
+                config.eval.num_samples, size, config.eval.scene_seed, modalities, augment, held_out=True
+            )
         if not (Path(data.root) / config.eval.split).is_dir():
             raise FileNotFoundError(
                 f"no split folder {Path(data.root) / config.eval.split} for the held-out evaluation; set "
@@ -69,8 +76,9 @@ def build_dataset(config: PretrainConfig, held_out: bool = False) -> Dataset:
         )
         return Subset(dataset, range(min(config.eval.num_samples, len(dataset))))
     if data.source == "synthetic":
+        size = data.render_size or data.augment.size
         return SyntheticScenes(
-            data.num_samples, data.render_size or data.augment.size, config.seed, modalities, data.augment
+            data.num_samples, size, data.scene_seed, modalities, data.augment, augment_seed=config.seed
         )
     # Every semseg id must index the model's class embedding (inputs) and logits (outputs).
     return stored_dataset(
@@ -141,9 +149,19 @@ class PretrainJob(Job):
         ]
         self.pictures = picture_batch(dataset, config.log.picture_samples)
         self.held_out = build_dataset(config, held_out=True) if config.eval.num_samples else None
-        # Every run is also scored on the same random masks, whatever its own strategy.
-        fixed = MaskingConfig(num_visible=config.masking.num_visible)
-        self.random_step = MaskedAutoencoderStep(model, build_strategy(fixed, model.config), config.loss)
+        # Every run is also scored on the same random and block masks, whatever its own strategy: random masks
+        # are random masking's own objective, block masks no run's.
+        self.eval_steps = {
+            name: MaskedAutoencoderStep(
+                model,
+                build_strategy(
+                    MaskingConfig(strategy=name, num_visible=config.masking.num_visible), model.config
+                ),
+                config.loss,
+            )
+            for name in ("random", "block")
+        }
+        self.eval_steps["own"] = self.step
         return JobParts(
             model=model,
             step=self.step,
@@ -165,12 +183,16 @@ class PretrainJob(Job):
             logger.picture(save_reconstruction(self.step, self.pictures, self.config, path), step)
 
     def _evaluate(self, training: TrainingJob, state: LoopState, logger: RunLogger) -> dict[str, float]:
-        """The held-out losses under the fixed random masks and the run's own strategy (every rank)."""
+        """The held-out losses under the fixed random and block masks and the run's own strategy, and the
+        premise on synthetic scenes (every rank)."""
         progress = training.schedule.progress(min(state.step, training.schedule.run_steps - 1))
         values = {}
-        for name, step in (("random", self.random_step), ("own", self.step)):
+        for name, step in self.eval_steps.items():
             losses = held_out_losses(step, self.held_out, self.config, training.context, progress)
             values.update({f"eval_{name}/{key}": value for key, value in losses.items()})
+        if self.config.data.source == "synthetic" and "semseg" in self.held_out.modalities:
+            premise = premise_shares(self.step.model, self.held_out, self.config, training.context)
+            values.update({f"premise/{key}": value for key, value in premise.items()})
         logger.scalars(state.step, values)
         shown = ", ".join(f"{key} {value:.4g}" for key, value in values.items() if key.endswith("/loss"))
         logger.event(
@@ -226,6 +248,34 @@ def held_out_losses(
     totals = all_reduce_sum(context, totals)
     step.train(was_training)
     return dict(zip(names, (totals[:-1] / totals[-1]).tolist()))
+
+
+@torch.no_grad()
+def premise_shares(
+    model: MultiMAE, dataset: Dataset, config: PretrainConfig, context: DistributedContext
+) -> dict[str, float]:
+    """The method's premise, measured on held-out synthetic scenes: per input modality, the share of each
+    image's R most attended tokens (R = its object tokens) that lie on objects, and `chance`: the objects'
+    share of the tokens, which a ranking blind to objects scores. Means over images with an object token."""
+    was_training = model.training
+    model.eval()
+    objects = torch.arange(FIRST_SHAPE_CLASS, NUM_SEMSEG_CLASSES)
+    sums = None
+    for batch in shard_loader(dataset, config.eval.batch_size or config.data.batch_size, 0, context):
+        batch = {name: value.to(context.device) for name, value in batch.items()}
+        with autocast(context.device, config.run.precision):
+            tokens = model.tokenize({name: batch[name] for name in model.config.inputs})
+            scores = model.attention_scores(tokens)
+        on_object = object_tokens(batch["semseg"], tokens.grid, objects)
+        seen = on_object.any(dim=1)
+        shares = [top_attended_object_share(scores[name].float(), on_object)[seen].sum() for name in scores]
+        chance = on_object.double().mean(dim=1)[seen].sum()
+        values = torch.stack([*shares, chance, seen.sum().double()])
+        sums = values if sums is None else sums + values
+    sums = all_reduce_sum(context, sums)
+    model.train(was_training)
+    names = [*tokens.modalities, "chance"]
+    return {name: (value / sums[-1]).item() for name, value in zip(names, sums[:-1])}
 
 
 def pretrain(config: PretrainConfig) -> RunResult:

@@ -7,7 +7,8 @@ it (Lambertian, with an ambient term) and the objects cast shadows on the floor,
 other. Every pixel's ray is intersected analytically with each primitive (quadrics for the sphere,
 cylinder and cone, slabs for the box, a quartic solved in closed form for the torus).
 
-A scene depends only on (seed, index); the image size only changes the sampling: pixels are the
+A scene depends only on (seed, index) and its population: training series and held-out series never
+share a scene, whatever their seeds (`held_out=True` draws from the held-out population). The image size only changes the sampling: pixels are the
 centres of a fixed field of view, so (seed, index) at 64x64 and at 224x224 is the same scene. Its
 image labels (the shape class covering the most pixels of a fixed 64x64 view, and the number of
 objects in that view) are the same at every size too, and `scene_labels` gives them without rendering.

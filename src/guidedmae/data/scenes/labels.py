@@ -62,13 +62,16 @@ def layout_label(layout: Layout) -> int:
     return label_of(layout.objects, view_instance(layout))
 
 
-def scene_labels(seed: int, indices: Iterable[int], kind: str = "shape") -> np.ndarray:
-    """int64 [N] labels `kind` (see LABELS) of scenes `indices` of the series `seed`, without rendering."""
+def scene_labels(
+    seed: int, indices: Iterable[int], kind: str = "shape", held_out: bool = False
+) -> np.ndarray:
+    """int64 [N] labels `kind` (see LABELS) of scenes `indices` of the series `seed` (held-out population
+    if held_out), without rendering."""
     if kind not in LABELS:
         raise ValueError(f"unknown scene label {kind!r}; expected one of {tuple(LABELS)}")
     labels = []
     for index in indices:
-        layout = scene_layout(seed, index)
+        layout = scene_layout(seed, index, held_out)
         instance = view_instance(layout)
         if kind == "shape":
             labels.append(label_of(layout.objects, instance))

@@ -215,8 +215,18 @@ def sample_layout(rng: np.random.Generator) -> Layout:
             return Layout(camera, light, room, tuple(placed))
 
 
-def scene_layout(seed: int, index: int) -> Layout:
-    """The layout of scene `index` of the series `seed`: the same whatever order or process asks."""
+# The spawn key of held-out scenes. A seed sequence with a spawn key pads its entropy before appending the
+# key, so no (seed, index) of a training series can give the sequence of any held-out scene.
+HELD_OUT_KEY = 1
+
+
+def scene_layout(seed: int, index: int, held_out: bool = False) -> Layout:
+    """The layout of scene `index` of the series `seed`: the same whatever order or process asks.
+
+    Training and held-out scenes are two populations (held_out): a held-out series shares no scene with
+    any training series, whatever the seeds, so evaluating on held-out scenes never scores training scenes.
+    """
     if seed < 0 or index < 0:
         raise ValueError(f"seed and index must be non-negative integers, got seed={seed} index={index}")
-    return sample_layout(np.random.default_rng([seed, index]))
+    sequence = np.random.SeedSequence([seed, index], spawn_key=(HELD_OUT_KEY,) if held_out else ())
+    return sample_layout(np.random.default_rng(sequence))

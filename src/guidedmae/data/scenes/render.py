@@ -166,11 +166,12 @@ def _image_size(size: int | tuple[int, int]) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def render_scene(seed: int, index: int, size: int | tuple[int, int] = 64) -> Scene:
-    """Scene `index` of the series `seed`, rendered at size (square) or (height, width) pixels.
+def render_scene(seed: int, index: int, size: int | tuple[int, int] = 64, held_out: bool = False) -> Scene:
+    """Scene `index` of the series `seed` (of the held-out population if held_out, see scene_layout),
+    rendered at size (square) or (height, width) pixels.
 
-    Deterministic per (seed, index), whatever order or process renders it; the size only changes
-    the sampling of the same scene. Sizes below MIN_SIZE raise ValueError.
+    Deterministic per (seed, index, held_out), whatever order or process renders it; the size only
+    changes the sampling of the same scene. Sizes below MIN_SIZE raise ValueError.
     """
     height, width = _image_size(size)
-    return render_layout(scene_layout(seed, index), height, width)
+    return render_layout(scene_layout(seed, index, held_out), height, width)

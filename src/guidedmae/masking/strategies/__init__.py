@@ -2,6 +2,7 @@
 
 from guidedmae.masking.strategies import (
     attention,
+    block,
     cached_attention,
     loss_memory,
     predicted_loss,
@@ -9,6 +10,7 @@ from guidedmae.masking.strategies import (
     scout_attention,
 )
 from guidedmae.masking.strategies.attention import AttentionMasking, AttentionOptions
+from guidedmae.masking.strategies.block import BlockMasking, BlockOptions
 from guidedmae.masking.strategies.cached_attention import CachedAttentionMasking, CachedAttentionOptions
 from guidedmae.masking.strategies.loss_memory import LossMemoryMasking, LossMemoryOptions
 from guidedmae.masking.strategies.predicted_loss import PredictedLossMasking, PredictedLossOptions
@@ -18,6 +20,8 @@ from guidedmae.masking.strategies.scout_attention import ScoutAttentionMasking, 
 __all__ = [
     "AttentionMasking",
     "AttentionOptions",
+    "BlockMasking",
+    "BlockOptions",
     "CachedAttentionMasking",
     "CachedAttentionOptions",
     "LossMemoryMasking",
@@ -28,6 +32,7 @@ __all__ = [
     "ScoutAttentionMasking",
     "ScoutAttentionOptions",
     "attention",
+    "block",
     "cached_attention",
     "loss_memory",
     "predicted_loss",
