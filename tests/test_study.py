@@ -90,7 +90,7 @@ def test_a_killed_study_runs_again_without_redoing_finished_runs(tmp_path, capsy
 
     # The report command reads the study folder the same way.
     assert main(["report", str(out), "--per-seed"]) == 0
-    assert "per seed" in capsys.readouterr().out
+    assert "per replicate" in capsys.readouterr().out
 
 
 def test_the_plan_and_a_refused_change(tmp_path, capsys):

@@ -9,6 +9,7 @@ an empty or non-finite value, a missing required value or a value out of range i
 the key and where it came from, raised when the config is loaded: before anything is built.
 """
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -68,6 +69,13 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     return OmegaConf.merge(_load_yaml(path.parent / str(parent), (*seen, path)), loaded)
 
 
+@functools.cache
+def _defaults(schema: type) -> DictConfig:
+    """The schema's typed defaults, built once: merges never change their inputs, and building them is
+    a good part of a load (a study resolves every run's config)."""
+    return OmegaConf.structured(schema)
+
+
 def _check_finite(values, source: str, prefix: str = "") -> None:
     """No NaN or infinity anywhere in a config: a learning rate of inf trains nothing useful."""
     items = (
@@ -87,7 +95,7 @@ def load_config(
 
     base: a saved config dict, e.g. the one a checkpoint holds (evaluating a run with its own config).
     """
-    merged = OmegaConf.structured(schema)
+    merged = _defaults(schema)
     if base is not None:
         try:
             merged = OmegaConf.merge(merged, base)
@@ -109,13 +117,18 @@ def load_config(
         raise ConfigError(
             f"command line {empty[0]!r}: no value after '='; give one, or write {empty[0]}null to unset it"
         )
-    for item in overrides:  # one at a time, so that an error can name the override
-        try:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
-        except OmegaConfBaseException as error:
-            raise ConfigError(f"command line {item!r}: {_describe(error)}") from error
-        except TypeError as error:  # e.g. `list.0.key=...`: dotted keys cannot index into lists
-            raise ConfigError(f"command line {item!r}: {error} (a list is set whole: key=[a,b])") from error
+    try:  # all at once: every merge copies the whole config (a study resolves hundreds)
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+    except (OmegaConfBaseException, TypeError):
+        for item in overrides:  # one at a time, so that the error names the override
+            try:
+                merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+            except OmegaConfBaseException as error:
+                raise ConfigError(f"command line {item!r}: {_describe(error)}") from error
+            except TypeError as error:  # e.g. `list.0.key=...`: dotted keys cannot index into lists
+                raise ConfigError(
+                    f"command line {item!r}: {error} (a list is set whole: key=[a,b])"
+                ) from error
     source = "command line" if path is None else f"{path} + command line" if overrides else str(path)
     missing = sorted(required - {item.split("=", 1)[0] for item in overrides})
     if missing:

@@ -1,12 +1,14 @@
 """`guidedmae study STUDY.yaml [key=value ...]`: run a study's plan and write its tables.
 
     guidedmae study configs/study/seed_cpu_quick.yaml                  # on this machine, sequentially
-    guidedmae study configs/study/seed_cpu.yaml --dry-run              # the plan, and what is done
+    guidedmae study configs/study/seed_cpu.yaml --dry-run              # the plan, what is done, the power
     guidedmae study configs/study/seed_multimae_b.yaml --launcher slurm --partition gpu --gpus-per-node 8
 
-Running it again skips finished runs and resumes interrupted ones; a finished run whose config no
-longer matches the study is refused (naming the differences) unless --redo, which moves its folder
-aside (`<run>.replaced-<time>`) and runs it again.
+Running it again skips finished runs and resumes interrupted ones; a started run whose config no
+longer matches the study, or that starts from such a run, is refused (naming the differences) unless
+--redo, which moves its folder aside (`<run>.replaced-<time>`) and runs it again. A study that would
+evaluate on data one of its runs trains on is refused before anything runs. --dry-run also prints the
+power of the finished runs: the smallest difference they detect, and the seeds a study margin needs.
 """
 
 import argparse
@@ -18,8 +20,9 @@ from guidedmae.config import config_to_yaml
 from guidedmae.engine.logging import METRICS, run_seconds
 from guidedmae.files import atomic_write
 from guidedmae.study.launch import Outcome, launch
-from guidedmae.study.plan import Run, load_study, plan
-from guidedmae.study.tables import collect, format_markdown, write_tables
+from guidedmae.study.leaks import check_no_leak
+from guidedmae.study.plan import Run, load_study, plan, stale_runs
+from guidedmae.study.tables import collect, format_markdown, format_power, write_tables
 
 __all__ = ["add_parser", "load_planned"]
 
@@ -54,19 +57,19 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def _print_plan(runs: list[Run]) -> None:
+def _print_plan(runs: list[Run], stale: dict[str, list[str]]) -> None:
     estimates = _estimates(runs)
     total, unknown = 0.0, 0
     print("| run | kind | status | after | estimate |\n|---|---|---|---|---|")
     for run in runs:
-        status = run.status()
+        status = "stale" if run.name in stale else run.status()
         estimate = estimates.get(_role(run))
         if status != "finished":
             total += estimate or 0.0
             unknown += estimate is None
         shown = "-" if status == "finished" else _minutes(estimate) if estimate else "?"
         print(f"| {run.name} | {run.kind} | {status} | {', '.join(run.depends_on) or '-'} | {shown} |")
-    todo = sum(run.status() != "finished" for run in runs)
+    todo = sum(run.name in stale or run.status() != "finished" for run in runs)
     print(
         f"\n{len(runs)} runs, {todo} to do; estimated {_minutes(total)} run after run"
         + (f" (+ {unknown} runs with no finished run of their kind to estimate from)" if unknown else "")
@@ -105,20 +108,18 @@ def run(args: argparse.Namespace) -> int:
         *(f"launch.{key}={value}" for key, value in flags.items() if value is not None),
     ]
     study, runs = load_planned(args.study, overrides)
-    for each in runs:
-        each.resolved()  # every run's config loads, or the study stops here naming it
-    changed = {each.name: each.config_changes() for each in runs if each.status() == "changed"}
+    check_no_leak(runs)  # also loads every run's config: a bad one stops the study here, naming it
+    changed = stale_runs(runs)
     if changed and not args.redo:
         shown = "; ".join(f"{name} ({', '.join(lines[:3])})" for name, lines in changed.items())
-        raise ValueError(
-            f"finished runs whose config differs from the study: {shown}; pass --redo to run them again"
-        )
+        raise ValueError(f"started runs that differ from the study: {shown}; pass --redo to run them again")
     if args.dry_run:
-        _print_plan(runs)
+        _print_plan(runs, changed)
+        print("\n" + format_power(collect(study, runs)))
         return 0
     for each in runs:
         if each.name in changed:
-            print(f"{each.name}: config changed, previous run moved to {_move_aside(each)}")
+            print(f"{each.name}: stale, previous run moved to {_move_aside(each)}")
     out_dir = Path(study.out_dir)
     atomic_write(out_dir / STUDY_FILE, lambda file: file.write(_study_yaml(study, Path(args.study)).encode()))
     done = [sum(each.status() == "finished" for each in runs)]

@@ -1,15 +1,18 @@
 """A study file and the runs it plans: base pretraining, arms x seeds, evaluations x fractions.
 
-    study = load_study("configs/study/seed_cpu.yaml", ["seeds=[0,1]"])
-    for run in plan(study): print(run.name, run.kind, run.depends_on, run.status())
+    study, folder = load_study("configs/study/seed_cpu.yaml", ["seeds=[0,1]"])
+    for run in plan(study, folder): print(run.name, run.kind, run.depends_on, run.status())
 
 Every run is an ordinary run of `guidedmae pretrain` or `guidedmae finetune`, in its own folder under
-the study's out_dir: `base/`, `<arm>/seed-<k>/`, `<arm>/seed-<k>/<evaluation>[-f<fraction>]/`. Config
-paths in a study file are relative to the file. A run is finished when its folder holds results.json;
-it is interrupted when it holds checkpoints but no results.json (it resumes: every planned run has
-resume=auto); a finished run whose config differs from the plan is refused unless asked to redo it.
+the study's out_dir: `base/`, `<arm>/seed-<k>/`, `<arm>/seed-<k>/<evaluation>[-f<fraction>]/`. With
+several base seeds (`base.seeds`), every base is a replicate of its own: `base/seed-<b>/` and
+`<arm>/base-<b>/seed-<k>/...`, every arm continuing every base. Config paths in a study file are relative
+to the file. A run is finished when its folder holds results.json; it is interrupted when it holds
+checkpoints but no results.json (it resumes: every planned run has resume=auto). A run whose config
+differs from the plan, or that starts from a run that does, is stale: refused unless asked to redo it.
 """
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,13 +27,15 @@ from guidedmae.config import (
 from guidedmae.engine.checkpoint import LAST
 from guidedmae.engine.run import RESULTS
 
-__all__ = ["LAUNCHERS", "Run", "StudyConfig", "load_study", "plan"]
+__all__ = ["LAUNCHERS", "Run", "StudyConfig", "load_study", "plan", "stale_runs"]
 
 # How a run is executed, not what it computes: a finished run that differs only in these is not redone.
 EXECUTION_KEYS = ("resume:", "run.threads:")
 
 LAUNCHERS = ("local", "slurm", "debug")
 BASE = "base"
+# Arm and evaluation names are folder names: no separators, never '.', '..' or hidden.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
 @dataclass
@@ -41,14 +46,27 @@ class BaseSpec:
     config: str = ""
     overrides: list[str] = field(default_factory=list)
     checkpoint: str = ""  # given weights (e.g. the official MultiMAE-B .pth) instead of a base run
+    # Several bases, one per seed (each its own replicate: the arms continue every one); [] = one base
+    # run with the seed its config gives.
+    seeds: list[int] = field(default_factory=list)
 
 
 @dataclass
 class ArmSpec:
-    """One way to continue the base: a pretraining config + overrides. No config: no continuation
-    (the evaluations read the base's weights, or random weights when there is no base either)."""
+    """One way to continue the base: a pretraining config + overrides (after arm_defaults'). No config, or
+    pretrain: false, is no continuation: the evaluations read the base's weights (random weights when
+    there is no base either)."""
 
     name: str = "???"
+    config: str = ""  # "" = arm_defaults.config
+    overrides: list[str] = field(default_factory=list)
+    pretrain: bool = True
+
+
+@dataclass
+class ArmDefaults:
+    """What every arm starts from: its config and overrides, before the arm's own."""
+
     config: str = ""
     overrides: list[str] = field(default_factory=list)
 
@@ -79,26 +97,46 @@ class LaunchConfig:
 class StudyConfig:
     out_dir: str = "???"
     base: BaseSpec = field(default_factory=BaseSpec)
+    arm_defaults: ArmDefaults = field(default_factory=ArmDefaults)
     arms: list[ArmSpec] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     evaluations: list[EvaluationSpec] = field(default_factory=list)
     baseline: str = ""  # the arm every other is compared with (paired differences); "" = the first
+    # The smallest difference to the baseline that matters, per metric (`<source>: <name>`, or `<name>` for
+    # every source): the equivalence margin of the tables' verdicts, and the detectable effect that
+    # `--dry-run` sizes the seeds for.
+    margins: dict[str, float] = field(default_factory=dict)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
 
     def __post_init__(self) -> None:
         names = [arm.name for arm in self.arms]
         if not names:
             raise ValueError("a study needs at least one arm")
-        bad = [name for name in names if not name or "/" in name or name == BASE or names.count(name) > 1]
+        bad = [name for name in names if not NAME.fullmatch(name) or name == BASE or names.count(name) > 1]
         if bad:
-            raise ValueError(f"arm names {bad}: expected distinct folder names other than '{BASE}'")
+            raise ValueError(
+                f"arm names {bad}: expected distinct folder names (letters, digits, '_', '.', '+', '-', not "
+                f"starting with a dot) other than '{BASE}'"
+            )
         if self.baseline and self.baseline not in names:
             raise ValueError(f"baseline={self.baseline!r}; expected one of the arms {names}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise ValueError(f"seeds={list(self.seeds)}; expected distinct non-negative seeds")
+        for key, seeds in (("seeds", self.seeds), ("base.seeds", self.base.seeds)):
+            if len(set(seeds)) != len(seeds) or (seeds and min(seeds) < 0):
+                raise ValueError(f"{key}={list(seeds)}; expected distinct non-negative seeds")
+        if not self.seeds:
+            raise ValueError("seeds=[]; expected at least one seed")
+        if self.base.seeds and not self.base.config:
+            raise ValueError(f"base.seeds={list(self.base.seeds)} needs base.config (the base run to repeat)")
         evaluations = [spec.name for spec in self.evaluations]
-        if len(set(evaluations)) != len(evaluations) or any("/" in name for name in evaluations):
-            raise ValueError(f"evaluation names {evaluations}: expected distinct folder names")
+        bad = [name for name in evaluations if not NAME.fullmatch(name) or evaluations.count(name) > 1]
+        if bad:
+            raise ValueError(
+                f"evaluation names {bad}: expected distinct folder names (letters, digits, '_', '.', '+', '-', "
+                "not starting with a dot)"
+            )
+        bad = {key: value for key, value in self.margins.items() if not value > 0}
+        if bad:
+            raise ValueError(f"margins {bad}: expected positive differences")
         for spec in self.evaluations:
             if not spec.fractions or not all(0 < f <= 1 for f in spec.fractions):
                 raise ValueError(
@@ -135,32 +173,45 @@ class Run:
     seed: int = -1
     evaluation: str = ""
     fraction: float = 1.0
+    base_seed: int = -1  # the base it continues, with several bases; -1: the one base (or none)
+    _resolved: object = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def schema(self) -> type:
         return PretrainConfig if self.kind == "pretrain" else FinetuneConfig
 
+    @property
+    def replicate(self) -> str:
+        """Which replicate of its arm the run belongs to: `s<seed>`, or `b<base seed>-s<seed>`."""
+        return f"s{self.seed}" if self.base_seed < 0 else f"b{self.base_seed}-s{self.seed}"
+
     def resolved(self):
-        """The run's typed config: what `guidedmae pretrain/finetune CONFIG OVERRIDES` would run."""
-        return load_config(self.schema, self.config, self.overrides)
+        """The run's typed config: what `guidedmae pretrain/finetune CONFIG OVERRIDES` would run (loaded
+        once: a study reads it to check leaks and changes)."""
+        if self._resolved is None:
+            self._resolved = load_config(self.schema, self.config, self.overrides)
+        return self._resolved
 
     def out_dir(self) -> Path:
         return Path(dict(item.split("=", 1) for item in self.overrides)["out_dir"])
 
     def status(self) -> str:
-        """new | interrupted | finished | changed (finished with another config than planned)."""
+        """new | interrupted | finished (stale_runs says which of these differ from the plan)."""
         out = self.out_dir()
         if (out / RESULTS).is_file():
-            return "changed" if self.config_changes() else "finished"
+            return "finished"
         return "interrupted" if list(out.glob("checkpoint-*.pt")) else "new"
 
     def config_changes(self) -> list[str]:
-        """What differs between the config the run folder was written with and the planned one.
+        """What differs between the config the run folder was written with and the planned one (nothing
+        when the folder holds no config yet).
 
         The written config is read through today's schema, so keys added since (at their defaults) are
         no change; how a run was executed (threads, resume) is none either.
         """
         written = self.out_dir() / "config.yaml"
+        if not written.is_file():
+            return []
         try:
             saved = config_to_dict(load_config(self.schema, written))
         except ConfigError as error:
@@ -173,57 +224,119 @@ def _path(base: Path, name: str) -> str:
     return str((base / name).resolve())
 
 
-def plan(study: StudyConfig, folder: Path) -> list[Run]:
-    """Every run of the study, each after the runs it depends on."""
-    out = Path(study.out_dir).resolve()
-    runs: list[Run] = []
-    base_weights = study.base.checkpoint and _path(folder, study.base.checkpoint)
-    if study.base.config:
+def _base_runs(study: StudyConfig, folder: Path, out: Path) -> dict[int, Run]:
+    """The base runs by base seed (-1: the one base run with its config's seed)."""
+    if not study.base.config:
+        return {}
+    config, overrides = _path(folder, study.base.config), study.base.overrides
+    if not study.base.seeds:
+        return {-1: Run(BASE, "pretrain", config, [*overrides, f"out_dir={out / BASE}", "resume=auto"], [])}
+    runs = {}
+    for seed in study.base.seeds:
+        name = f"{BASE}/seed-{seed}"
+        run_overrides = [*overrides, f"seed={seed}", f"out_dir={out / name}", "resume=auto"]
+        runs[seed] = Run(name, "pretrain", config, run_overrides, [], seed=seed, base_seed=seed)
+    return runs
+
+
+def _arm_runs(
+    study: StudyConfig, arm: ArmSpec, folder: Path, out: Path, base: Run | None, base_seed: int, seed: int
+) -> list[Run]:
+    """An arm's continuation of one base with one seed, and its evaluations."""
+    replicate = f"seed-{seed}" if base_seed < 0 else f"base-{base_seed}/seed-{seed}"
+    arm_dir = f"{arm.name}/{replicate}"
+    if base:
+        weights = str(base.out_dir() / LAST)
+    else:
+        weights = _path(folder, study.base.checkpoint) if study.base.checkpoint else ""
+    depends = [base.name] if base else []
+    runs = []
+    config = arm.config or study.arm_defaults.config
+    if arm.pretrain and config:
+        init = [f"model.init={weights}"] if weights else []
+        overrides = [
+            *init,
+            *study.arm_defaults.overrides,
+            *arm.overrides,
+            f"seed={seed}",
+            f"out_dir={out / arm_dir}",
+            "resume=auto",
+        ]
         runs.append(
             Run(
-                BASE,
+                arm_dir,
                 "pretrain",
-                _path(folder, study.base.config),
-                [*study.base.overrides, f"out_dir={out / BASE}", "resume=auto"],
-                [],
+                _path(folder, config),
+                overrides,
+                depends,
+                arm.name,
+                seed,
+                base_seed=base_seed,
             )
         )
-        base_weights = str(out / BASE / LAST)
-    for arm in study.arms:
-        for seed in study.seeds:
-            arm_dir = f"{arm.name}/seed-{seed}"
-            weights, depends = base_weights, [BASE] if study.base.config else []
-            if arm.config:
-                init = [f"model.init={base_weights}"] if base_weights else []
-                overrides = [*init, *arm.overrides, f"seed={seed}", f"out_dir={out / arm_dir}", "resume=auto"]
-                runs.append(
-                    Run(arm_dir, "pretrain", _path(folder, arm.config), overrides, depends, arm.name, seed)
+        weights, depends = str(out / arm_dir / LAST), [arm_dir]
+    for spec in study.evaluations:
+        for fraction in spec.fractions:
+            suffix = "" if fraction == 1 else f"-f{fraction:g}"
+            name = f"{arm_dir}/{spec.name}{suffix}"
+            init = [f"model.init={weights}"] if weights else []
+            overrides = [
+                *init,
+                *spec.overrides,
+                f"data.fraction={fraction}",
+                f"seed={seed}",
+                f"out_dir={out / name}",
+                "resume=auto",
+            ]
+            config = _path(folder, spec.config)
+            runs.append(
+                Run(
+                    name,
+                    "finetune",
+                    config,
+                    overrides,
+                    depends,
+                    arm.name,
+                    seed,
+                    spec.name,
+                    fraction,
+                    base_seed,
                 )
-                weights, depends = str(out / arm_dir / LAST), [arm_dir]
-            for spec in study.evaluations:
-                for fraction in spec.fractions:
-                    suffix = "" if fraction == 1 else f"-f{fraction:g}"
-                    name = f"{arm_dir}/{spec.name}{suffix}"
-                    init = [f"model.init={weights}"] if weights else []
-                    overrides = [
-                        *init,
-                        *spec.overrides,
-                        f"data.fraction={fraction}",
-                        f"seed={seed}",
-                        f"out_dir={out / name}",
-                        "resume=auto",
-                    ]
-                    runs.append(
-                        Run(
-                            name,
-                            "finetune",
-                            _path(folder, spec.config),
-                            overrides,
-                            depends,
-                            arm.name,
-                            seed,
-                            spec.name,
-                            fraction,
-                        )
-                    )
+            )
     return runs
+
+
+def plan(study: StudyConfig, folder: Path) -> list[Run]:
+    """Every run of the study, each after the runs it depends on. Two runs that would share a folder
+    (fractions that print alike, say) are refused, naming both."""
+    out = Path(study.out_dir).resolve()
+    bases = _base_runs(study, folder, out)
+    runs = list(bases.values())
+    for arm in study.arms:
+        for base_seed in bases or [-1]:
+            for seed in study.seeds:
+                runs += _arm_runs(study, arm, folder, out, bases.get(base_seed), base_seed, seed)
+    folders: dict[Path, Run] = {}
+    for run in runs:
+        other = folders.setdefault(run.out_dir(), run)
+        if other is not run:
+            raise ValueError(
+                f"two runs of the study share the folder {run.out_dir()}: {other.evaluation or other.name} "
+                f"(fraction {other.fraction:.10g}) and {run.evaluation or run.name} (fraction "
+                f"{run.fraction:.10g}); give them distinct evaluation names or fractions"
+            )
+    return runs
+
+
+def stale_runs(runs: list[Run]) -> dict[str, list[str]]:
+    """Started runs (finished or interrupted) that differ from the plan, with why: their own config
+    changed, or a run they start from is stale (its weights will change when it runs again)."""
+    stale: dict[str, list[str]] = {}
+    for run in runs:  # in plan order: every run after the runs it depends on
+        if run.status() == "new":
+            continue
+        reasons = run.config_changes()
+        reasons += [f"starts from {name}, which is stale" for name in run.depends_on if name in stale]
+        if reasons:
+            stale[run.name] = reasons
+    return stale

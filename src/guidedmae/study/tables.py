@@ -1,14 +1,18 @@
-"""A study's tables: every metric of every arm over seeds, and each arm's paired difference to the baseline.
+"""A study's tables: every metric of every arm over replicates, each arm's paired difference to the
+baseline with a verdict, and the power of the design.
 
     tables = collect(study, runs)          # from the runs' results.json
-    write_tables(tables, study_dir)        # study.md, study.json, low_data.png, pretraining_curves.png
+    write_tables(tables, study_dir)        # study.md, study.json and the figures
 
 A metric is named `<source>: <name>`: the source is `pretrain` (the arm's own run: the held-out losses
-under fixed random masks and under its own strategy) or an evaluation (`probe`, `probe-f0.1` for a
-training fraction). A cell is `mean ± std (n)` over the seeds that finished (sample std, ddof 1). The
-paired difference of an arm to the baseline uses the seeds both finished: d_k = arm_k - baseline_k,
-mean(d) with a 95% confidence interval mean(d) ± t(0.975, n - 1) · std(d) / sqrt(n) (Student t);
-`*` marks an interval that excludes zero. With fewer than 2 paired seeds there is no interval.
+under fixed random masks, fixed block masks and its own strategy, and the premise) or an evaluation
+(`probe`, `probe-f0.1` for a training fraction). An evaluation run at several fractions also gives the
+low-data contrast `<evaluation> f<small>-f<large>: <name>`, the value at the smallest fraction minus the
+value at the largest: its paired difference to the baseline is the interaction (does the arm gain more
+with little data?). A cell is `mean ± sd (n)` over the replicates that finished. The statistics are those
+of guidedmae.study.stats; per metric, the arms' p values are Holm-corrected, and the verdict is
+"different" (corrected p < 0.05), "equivalent ±m" (corrected TOST p < 0.05 for the study's margin m) or
+"inconclusive".
 """
 
 import json
@@ -20,18 +24,25 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: figures go to files
 import matplotlib.pyplot as plt  # noqa: E402
-from scipy import stats  # noqa: E402
 
 from guidedmae.engine.logging import METRICS, read_metrics  # noqa: E402
 from guidedmae.engine.run import RESULTS  # noqa: E402
 from guidedmae.files import atomic_write, write_json  # noqa: E402
 from guidedmae.study.plan import Run, StudyConfig  # noqa: E402
+from guidedmae.study.stats import (  # noqa: E402
+    ALPHA,
+    POWER,
+    equivalence_p,
+    holm,
+    mde,
+    paired_difference,
+    seeds_needed,
+)
 
-__all__ = ["StudyTables", "collect", "format_markdown", "paired_difference", "write_tables"]
+__all__ = ["StudyTables", "collect", "comparisons", "format_markdown", "format_power", "write_tables"]
 
-CONFIDENCE = 0.95
 TABLES_MD, TABLES_JSON = "study.md", "study.json"
-LOW_DATA_PNG, CURVES_PNG = "low_data.png", "pretraining_curves.png"
+LOW_DATA_PNG, CURVES_PNG, DIFFERENCES_PNG = "low_data.png", "pretraining_curves.png", "paired_differences.png"
 # The metric each kind of evaluation is read by in the low-data figure.
 HEADLINE = ("top1", "miou", "rmse")
 
@@ -39,41 +50,27 @@ HEADLINE = ("top1", "miou", "rmse")
 @dataclass
 class StudyTables:
     arms: list[str]
-    seeds: list[int]
+    replicates: list[str]  # s<seed>, or b<base>-s<seed> with several bases
     baseline: str
-    values: dict[str, dict[str, dict[int, float]]] = field(
+    margins: dict[str, float] = field(default_factory=dict)  # the study's, by metric or name
+    values: dict[str, dict[str, dict[str, float]]] = field(
         default_factory=dict
-    )  # metric -> arm -> seed -> value
+    )  # metric -> arm -> replicate -> value
     fractions: dict[str, dict[float, str]] = field(default_factory=dict)  # evaluation -> fraction -> source
-    curves: dict[str, dict[int, dict[int, float]]] = field(
+    curves: dict[str, dict[str, dict[int, float]]] = field(
         default_factory=dict
-    )  # arm -> seed -> step -> loss
+    )  # arm -> replicate -> step -> loss
     missing: list[str] = field(default_factory=list)  # runs without results
 
+    def margin(self, metric: str) -> float | None:
+        """The study's margin of a metric: given for the metric, or for its name under every source."""
+        return self.margins.get(metric, self.margins.get(metric.split(": ", 1)[-1]))
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
-    return mean, std
-
-
-def paired_difference(arm: dict[int, float], baseline: dict[int, float]) -> dict | None:
-    """Mean of arm - baseline over the seeds both have, with its Student-t confidence interval."""
-    seeds = sorted(set(arm) & set(baseline))
-    if not seeds:
-        return None
-    differences = [arm[seed] - baseline[seed] for seed in seeds]
-    mean, std = _mean_std(differences)
-    if len(seeds) < 2:
-        return {"mean": mean, "low": None, "high": None, "n": len(seeds), "excludes_zero": False}
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(seeds) - 1)) * std / math.sqrt(len(seeds))
-    return {
-        "mean": mean,
-        "low": mean - half,
-        "high": mean + half,
-        "n": len(seeds),
-        "excludes_zero": abs(mean) > half,
-    }
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
+    return mean, sd
 
 
 def _source(run: Run) -> str:
@@ -82,9 +79,31 @@ def _source(run: Run) -> str:
     return run.evaluation if run.fraction == 1 else f"{run.evaluation}-f{run.fraction:g}"
 
 
+def _add_contrasts(tables: StudyTables) -> None:
+    """The low-data contrasts: per evaluation with several fractions, smallest minus largest."""
+    for evaluation, sources in tables.fractions.items():
+        if len(sources) < 2:
+            continue
+        small, large = min(sources), max(sources)
+        prefix = (f"{sources[small]}: ", f"{sources[large]}: ")
+        for metric in [m for m in tables.values if m.startswith(prefix[0])]:
+            name = metric[len(prefix[0]) :]
+            at_small, at_large = tables.values[metric], tables.values.get(prefix[1] + name, {})
+            contrast = {}
+            for arm, values in at_small.items():
+                shared = set(values) & set(at_large.get(arm, {}))
+                if shared:
+                    contrast[arm] = {r: values[r] - at_large[arm][r] for r in sorted(shared)}
+            if contrast:
+                tables.values[f"{evaluation} f{small:g}-f{large:g}: {name}"] = contrast
+
+
 def collect(study: StudyConfig, runs: list[Run]) -> StudyTables:
     """The metrics of every finished run of an arm (the base is the arms' common start, not a column)."""
-    tables = StudyTables([arm.name for arm in study.arms], list(study.seeds), study.baseline_arm)
+    replicates = list(dict.fromkeys(run.replicate for run in runs if run.arm))
+    tables = StudyTables(
+        [arm.name for arm in study.arms], replicates, study.baseline_arm, dict(study.margins)
+    )
     for run in runs:
         if not run.arm:
             continue
@@ -96,21 +115,77 @@ def collect(study: StudyConfig, runs: list[Run]) -> StudyTables:
             tables.missing.append(run.name)
             continue
         for name, value in json.loads(results.read_text()).get("metrics", {}).items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                tables.values.setdefault(f"{source}: {name}", {}).setdefault(run.arm, {})[run.seed] = float(
-                    value
-                )
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+                metric = tables.values.setdefault(f"{source}: {name}", {})
+                metric.setdefault(run.arm, {})[run.replicate] = float(value)
         if not run.evaluation:
             losses = {r["step"]: r["loss"] for r in read_metrics(run.out_dir() / METRICS) if "loss" in r}
-            tables.curves.setdefault(run.arm, {})[run.seed] = losses
+            tables.curves.setdefault(run.arm, {})[run.replicate] = losses
+    _add_contrasts(tables)
     return tables
 
 
-def _cell(values: dict[int, float]) -> str:
+def _verdict(difference: dict | None, margin: float | None) -> str:
+    if difference is None or difference["p_holm"] is None:
+        return "-"
+    if difference["p_holm"] < ALPHA:
+        return "different"
+    if margin is not None and difference["tost_p_holm"] is not None and difference["tost_p_holm"] < ALPHA:
+        return f"equivalent ±{margin:g}"
+    return "inconclusive"
+
+
+def comparisons(tables: StudyTables) -> dict[str, dict[str, dict | None]]:
+    """metric -> arm -> its paired difference to the baseline (guidedmae.study.stats.paired_difference)
+    with p_holm, tost_p and tost_p_holm (None without a margin) and the verdict."""
+    others = [arm for arm in tables.arms if arm != tables.baseline]
+    result = {}
+    for metric, by_arm in tables.values.items():
+        base, margin = by_arm.get(tables.baseline, {}), tables.margin(metric)
+        differences = {arm: paired_difference(by_arm.get(arm, {}), base) for arm in others}
+        tost = {
+            arm: equivalence_p(d, margin) if margin is not None else None for arm, d in differences.items()
+        }
+        p_holm = holm({arm: d and d["p"] for arm, d in differences.items()})
+        tost_holm = holm(tost)
+        for arm, difference in differences.items():
+            if difference is not None:
+                difference.update(p_holm=p_holm[arm], tost_p=tost[arm], tost_p_holm=tost_holm[arm])
+                difference["verdict"] = _verdict(difference, margin)
+        result[metric] = differences
+    return result
+
+
+def power(tables: StudyTables, compared: dict[str, dict[str, dict | None]]) -> list[dict]:
+    """Per metric: the sd of the paired differences' units (pooled over the arms), the units they have,
+    the minimum detectable effect at 80% power (alpha 0.05 over the arms compared) and, with a margin,
+    the units (seeds, or bases) that would detect a difference of the margin."""
+    rows = []
+    for metric, differences in compared.items():
+        found = [d for d in differences.values() if d is not None and d["sd"] is not None]
+        if not found:
+            continue
+        sd = math.sqrt(sum(d["sd"] ** 2 for d in found) / len(found))
+        n = min(d["n"] for d in found)
+        margin = tables.margin(metric)
+        rows.append(
+            {
+                "metric": metric,
+                "sd": sd,
+                "n": n,
+                "mde": mde(sd, n, len(differences)),
+                "margin": margin,
+                "needed": seeds_needed(sd, margin, len(differences)) if margin is not None else None,
+            }
+        )
+    return rows
+
+
+def _cell(values: dict[str, float]) -> str:
     if not values:
         return "-"
-    mean, std = _mean_std(list(values.values()))
-    spread = "" if math.isnan(std) else f" ± {std:.3g}"
+    mean, sd = _mean_sd(list(values.values()))
+    spread = "" if math.isnan(sd) else f" ± {sd:.3g}"
     return f"{mean:.4g}{spread} ({len(values)})"
 
 
@@ -118,40 +193,62 @@ def _difference_cell(difference: dict | None) -> str:
     if difference is None:
         return "-"
     if difference["low"] is None:
-        return f"{difference['mean']:+.3g} (n=1)"
-    mark = " *" if difference["excludes_zero"] else ""
-    return f"{difference['mean']:+.3g} [{difference['low']:+.3g}, {difference['high']:+.3g}]{mark}"
+        return f"{difference['mean']:+.3g} (n={difference['n']})"
+    return (
+        f"{difference['mean']:+.3g} [{difference['low']:+.3g}, {difference['high']:+.3g}] sd {difference['sd']:.2g}"
+        f"<br>p {difference['p_holm']:.2g} {difference['verdict']}"
+    )
+
+
+def format_power(tables: StudyTables, compared: dict | None = None) -> str:
+    """The power table: what the design detects, and the seeds a margin needs."""
+    rows = power(tables, compared if compared is not None else comparisons(tables))
+    lines = [
+        f"power: sd of the paired differences' units, units n, minimum detectable effect at {POWER:.0%} power "
+        f"(alpha {ALPHA} over the arms compared), the study's margin and the units that detect it\n",
+        "| metric | sd | n | MDE | margin | units for the margin |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        margin = "-" if row["margin"] is None else f"{row['margin']:g}"
+        needed = "-" if row["margin"] is None else str(row["needed"] or "> 1000")
+        lines.append(
+            f"| {row['metric']} | {row['sd']:.3g} | {row['n']} | {row['mde']:.3g} | {margin} | {needed} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def format_markdown(tables: StudyTables, per_seed: bool = False) -> str:
-    """The seed's layout: one row per metric, one column per arm; then the paired differences."""
+    """One row per metric, one column per arm; then the paired differences with verdicts; then power."""
     arms = tables.arms
     header = "| metric | " + " | ".join(arms) + " |\n|---|" + "---|" * len(arms)
     rows = [
         f"| {metric} | " + " | ".join(_cell(by_arm.get(arm, {})) for arm in arms) + " |"
         for metric, by_arm in tables.values.items()
     ]
-    parts = [f"mean ± std (seeds) over seeds {tables.seeds}\n", header, *rows]
+    parts = [f"mean ± sd (n) over replicates {', '.join(tables.replicates)}\n", header, *rows]
     others = [arm for arm in arms if arm != tables.baseline]
+    compared = comparisons(tables)
     if others:
         parts += [
-            f"\npaired difference to {tables.baseline}: mean [95% CI over seeds, Student t]; * = the interval "
-            "excludes 0\n",
+            f"\npaired difference to {tables.baseline}: mean [95% CI, Student t over units] sd of the units; "
+            f"Holm-corrected p over the {len(others)} arms; verdict (equivalence: TOST within the study's "
+            "margin)\n",
             "| metric | " + " | ".join(others) + " |\n|---|" + "---|" * len(others),
         ]
-        for metric, by_arm in tables.values.items():
-            base = by_arm.get(tables.baseline, {})
-            cells = [_difference_cell(paired_difference(by_arm.get(arm, {}), base)) for arm in others]
+        for metric, differences in compared.items():
+            cells = [_difference_cell(differences[arm]) for arm in others]
             parts.append(f"| {metric} | " + " | ".join(cells) + " |")
+        parts.append("\n" + format_power(tables, compared))
     if per_seed:
         parts += [
-            "\nper seed\n",
-            "| metric | arm | " + " | ".join(f"seed {s}" for s in tables.seeds) + " |",
-            "|---|---|" + "---|" * len(tables.seeds),
+            "\nper replicate\n",
+            "| metric | arm | " + " | ".join(tables.replicates) + " |",
+            "|---|---|" + "---|" * len(tables.replicates),
         ]
         for metric, by_arm in tables.values.items():
             for arm, values in by_arm.items():
-                cells = [f"{values[s]:.4g}" if s in values else "-" for s in tables.seeds]
+                cells = [f"{values[r]:.4g}" if r in values else "-" for r in tables.replicates]
                 parts.append(f"| {metric} | {arm} | " + " | ".join(cells) + " |")
     if tables.missing:
         parts.append(f"\nnot finished ({len(tables.missing)}): {', '.join(tables.missing)}")
@@ -163,28 +260,23 @@ def _as_json(tables: StudyTables) -> dict:
     for metric, by_arm in tables.values.items():
         metrics[metric] = {}
         for arm, values in by_arm.items():
-            mean, std = _mean_std(list(values.values()))
+            mean, sd = _mean_sd(list(values.values()))
             metrics[metric][arm] = {
-                "values": {str(s): v for s, v in values.items()},
+                "values": values,
                 "mean": mean,
-                "std": None if math.isnan(std) else std,
+                "std": None if math.isnan(sd) else sd,
                 "n": len(values),
             }
-    differences = {
-        metric: {
-            arm: paired_difference(by_arm.get(arm, {}), by_arm.get(tables.baseline, {}))
-            for arm in tables.arms
-            if arm != tables.baseline
-        }
-        for metric, by_arm in tables.values.items()
-    }
+    compared = comparisons(tables)
     return {
         "arms": tables.arms,
-        "seeds": tables.seeds,
+        "replicates": tables.replicates,
         "baseline": tables.baseline,
-        "confidence": CONFIDENCE,
+        "margins": tables.margins,
+        "alpha": ALPHA,
         "metrics": metrics,
-        "differences": differences,
+        "differences": compared,
+        "power": power(tables, compared),
         "missing": tables.missing,
     }
 
@@ -213,8 +305,8 @@ def _low_data_figure(tables: StudyTables, path: Path) -> Path | None:
             for fraction in sorted(sources):
                 values = list(tables.values.get(f"{sources[fraction]}: {name}", {}).get(arm, {}).values())
                 if values:
-                    mean, std = _mean_std(values)
-                    points.append((fraction, mean, 0.0 if math.isnan(std) else std))
+                    mean, sd = _mean_sd(values)
+                    points.append((fraction, mean, 0.0 if math.isnan(sd) else sd))
             if points:
                 xs, ys, errors = zip(*points)
                 ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=arm)
@@ -227,12 +319,48 @@ def _low_data_figure(tables: StudyTables, path: Path) -> Path | None:
     return _save_figure(figure, path)
 
 
+def _differences_figure(tables: StudyTables, compared: dict, path: Path) -> Path | None:
+    """Per metric, every replicate's paired difference to the baseline (dots) and the 95% interval (bar)."""
+    others = [arm for arm in tables.arms if arm != tables.baseline]
+    metrics = [m for m, d in compared.items() if any(x is not None for x in d.values())]
+    if not others or not metrics:
+        return None
+    columns = min(4, len(metrics))
+    rows = math.ceil(len(metrics) / columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(4.2 * columns, rows * (1.4 + 0.3 * len(others))), squeeze=False
+    )
+    for ax, metric in zip(axes.flat, metrics):
+        by_arm = tables.values[metric]
+        base = by_arm.get(tables.baseline, {})
+        for row, arm in enumerate(others):
+            values = by_arm.get(arm, {})
+            dots = [values[r] - base[r] for r in values if r in base]
+            ax.plot(dots, [row] * len(dots), "o", color="C0", alpha=0.6, ms=3)
+            difference = compared[metric][arm]
+            if difference is not None and difference["low"] is not None:
+                ax.plot([difference["low"], difference["high"]], [row, row], color="C3", lw=2)
+        ax.axvline(0, color="grey", lw=0.8)
+        margin = tables.margin(metric)
+        if margin is not None:
+            for side in (-margin, margin):
+                ax.axvline(side, color="grey", lw=0.8, ls="--")
+        ax.set_yticks(range(len(others)), others, fontsize=7)
+        ax.set_title(metric, fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.axis("off")
+    figure.suptitle(f"paired differences to {tables.baseline}: replicates (dots), 95% CI (bar)", fontsize=9)
+    figure.tight_layout()
+    return _save_figure(figure, path)
+
+
 def _curves_figure(tables: StudyTables, path: Path) -> Path | None:
     if not tables.curves:
         return None
     figure, ax = plt.subplots(figsize=(6.5, 4))
-    for index, (arm, seeds) in enumerate(tables.curves.items()):
-        for seed, losses in seeds.items():
+    for index, (arm, replicates) in enumerate(tables.curves.items()):
+        for number, losses in enumerate(replicates.values()):
             steps = sorted(losses)
             ax.plot(
                 steps,
@@ -240,11 +368,11 @@ def _curves_figure(tables: StudyTables, path: Path) -> Path | None:
                 color=f"C{index}",
                 alpha=0.7,
                 lw=1,
-                label=arm if seed == min(seeds) else None,
+                label=arm if number == 0 else None,
             )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss")
-    ax.set_title("pretraining loss of every arm (one line per seed)")
+    ax.set_title("pretraining loss of every arm (one line per replicate)")
     ax.legend(fontsize=8)
     figure.tight_layout()
     return _save_figure(figure, path)
@@ -256,12 +384,9 @@ def write_tables(tables: StudyTables, study_dir: Path) -> list[Path]:
         atomic_write(study_dir / TABLES_MD, lambda file: file.write(format_markdown(tables).encode())),
         write_json(study_dir / TABLES_JSON, _as_json(tables)),
     ]
-    written += [
-        path
-        for path in (
-            _low_data_figure(tables, study_dir / LOW_DATA_PNG),
-            _curves_figure(tables, study_dir / CURVES_PNG),
-        )
-        if path
-    ]
-    return written
+    figures = (
+        _low_data_figure(tables, study_dir / LOW_DATA_PNG),
+        _differences_figure(tables, comparisons(tables), study_dir / DIFFERENCES_PNG),
+        _curves_figure(tables, study_dir / CURVES_PNG),
+    )
+    return written + [path for path in figures if path]

@@ -1,0 +1,255 @@
+"""Study designs: no leak between training and evaluation data, replicates, bases, arm defaults, folder
+names, stale runs, and the statistics of the tables (corrections, equivalence, power, low-data contrasts)."""
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from guidedmae.cli import main
+from guidedmae.config import PretrainConfig
+from guidedmae.engine.finetune import evaluation_set, training_set
+from guidedmae.engine.pretrain import build_dataset
+from guidedmae.study.cli import load_planned
+from guidedmae.study.leaks import check_no_leak, data_footprint
+from guidedmae.study.stats import equivalence_p, holm, mde, paired_difference, seeds_needed
+from guidedmae.study.tables import StudyTables, collect, comparisons, format_markdown, power
+from tests.test_pretrain import ROOT
+from tests.test_study import write_study
+
+SHIPPED = sorted((ROOT / "configs" / "study").glob("*.yaml"))
+# What a shipped study needs from whoever runs it (the official checkpoint's path).
+REQUIRED = {"seed_multimae_b": ["base.checkpoint=/weights/multimae-b.pth"]}
+
+
+def _synthetic_data(config) -> tuple[tuple, tuple]:
+    """(training, evaluation) data sets a config builds, as (held_out, series) of its synthetic scenes."""
+    if isinstance(config, PretrainConfig):
+        training, evaluation = build_dataset(config), build_dataset(config, held_out=True)
+    else:
+        whole = replace(config, data=replace(config.data, fraction=1.0, per_class=0))
+        training, evaluation = training_set(whole), evaluation_set(config)
+    return (training.held_out, training.series), (evaluation.held_out, evaluation.series)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[path.stem for path in SHIPPED])
+def test_no_shipped_study_evaluates_on_scenes_any_of_its_runs_trains_on(path, tmp_path):
+    study, runs = load_planned(path, [f"out_dir={tmp_path}", *REQUIRED.get(path.stem, [])])
+    check_no_leak(runs)
+    configs = {run.name: run.resolved() for run in runs}
+    footprints = {name: data_footprint(config) for name, config in configs.items()}
+    trained = set().union(*(training for training, _ in footprints.values()))
+    evaluated = set().union(*(evaluation for _, evaluation in footprints.values()))
+    assert not trained & evaluated
+    # The footprint is what the runs really build: training scenes of the training population, evaluation
+    # scenes of the held-out one (checked once per distinct data set up).
+    checked = set()
+    for name, config in configs.items():
+        key = tuple(frozenset(part) for part in footprints[name])
+        if config.data.source != "synthetic" or key in checked:
+            continue
+        checked.add(key)
+        (train_held_out, train_series), (eval_held_out, eval_series) = _synthetic_data(config)
+        assert not train_held_out and eval_held_out
+        assert footprints[name] == (
+            {("synthetic", "training", train_series)},
+            {("synthetic", "held-out", eval_series)},
+        )
+    # Seeds are replicates on one data set: every pretraining run of a study trains on the same scenes.
+    pretraining = {frozenset(footprints[run.name][0]) for run in runs if run.kind == "pretrain"}
+    assert len(pretraining) <= 1
+
+
+def test_held_out_scenes_are_never_training_scenes_whatever_the_seeds():
+    from guidedmae.data.scenes import scene_layout
+
+    training = {repr(scene_layout(seed, index)) for seed in range(4) for index in range(16)}
+    held_out = {repr(scene_layout(seed, index, held_out=True)) for seed in range(4) for index in range(16)}
+    assert len(training) == len(held_out) == 64 and not training & held_out
+    assert repr(scene_layout(3, 5)) == repr(scene_layout(3, 5))  # each population is deterministic
+
+
+def test_a_study_that_evaluates_on_its_training_split_is_refused(tmp_path, capsys):
+    study = write_study(tmp_path)
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    stored = ["data.source=folder", f"data.root={tmp_path / 'data'}"]
+    text = study.read_text().replace("overrides: [schedule.total_epochs=1]", f"overrides: {stored}")
+    study.write_text(
+        text.replace(
+            "{name: probe, config: probe.yaml}",
+            f"{{name: probe, config: probe.yaml, overrides: {[*stored, 'data.eval_split=train']}}}",
+        )
+    )
+    assert main(["study", str(study), "--dry-run"]) == 1
+    error = capsys.readouterr().err
+    assert "random/seed-0/probe evaluates on ('folder'" in error and "which base trains on" in error
+
+
+def test_several_bases_each_continued_by_every_arm(tmp_path):
+    study = write_study(tmp_path)
+    text = study.read_text().replace(
+        "overrides: [schedule.total_epochs=1]}", "overrides: [schedule.total_epochs=1], seeds: [3, 4]}"
+    )
+    study.write_text(text)
+    _, runs = load_planned(study)
+    names = [run.name for run in runs]
+    assert names[:2] == ["base/seed-3", "base/seed-4"]
+    assert "attention/base-4/seed-1/probe" in names and len(runs) == 2 + 2 * 2 * 2 * 2
+    arm = next(run for run in runs if run.name == "attention/base-4/seed-1")
+    assert arm.depends_on == ["base/seed-4"] and arm.replicate == "b4-s1"
+    assert arm.resolved().model.init == str(tmp_path / "out" / "base" / "seed-4" / "checkpoint-last.pt")
+    assert next(run for run in runs if run.name == "base/seed-4").resolved().seed == 4
+
+
+def test_arm_defaults_apply_to_every_arm_and_an_arm_can_skip_pretraining(tmp_path):
+    study = write_study(tmp_path)
+    text = study.read_text().split("arms:")[0] + (
+        "arm_defaults: {config: tiny.yaml, overrides: [schedule.start_epoch=1, schedule.total_epochs=2]}\n"
+        "arms:\n  - {name: base_only, pretrain: false}\n  - {name: random}\n"
+        "  - {name: attention, overrides: [masking.strategy=attention]}\n"
+        "seeds: [0]\nevaluations:\n  - {name: probe, config: probe.yaml}\nlaunch: {launcher: debug}\n"
+    )
+    study.write_text(text)
+    _, runs = load_planned(study)
+    by_name = {run.name: run for run in runs}
+    assert "base_only/seed-0" not in by_name
+    probe = by_name["base_only/seed-0/probe"]
+    assert probe.depends_on == ["base"]
+    assert probe.resolved().model.init == str(tmp_path / "out" / "base" / "checkpoint-last.pt")
+    attention = by_name["attention/seed-0"].resolved()
+    assert attention.masking.strategy == "attention" and attention.schedule.total_epochs == 2
+    assert by_name["random/seed-0"].resolved().schedule.start_epoch == 1
+
+
+@pytest.mark.parametrize(
+    "arms, evaluations, expected",
+    [
+        ("[{name: ''}]", "[]", "arm names ['']"),
+        ("[{name: '.'}]", "[]", "arm names ['.']"),
+        ("[{name: '..'}]", "[]", "arm names ['..']"),
+        ("[{name: a/b}]", "[]", "arm names ['a/b']"),
+        ("[{name: a}]", "[{name: '..', config: probe.yaml}]", "evaluation names ['..']"),
+        (
+            "[{name: a}]",
+            "[{name: knn, config: probe.yaml, fractions: [0.5]}, {name: knn-f0.5, config: probe.yaml}]",
+            "share the folder",
+        ),
+        (
+            "[{name: a}]",
+            "[{name: knn, config: probe.yaml, fractions: [0.2500001, 0.2500002]}]",
+            "share the folder",
+        ),
+    ],
+)
+def test_study_folders_are_plain_names_and_never_shared(tmp_path, capsys, arms, evaluations, expected):
+    study = write_study(tmp_path)
+    study.write_text(f"out_dir: {tmp_path / 'out'}\narms: {arms}\nevaluations: {evaluations}\n")
+    assert main(["study", str(study), "--dry-run"]) == 1
+    assert expected in capsys.readouterr().err
+
+
+def test_a_changed_base_makes_its_arms_stale(tmp_path, capsys):
+    study = write_study(tmp_path)
+    assert main(["study", str(study), "seeds=[0]", "evaluations=[]"]) == 0
+    capsys.readouterr()
+    study.write_text(
+        study.read_text().replace("[schedule.total_epochs=1]", "[schedule.total_epochs=1, optim.blr=0.01]")
+    )
+    assert main(["study", str(study), "seeds=[0]", "evaluations=[]", "--dry-run"]) == 1
+    error = capsys.readouterr().err
+    assert "base (optim.blr" in error and "random/seed-0 (starts from base, which is stale)" in error
+    assert "attention/seed-0 (starts from base, which is stale)" in error
+    assert main(["study", str(study), "seeds=[0]", "evaluations=[]", "--redo"]) == 0
+    printed = capsys.readouterr().out
+    assert "random/seed-0: stale, previous run moved to" in printed
+    assert list((tmp_path / "out" / "random").glob("seed-0.replaced-*"))
+
+
+def test_holm_tost_and_power_have_their_textbook_values():
+    # Holm: sorted p 0.01, 0.02, 0.04 times 3, 2, 1, made monotone.
+    assert holm({"a": 0.04, "b": 0.01, "c": 0.02, "d": None}) == pytest.approx(
+        {"a": 0.04, "b": 0.03, "c": 0.04, "d": None}
+    )
+    difference = paired_difference({0: 1.1, 1: 1.2, 2: 0.9, 3: 1.0}, {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0})
+    # d = 0.1, 0.2, -0.1, 0.0: mean 0.05, sd 0.1291, se 0.06455, t = 0.7746 on 3 df -> p = 0.4950
+    assert difference["p"] == pytest.approx(0.4950, abs=1e-3) and difference["sd"] == pytest.approx(
+        0.1291, abs=1e-4
+    )
+    # TOST within ±0.3: max(sf((0.05 + 0.3) / se), cdf((0.05 - 0.3) / se)) on 3 df = 0.0152
+    assert equivalence_p(difference, 0.3) == pytest.approx(0.0152, abs=1e-3)
+    assert equivalence_p(difference, 0.05) == pytest.approx(0.5)  # the mean on the margin
+    # MDE = (t(0.975, 3) + t(0.8, 3)) sd / sqrt(4) = (3.1824 + 0.9785) * 0.1291 / 2
+    assert mde(0.1291, 4) == pytest.approx(4.1609 * 0.1291 / 2, rel=1e-3)
+    assert mde(0.1291, 4, comparisons=5) > mde(0.1291, 4)
+    needed = seeds_needed(0.1291, 0.1)
+    assert mde(0.1291, needed) <= 0.1 < mde(0.1291, needed - 1)
+
+
+def test_with_several_bases_the_units_are_the_bases():
+    baseline = {"b0-s0": 1.0, "b0-s1": 1.0, "b1-s0": 2.0, "b1-s1": 2.0}
+    arm = {"b0-s0": 1.1, "b0-s1": 1.3, "b1-s0": 2.0, "b1-s1": 2.2}
+    difference = paired_difference(arm, baseline)
+    assert difference["n"] == 2 and difference["replicates"] == 4  # base means 0.2 and 0.1
+    assert difference["mean"] == pytest.approx(0.15) and difference["sd"] == pytest.approx(math.sqrt(0.005))
+    one_base = paired_difference({"b0-s0": 1.1, "b0-s1": 1.3}, {"b0-s0": 1.0, "b0-s1": 1.0})
+    assert one_base["n"] == 2  # one base: over its replicates (conditional on it)
+
+
+def _tables() -> StudyTables:
+    tables = StudyTables(["random", "attn", "noisy"], ["s0", "s1", "s2"], "random", {"top1": 2.0})
+    tables.values = {
+        "probe-f0.1: top1": {
+            "random": {"s0": 30.0, "s1": 32.0, "s2": 31.0},
+            "attn": {"s0": 35.0, "s1": 37.1, "s2": 35.9},  # +5 at a tenth of the data
+            "noisy": {"s0": 30.1, "s1": 31.9, "s2": 31.05},  # +0.02: equivalent within 2
+        },
+        "probe: top1": {
+            "random": {"s0": 50.0, "s1": 51.0, "s2": 52.0},
+            "attn": {"s0": 51.0, "s1": 52.0, "s2": 53.0},  # +1 with all of it
+            "noisy": {"s0": 50.0, "s1": 51.0, "s2": 52.0},
+        },
+    }
+    tables.fractions = {"probe": {0.1: "probe-f0.1", 1.0: "probe"}}
+    return tables
+
+
+def test_tables_give_verdicts_power_and_the_low_data_contrast():
+    tables = _tables()
+    from guidedmae.study.tables import _add_contrasts
+
+    _add_contrasts(tables)
+    contrast = tables.values["probe f0.1-f1: top1"]
+    assert contrast["attn"] == pytest.approx({"s0": -16.0, "s1": -14.9, "s2": -17.1})
+    compared = comparisons(tables)
+    assert compared["probe-f0.1: top1"]["attn"]["verdict"] == "different"
+    assert compared["probe-f0.1: top1"]["noisy"]["verdict"] == "equivalent ±2"
+    # The interaction: attn gains 5 - 1 = 4 more points at a tenth of the data than with all of it.
+    interaction = compared["probe f0.1-f1: top1"]["attn"]
+    assert interaction["mean"] == pytest.approx(4.0) and interaction["verdict"] == "different"
+    # Holm over the two arms: the smaller p doubled.
+    first = compared["probe-f0.1: top1"]
+    smaller = min(first["attn"]["p"], first["noisy"]["p"])
+    assert min(first["attn"]["p_holm"], first["noisy"]["p_holm"]) == pytest.approx(2 * smaller)
+    rows = {row["metric"]: row for row in power(tables, compared)}
+    assert rows["probe-f0.1: top1"]["margin"] == 2.0 and rows["probe-f0.1: top1"]["needed"] >= 2
+    assert rows["probe-f0.1: top1"]["mde"] == pytest.approx(
+        mde(rows["probe-f0.1: top1"]["sd"], 3, comparisons=2)
+    )
+    text = format_markdown(tables)
+    assert "equivalent ±2" in text and "units for the margin" in text
+
+
+def test_the_dry_run_sizes_the_seeds_from_finished_pilot_runs(tmp_path, capsys):
+    study = write_study(tmp_path)
+    study.write_text(study.read_text() + "margins: {eval_random/loss: 0.001}\n")
+    assert main(["study", str(study), "evaluations=[]"]) == 0
+    capsys.readouterr()
+    assert main(["study", str(study), "evaluations=[]", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    line = next(line for line in printed.splitlines() if line.startswith("| pretrain: eval_random/loss |"))
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[2] == "2" and cells[4] == "0.001" and (cells[5].isdigit() or cells[5] == "> 1000")
+    tables = collect(*load_planned(study, ["evaluations=[]"]))
+    assert set(tables.replicates) == {"s0", "s1"}
+    assert Path(tmp_path / "out").is_dir()
