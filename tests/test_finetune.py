@@ -162,6 +162,14 @@ def test_semseg_reports_miou_and_per_class_iou_of_the_synthetic_classes(tmp_path
         "torus",
     ]
     assert "| floor |" in result.scores["iou_table"]
+    # The objects' IoU are metrics (studies tabulate them), apart from floor, wall and sky.
+    metrics, per_class = result.scores["metrics"], result.scores["per_class_iou"]
+    objects = {name: per_class[name] for name in ("sphere", "box", "cylinder", "cone", "torus")}
+    assert {key: metrics[key] for key in metrics if key.startswith("iou/")} == {
+        f"iou/{name}": iou for name, iou in objects.items() if iou is not None
+    }
+    found = [iou for iou in objects.values() if iou is not None]
+    assert metrics["miou_objects"] == pytest.approx(sum(found) / len(found))
 
 
 @pytest.mark.parametrize("inputs", [["rgb"], ["rgb", "semseg"]])

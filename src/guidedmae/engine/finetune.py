@@ -22,7 +22,7 @@ from guidedmae.config import FinetuneConfig, load_config
 from guidedmae.data.datasets import ADE20KDataset, SyntheticScenes, stored_dataset
 from guidedmae.data.mixup import mix_batch
 from guidedmae.data.modalities import Modality, declare_all, get_modality
-from guidedmae.data.scenes import SEMSEG_CLASSES, SHAPES
+from guidedmae.data.scenes import FIRST_SHAPE_CLASS, SEMSEG_CLASSES, SHAPES
 from guidedmae.data.subset import balanced_subset
 from guidedmae.engine.distributed import (
     DistributedContext,
@@ -209,6 +209,12 @@ def _scores_of(meter, config: FinetuneConfig) -> dict:
             name: None if np.isnan(iou) else 100 * iou for name, iou in zip(names, ious)
         }
         scores["iou_table"] = format_iou_table(meter.confusion, names)
+        if config.data.source == "synthetic":  # the objects' IoU, apart from floor, wall and sky
+            objects = {name: scores["per_class_iou"][name] for name in SEMSEG_CLASSES[FIRST_SHAPE_CLASS:]}
+            scores["metrics"].update({f"iou/{name}": iou for name, iou in objects.items() if iou is not None})
+            found = [iou for iou in objects.values() if iou is not None]
+            if found:
+                scores["metrics"]["miou_objects"] = sum(found) / len(found)
     return scores
 
 
