@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from guidedmae.engine.logging import METRICS, read_metrics  # noqa: E402
+from guidedmae.files import check_output  # noqa: E402
 from guidedmae.study.cli import STUDY_FILE, load_planned  # noqa: E402
 from guidedmae.study.tables import collect, format_markdown, write_tables  # noqa: E402
 from guidedmae.viz import save_png  # noqa: E402
@@ -159,7 +160,9 @@ def _run_report(args: argparse.Namespace) -> int:
     runs = [read_run(path, args.last) for path in run_dirs]
     print(summary_table(runs))
     if any(run.curves for run in runs):
-        path = save_png(curves_figure(runs), args.out or _default_figure_path(run_dirs))
+        out = args.out or _default_figure_path(run_dirs)
+        check_output(out, [folder / name for folder in run_dirs for name in (METRICS, RESULTS)])
+        path = save_png(curves_figure(runs), out)
         print(f"\ncurves: {path}")
     return 0
 

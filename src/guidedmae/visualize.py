@@ -22,6 +22,7 @@ from guidedmae.data.transforms import AugmentConfig
 from guidedmae.engine.distributed import resolve_device
 from guidedmae.engine.pretrain import STRATEGY_KEY, build_dataset, picture_batch, save_reconstruction
 from guidedmae.engine.step import MaskedAutoencoderStep
+from guidedmae.files import check_output
 from guidedmae.masking import MaskingConfig, build_strategy
 from guidedmae.models.checkpoints import (
     CheckpointError,
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     batch = picture_batch(dataset, args.samples)
     name = step.strategy.describe()
     out = Path(args.out or Path(args.checkpoint).parent / f"visualize-{name}.png")
+    check_output(out, [args.checkpoint])
     save_reconstruction(step, batch, config, out)
     print(f"wrote {out} ({name}, {len(batch['rgb'])} samples)")
     return 0

@@ -11,6 +11,7 @@ writer never leaves a half-written image under its final name.
 """
 
 import io
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -36,6 +38,11 @@ ERROR_MODES = ("raise", "skip")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 CLASS_MAP_MODES = ("L", "P", *SIXTEEN_BIT_MODES)
 EIGHT_BIT_MODES = {1: ("L",), 3: ("RGB",)}
+# Array dtypes a modality may hold: signed and unsigned integers and floats (complex would lose its imaginary
+# part, bool and structured types are no numbers); floats wider than 64 bits torch cannot take.
+NUMBER_KINDS = ("i", "u", "f")
+# numpy's public readers of the .npy header versions it writes for numeric arrays.
+NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 # PIL reports a broken image with any of these.
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
 SKIPPED_SHOWN = 5  # paths named in the warning that summarizes skipped samples
@@ -48,12 +55,38 @@ ADE20K_NUM_CLASSES = 150  # annotation ids 1..150; 0 is "other" and ignored
 # Reading
 
 
+def read_npy(file: BinaryIO, path: Path) -> np.ndarray:
+    """The array of an open .npy file (`path` names it in errors). Its header is checked before anything is
+    allocated: the data it declares must be what the file holds (a header declaring terabytes is refused,
+    not allocated), and Python objects are refused (they would need unpickling)."""
+    try:
+        version = np.lib.format.read_magic(file)
+        if version not in NPY_HEADERS:
+            raise ValueError(f"format version {version}; expected one of {sorted(NPY_HEADERS)}")
+        shape, _, dtype = NPY_HEADERS[version](file)
+    except (ValueError, EOFError) as error:
+        raise ValueError(f"{path}: not a readable .npy array ({error})") from error
+    if dtype.hasobject:
+        raise ValueError(f"{path}: a .npy of Python objects ({dtype}); expected numbers")
+    declared = math.prod(shape) * dtype.itemsize
+    start = file.tell()
+    held = file.seek(0, os.SEEK_END) - start
+    if declared != held:
+        raise ValueError(
+            f"{path}: its header declares {dtype} {list(shape)} ({declared} bytes of data), the file holds "
+            f"{held}; expected a complete .npy"
+        )
+    file.seek(0)
+    return np.lib.format.read_array(file, allow_pickle=False)
+
+
 def _decode(path: Path, modality: Modality, data: bytes | None) -> np.ndarray:
     """The array a file holds, as stored (PIL for images, numpy for .npy); raises ValueError naming it."""
     if modality.format == "npy":
         try:
-            return np.load(path if data is None else io.BytesIO(data), allow_pickle=False)
-        except (OSError, ValueError, EOFError) as error:
+            with open(path, "rb") if data is None else io.BytesIO(data) as file:
+                return read_npy(file, path)
+        except OSError as error:
             raise ValueError(f"cannot read {modality.name} array {path}: {error}") from error
     try:
         data = path.read_bytes() if data is None else data
@@ -108,10 +141,18 @@ def read_image(path: Path, modality: Modality | str, data: bytes | None = None) 
     modality = get_modality(modality) if isinstance(modality, str) else modality
     array = _decode(path, modality, data)
     channels = 1 if array.ndim == 2 else array.shape[-1] if array.ndim == 3 else -1
-    if channels != modality.channels or not np.issubdtype(array.dtype, np.number):
+    if channels != modality.channels or array.dtype.kind not in NUMBER_KINDS or array.dtype.itemsize > 8:
         raise ValueError(
-            f"{path}: {modality.name} declares {modality.channels} channel(s) of numbers, [H, W] or "
-            f"[H, W, {modality.channels}]; the file holds {array.dtype} {list(array.shape)}"
+            f"{path}: {modality.name} declares {modality.channels} channel(s) of real numbers (integers, or "
+            f"floats of at most 64 bits), [H, W] or [H, W, {modality.channels}]; the file holds "
+            f"{array.dtype} {list(array.shape)}"
+        )
+    array = array.astype(array.dtype.newbyteorder("="), copy=False)  # torch takes native byte order only
+    non_finite = int(array.size - np.count_nonzero(np.isfinite(array))) if array.dtype.kind == "f" else 0
+    if non_finite:
+        raise ValueError(
+            f"{path}: {non_finite} NaN or infinite value(s) in {modality.name}; expected finite numbers (one "
+            "would make the loss and every metric NaN)"
         )
     if modality.is_class_map:
         if not np.issubdtype(array.dtype, np.integer) or array.min(initial=0) < 0:
@@ -380,8 +421,8 @@ def write_sample(
         save_image_atomic(array, path)
 
 
-def _write_synthetic_scene(index: int, out: Path, split: str, size: int, seed: int) -> None:
-    scene = render_scene(seed, index, size)
+def _write_synthetic_scene(index: int, out: Path, split: str, size: int, seed: int, held_out: bool) -> None:
+    scene = render_scene(seed, index, size, held_out)
     sample = {"rgb": scene.rgb, "depth": scene.depth, "semseg": scene.semseg}
     write_sample(out, split, SHAPES[scene.label], f"{index:06d}", sample)
 
@@ -398,12 +439,16 @@ def write_synthetic(
 ) -> int:
     """Render scenes 0..n-1 of `seed` into out/<split>/<modality>/<shape>/<index>.png; returns n.
 
-    The class folder is the scene's label (SHAPES[label]). Re-running rewrites identical files
+    The split "train" holds training scenes; every other split holds scenes of the held-out population
+    (guidedmae.data.scenes.scene_layout), so a written train split never shares a scene with a test split,
+    whatever the seeds. The class folder is the scene's label (SHAPES[label]). Re-running rewrites identical files
     atomically, so an interrupted run is finished by running it again.
     """
     if n < 1 or size < 1 or workers < 1:
         raise ValueError(f"n, size and workers must be positive, got n={n} size={size} workers={workers}")
-    write_one = partial(_write_synthetic_scene, out=Path(out), split=split, size=size, seed=seed)
+    write_one = partial(
+        _write_synthetic_scene, out=Path(out), split=split, size=size, seed=seed, held_out=split != "train"
+    )
     with tqdm(total=n, desc=f"synthetic {split}", unit="scene", disable=not progress) as bar:
         if workers == 1:
             for index in range(n):

@@ -14,14 +14,13 @@ Every write goes to a temp file in the same folder, is flushed and fsynced, then
 final name, and the folder is fsynced: a crash at any moment leaves every name a complete file.
 """
 
-import os
 import re
 import shutil
 from pathlib import Path
 
 import torch
 
-from guidedmae.files import atomic_write, fsync_directory
+from guidedmae.files import atomic_write
 from guidedmae.models.checkpoints import CheckpointError, read_checkpoint
 
 LAST = "checkpoint-last.pt"
@@ -39,18 +38,9 @@ def atomic_save(obj, path: Path) -> Path:
 
 def _copy_atomically(source: Path, name: Path) -> Path:
     """Make `name` a copy of the complete file `source`: its own file (editing one never changes the
-    other), written to a temp file, fsynced and renamed into place."""
-    temp = name.with_name(f".{name.name}.{os.getpid()}.tmp")
-    try:
-        shutil.copyfile(source, temp)
-        with open(temp, "rb+") as file:
-            os.fsync(file.fileno())
-        os.replace(temp, name)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    fsync_directory(name.parent)
-    return name
+    other), written like every other file (see guidedmae.files.atomic_write)."""
+    with open(source, "rb") as original:
+        return atomic_write(name, lambda file: shutil.copyfileobj(original, file))
 
 
 def step_checkpoints(out_dir: Path) -> list[Path]:

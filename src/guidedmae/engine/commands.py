@@ -19,7 +19,7 @@ from guidedmae.engine.loop import steps_per_epoch
 from guidedmae.engine.optim import peak_lr
 from guidedmae.engine.pretrain import PICTURES, build_dataset, pretrain
 from guidedmae.engine.schedule import LRSchedule, plot_schedule
-from guidedmae.files import write_json
+from guidedmae.files import check_output, write_json
 
 __all__ = ["add_parser"]
 
@@ -66,6 +66,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         overrides.append(f"data.root={args.data}")
     if args.split:
         overrides.append(f"data.eval_split={args.split}")
+    if args.out:
+        check_output(args.out, [args.checkpoint])
     config, scores = evaluate_checkpoint(args.checkpoint, overrides)
     if launched_rank() == 0:
         where = config.data.root or "synthetic scenes"
@@ -82,6 +84,7 @@ def _run_schedule(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--world-size must be >= 1 and --steps-per-epoch >= 0, got {args.world_size}, {args.steps_per_epoch}"
         )
+    check_output(args.out, [args.config])
     config = load_config(PretrainConfig, args.config, args.overrides)
     accum_steps = config.optim.accum_steps
     per_epoch = args.steps_per_epoch or steps_per_epoch(

@@ -7,24 +7,28 @@ appear twice, the later line being the one that counts.
 """
 
 import json
-import math
+import os
 import time
 from pathlib import Path
+from typing import TextIO
 
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
+
+from guidedmae.files import json_compatible, open_no_follow
 
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 
 
-def _end_partial_line(path: Path) -> None:
-    """A killed writer may have left half a line: end it, so the next line stays parseable."""
-    if path.is_file() and path.stat().st_size:
-        with open(path, "rb+") as file:
-            file.seek(-1, 2)
-            if file.read(1) != b"\n":
-                file.write(b"\n")
+def _open_metrics(path: Path) -> TextIO:
+    """metrics.jsonl opened for appending, never through a symbolic link (see guidedmae.files). A killed
+    writer may have left half a line: it is ended first, so the next line stays parseable."""
+    handle = open_no_follow(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+    size = os.fstat(handle).st_size
+    if size and os.pread(handle, 1, size - 1) != b"\n":
+        os.write(handle, b"\n")
+    return os.fdopen(handle, "a")
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -36,17 +40,6 @@ def read_metrics(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return records
-
-
-def _json_value(value):
-    """Values that strict JSON can hold: non-finite floats become "nan", "inf", "-inf" (also nested)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {key: _json_value(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_value(item) for item in value]
-    return value
 
 
 class RunLogger:
@@ -63,14 +56,14 @@ class RunLogger:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = out_dir / METRICS
-        _end_partial_line(self.metrics_path)
-        self.metrics = open(self.metrics_path, "a")  # noqa: SIM115 - open for the whole run, closed in close()
+        self.metrics = _open_metrics(self.metrics_path)  # open for the whole run, closed in close()
         # purge_step hides the events a killed run wrote after the checkpoint this run resumes from.
         self.tensorboard = SummaryWriter(str(out_dir / TENSORBOARD), purge_step=initial_step or None)
         self.bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True)
 
     def _write(self, record: dict) -> None:
-        self.metrics.write(json.dumps(_json_value(record), allow_nan=False) + "\n")
+        # Non-finite floats as "nan", "inf", "-inf": strict JSON, and a loss that went NaN still reads as one.
+        self.metrics.write(json.dumps(json_compatible(record, str), allow_nan=False) + "\n")
         self.metrics.flush()
 
     def scalars(self, step: int, values: dict[str, float]) -> None:

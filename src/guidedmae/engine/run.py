@@ -49,10 +49,10 @@ from guidedmae.engine.logging import METRICS, RunLogger
 from guidedmae.engine.loop import LoopSettings, LoopState, TrainingJob, resume, steps_per_epoch, train
 from guidedmae.engine.optim import build_optimizer, peak_lr
 from guidedmae.engine.precision import grad_scaler
-from guidedmae.engine.run_folder import RunFolderBusy, lock_run_folder, remove_stale_temps
+from guidedmae.engine.run_folder import lock_run_folder, remove_stale_temps
 from guidedmae.engine.schedule import LRSchedule
 from guidedmae.engine.trackers import build_trackers
-from guidedmae.files import write_json
+from guidedmae.files import FolderBusy, write_json
 from guidedmae.memory import TRAINING_TRIM_THRESHOLD, keep_freed_memory
 from guidedmae.models.checkpoints import UnreadableCheckpoint
 from guidedmae.models.pretrained import InitReport
@@ -153,7 +153,7 @@ def own_run_folder(out_dir: Path, context: DistributedContext) -> Iterator[None]
         if refusal is not None:
             raise refusal
         if message is not None:
-            raise RunFolderBusy(message)
+            raise FolderBusy(message)
         yield
 
 

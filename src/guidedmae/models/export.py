@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from guidedmae.files import atomic_write
+from guidedmae.files import atomic_write, check_output
 from guidedmae.models.checkpoints import (
     CheckpointError,
     build_to_fit,
@@ -179,7 +179,19 @@ def _multimae_of(path: str) -> MultiMAE:
     return build_to_fit(lambda: MultiMAE(config), weights, path)
 
 
+def _check_empty_folder(folder: Path) -> None:
+    """A save_pretrained folder is written into a new or empty folder only: files already there (another
+    model, a run) would be replaced or left beside the new ones."""
+    if folder.is_dir() and any(folder.iterdir()):
+        raise FileExistsError(
+            f"--out {folder} is a folder that already holds files; expected a new or empty folder for --to hf"
+        )
+
+
 def _run_export(args: argparse.Namespace) -> int:
+    check_output(args.out, [args.checkpoint])
+    if args.to == "hf":
+        _check_empty_folder(Path(args.out))
     model = _multimae_of(args.checkpoint)
     if args.to == "timm":
         written = save_safetensors(encoder_to_timm(model.state_dict()), args.out)
@@ -203,6 +215,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("checkpoint", help="a guidedmae checkpoint or an official MultiMAE .pth")
     parser.add_argument("--to", choices=("timm", "safetensors", "hf"), required=True)
     parser.add_argument(
-        "--out", required=True, help="the .safetensors file (timm, safetensors) or folder (hf)"
+        "--out", required=True, help="the .safetensors file (timm, safetensors) or a new or empty folder (hf)"
     )
     parser.set_defaults(func=_run_export)
