@@ -78,14 +78,16 @@ def test_a_killed_study_runs_again_without_redoing_finished_runs(tmp_path, capsy
     assert len(results_times(out)) == 1 + 2 * 2 * 2  # base, 2 arms x 2 seeds x (pretraining + probe)
     tables = json.loads((out / "study.json").read_text())
     assert (
-        tables["arms"] == ["random", "attention"] and tables["baseline"] == "random" and not tables["missing"]
+        tables["arms"] == ["random", "attention"]
+        and tables["controls"] == {"attention": "random"}
+        and not tables["missing"]
     )
     for metric in ("probe: top1", "pretrain: eval_random/loss", "pretrain: eval_own/loss_semseg"):
         for arm in ("random", "attention"):
             assert tables["metrics"][metric][arm]["n"] == 2
         difference = tables["differences"][metric]["attention"]
         assert difference["n"] == 2 and difference["low"] <= difference["mean"] <= difference["high"]
-    assert "| pretrain: eval_own/loss |" in printed and "paired difference to random" in printed
+    assert "| pretrain: eval_own/loss |" in printed and "paired difference to the control" in printed
     assert (out / "pretraining_curves.png").is_file() and (out / "study.md").is_file()
 
     # The report command reads the study folder the same way.

@@ -197,7 +197,8 @@ def test_with_several_bases_the_units_are_the_bases():
 
 
 def _tables() -> StudyTables:
-    tables = StudyTables(["random", "attn", "noisy"], ["s0", "s1", "s2"], "random", {"top1": 2.0})
+    controls = {"attn": "random", "noisy": "random"}
+    tables = StudyTables(["random", "attn", "noisy"], ["s0", "s1", "s2"], controls, {"top1": 2.0})
     tables.values = {
         "probe-f0.1: top1": {
             "random": {"s0": 30.0, "s1": 32.0, "s2": 31.0},

@@ -61,6 +61,7 @@ class ArmSpec:
     config: str = ""  # "" = arm_defaults.config
     overrides: list[str] = field(default_factory=list)
     pretrain: bool = True
+    control: str = ""  # the arm its paired differences are to (its matched control); "" = the baseline
 
 
 @dataclass
@@ -120,6 +121,9 @@ class StudyConfig:
             )
         if self.baseline and self.baseline not in names:
             raise ValueError(f"baseline={self.baseline!r}; expected one of the arms {names}")
+        for arm in self.arms:
+            if arm.control and (arm.control not in names or arm.control == arm.name):
+                raise ValueError(f"arms {arm.name}: control={arm.control!r}; expected another arm of {names}")
         for key, seeds in (("seeds", self.seeds), ("base.seeds", self.base.seeds)):
             if len(set(seeds)) != len(seeds) or (seeds and min(seeds) < 0):
                 raise ValueError(f"{key}={list(seeds)}; expected distinct non-negative seeds")
@@ -152,6 +156,14 @@ class StudyConfig:
     @property
     def baseline_arm(self) -> str:
         return self.baseline or self.arms[0].name
+
+    def controls(self) -> dict[str, str]:
+        """Each compared arm's control: its own, or the baseline (the baseline has none)."""
+        return {
+            arm.name: arm.control or self.baseline_arm
+            for arm in self.arms
+            if arm.control or arm.name != self.baseline_arm
+        }
 
 
 def load_study(path: str | Path, overrides: list[str] = ()) -> tuple[StudyConfig, Path]:

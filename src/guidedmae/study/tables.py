@@ -1,5 +1,5 @@
-"""A study's tables: every metric of every arm over replicates, each arm's paired difference to the
-baseline with a verdict, and the power of the design.
+"""A study's tables: every metric of every arm over replicates, each arm's paired difference to its
+control (the study's baseline, or the arm's matched control) with a verdict, and the power of the design.
 
     tables = collect(study, runs)          # from the runs' results.json
     write_tables(tables, study_dir)        # study.md, study.json and the figures
@@ -8,7 +8,7 @@ A metric is named `<source>: <name>`: the source is `pretrain` (the arm's own ru
 under fixed random masks, fixed block masks and its own strategy, and the premise) or an evaluation
 (`probe`, `probe-f0.1` for a training fraction). An evaluation run at several fractions also gives the
 low-data contrast `<evaluation> f<small>-f<large>: <name>`, the value at the smallest fraction minus the
-value at the largest: its paired difference to the baseline is the interaction (does the arm gain more
+value at the largest: its paired difference to the control is the interaction (does the arm gain more
 with little data?). A cell is `mean ± sd (n)` over the replicates that finished. The statistics are those
 of guidedmae.study.stats; per metric, the arms' p values are Holm-corrected, and the verdict is
 "different" (corrected p < 0.05), "equivalent ±m" (corrected TOST p < 0.05 for the study's margin m) or
@@ -51,7 +51,7 @@ HEADLINE = ("top1", "miou", "rmse")
 class StudyTables:
     arms: list[str]
     replicates: list[str]  # s<seed>, or b<base>-s<seed> with several bases
-    baseline: str
+    controls: dict[str, str]  # compared arm -> the arm its differences are to
     margins: dict[str, float] = field(default_factory=dict)  # the study's, by metric or name
     values: dict[str, dict[str, dict[str, float]]] = field(
         default_factory=dict
@@ -101,9 +101,7 @@ def _add_contrasts(tables: StudyTables) -> None:
 def collect(study: StudyConfig, runs: list[Run]) -> StudyTables:
     """The metrics of every finished run of an arm (the base is the arms' common start, not a column)."""
     replicates = list(dict.fromkeys(run.replicate for run in runs if run.arm))
-    tables = StudyTables(
-        [arm.name for arm in study.arms], replicates, study.baseline_arm, dict(study.margins)
-    )
+    tables = StudyTables([arm.name for arm in study.arms], replicates, study.controls(), dict(study.margins))
     for run in runs:
         if not run.arm:
             continue
@@ -136,13 +134,15 @@ def _verdict(difference: dict | None, margin: float | None) -> str:
 
 
 def comparisons(tables: StudyTables) -> dict[str, dict[str, dict | None]]:
-    """metric -> arm -> its paired difference to the baseline (guidedmae.study.stats.paired_difference)
+    """metric -> arm -> its paired difference to its control (guidedmae.study.stats.paired_difference)
     with p_holm, tost_p and tost_p_holm (None without a margin) and the verdict."""
-    others = [arm for arm in tables.arms if arm != tables.baseline]
     result = {}
     for metric, by_arm in tables.values.items():
-        base, margin = by_arm.get(tables.baseline, {}), tables.margin(metric)
-        differences = {arm: paired_difference(by_arm.get(arm, {}), base) for arm in others}
+        margin = tables.margin(metric)
+        differences = {
+            arm: paired_difference(by_arm.get(arm, {}), by_arm.get(control, {}))
+            for arm, control in tables.controls.items()
+        }
         tost = {
             arm: equivalence_p(d, margin) if margin is not None else None for arm, d in differences.items()
         }
@@ -227,14 +227,15 @@ def format_markdown(tables: StudyTables, per_seed: bool = False) -> str:
         for metric, by_arm in tables.values.items()
     ]
     parts = [f"mean ± sd (n) over replicates {', '.join(tables.replicates)}\n", header, *rows]
-    others = [arm for arm in arms if arm != tables.baseline]
+    others = list(tables.controls)
     compared = comparisons(tables)
     if others:
         parts += [
-            f"\npaired difference to {tables.baseline}: mean [95% CI, Student t over units] sd of the units; "
+            "\npaired difference to the control: mean [95% CI, Student t over units] sd of the units; "
             f"Holm-corrected p over the {len(others)} arms; verdict (equivalence: TOST within the study's "
             "margin)\n",
             "| metric | " + " | ".join(others) + " |\n|---|" + "---|" * len(others),
+            "| (control) | " + " | ".join(tables.controls.values()) + " |",
         ]
         for metric, differences in compared.items():
             cells = [_difference_cell(differences[arm]) for arm in others]
@@ -271,7 +272,7 @@ def _as_json(tables: StudyTables) -> dict:
     return {
         "arms": tables.arms,
         "replicates": tables.replicates,
-        "baseline": tables.baseline,
+        "controls": tables.controls,
         "margins": tables.margins,
         "alpha": ALPHA,
         "metrics": metrics,
@@ -320,8 +321,8 @@ def _low_data_figure(tables: StudyTables, path: Path) -> Path | None:
 
 
 def _differences_figure(tables: StudyTables, compared: dict, path: Path) -> Path | None:
-    """Per metric, every replicate's paired difference to the baseline (dots) and the 95% interval (bar)."""
-    others = [arm for arm in tables.arms if arm != tables.baseline]
+    """Per metric, every replicate's paired difference to its control (dots) and the 95% interval (bar)."""
+    others = list(tables.controls)
     metrics = [m for m, d in compared.items() if any(x is not None for x in d.values())]
     if not others or not metrics:
         return None
@@ -332,9 +333,8 @@ def _differences_figure(tables: StudyTables, compared: dict, path: Path) -> Path
     )
     for ax, metric in zip(axes.flat, metrics):
         by_arm = tables.values[metric]
-        base = by_arm.get(tables.baseline, {})
         for row, arm in enumerate(others):
-            values = by_arm.get(arm, {})
+            values, base = by_arm.get(arm, {}), by_arm.get(tables.controls[arm], {})
             dots = [values[r] - base[r] for r in values if r in base]
             ax.plot(dots, [row] * len(dots), "o", color="C0", alpha=0.6, ms=3)
             difference = compared[metric][arm]
@@ -345,12 +345,12 @@ def _differences_figure(tables: StudyTables, compared: dict, path: Path) -> Path
         if margin is not None:
             for side in (-margin, margin):
                 ax.axvline(side, color="grey", lw=0.8, ls="--")
-        ax.set_yticks(range(len(others)), others, fontsize=7)
+        ax.set_yticks(range(len(others)), [f"{arm} - {tables.controls[arm]}" for arm in others], fontsize=7)
         ax.set_title(metric, fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
-    figure.suptitle(f"paired differences to {tables.baseline}: replicates (dots), 95% CI (bar)", fontsize=9)
+    figure.suptitle("paired differences to the control: replicates (dots), 95% CI (bar)", fontsize=9)
     figure.tight_layout()
     return _save_figure(figure, path)
 
