@@ -2,6 +2,10 @@
 names, stale runs, and the statistics of the tables (corrections, equivalence, power, low-data contrasts)."""
 
 import math
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -254,3 +258,106 @@ def test_the_dry_run_sizes_the_seeds_from_finished_pilot_runs(tmp_path, capsys):
     tables = collect(*load_planned(study, ["evaluations=[]"]))
     assert set(tables.replicates) == {"s0", "s1"}
     assert Path(tmp_path / "out").is_dir()
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (
+            "base={config: '', checkpoint: /nonexistent/weights.pth}",
+            "base.checkpoint /nonexistent/weights.pth does not exist",
+        ),
+        ("launch.timeout_min=0", "launch.timeout_min=0"),
+        ("launch.launcher=slurm", "needs Slurm's sbatch"),
+    ],
+)
+def test_what_would_fail_every_run_is_refused_before_the_study_starts(tmp_path, capsys, override, expected):
+    study = write_study(tmp_path)
+    assert main(["study", str(study), override]) == 1
+    assert expected in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_an_out_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    study = write_study(tmp_path)
+    (tmp_path / "out").write_text("not a folder")
+    assert main(["study", str(study), "--dry-run"]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_second_study_on_the_same_folder_is_refused(tmp_path, capsys):
+    from guidedmae.files import lock_folder
+
+    study = write_study(tmp_path)
+    (tmp_path / "out").mkdir()
+    with lock_folder(tmp_path / "out", "study", "out_dir"):
+        assert main(["study", str(study)]) == 1
+    assert "is in use by another study" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "base").exists()
+
+
+def test_a_dry_run_read_in_part_ends_quietly(tmp_path):
+    study = write_study(tmp_path)
+    command = f"{sys.executable} -m guidedmae study {study} --dry-run | head -n 1"
+    result = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert (
+        result.stdout.startswith("| run |")
+        and "Error" not in result.stderr
+        and "Traceback" not in result.stderr
+    )
+
+
+def test_ctrl_c_stops_the_study_and_its_runs(tmp_path):
+    study = write_study(tmp_path)
+    study.write_text(study.read_text().replace("launch: {launcher: debug}", "launch: {launcher: local}"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "guidedmae", "study", str(study)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = tmp_path / "out" / "base" / "metrics.jsonl"
+    deadline = time.monotonic() + 300  # a guard against a hung child, not a timing assumption
+    while not metrics.exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-2000:]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 130
+    error = process.stderr.read()
+    assert "interrupted" in error and "Traceback" not in error
+    # The base run was stopped with the study: its folder's lock is free (it would be held by a run left
+    # going alone), and the study goes on from where it stopped.
+    from guidedmae.files import lock_folder
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with lock_folder(tmp_path / "out" / "base", "run", "out_dir"):
+                break
+        except OSError:
+            assert time.monotonic() < deadline, "the base run went on after the study was interrupted"
+            time.sleep(0.2)
+
+
+def test_a_killed_studys_orphaned_run_is_waited_for_not_failed(tmp_path, capsys):
+    # SIGKILL leaves a local run going on alone; the study run again waits for it instead of failing.
+    study = write_study(tmp_path)
+    study.write_text(study.read_text().replace("launch: {launcher: debug}", "launch: {launcher: local}"))
+    small = ["seeds=[0]", "evaluations=[]"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "guidedmae", "study", str(study), *small],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    metrics = tmp_path / "out" / "base" / "metrics.jsonl"
+    deadline = time.monotonic() + 300  # a guard against a hung child, not a timing assumption
+    while not metrics.exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert main(["study", str(study), *small, "--launcher", "debug"]) == 0
+    printed = capsys.readouterr().out
+    assert "failed" not in printed and "blocked" not in printed
+    assert (tmp_path / "out" / "attention" / "seed-0" / "results.json").is_file()

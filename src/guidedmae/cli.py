@@ -54,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print(f"guidedmae {args.command}: interrupted; what was written stays as it was", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader of our output stopped (`guidedmae study ... --dry-run | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except USER_ERRORS as error:
         if args.debug or os.environ.get("GUIDEDMAE_DEBUG") == "1":
             raise

@@ -13,12 +13,13 @@ power of the finished runs: the smallest difference they detect, and the seeds a
 
 import argparse
 import copy
+import shutil
 import time
 from pathlib import Path
 
 from guidedmae.config import config_to_yaml
 from guidedmae.engine.logging import METRICS, run_seconds
-from guidedmae.files import atomic_write
+from guidedmae.files import atomic_write, lock_folder, make_folder
 from guidedmae.study.launch import Outcome, launch
 from guidedmae.study.leaks import check_no_leak
 from guidedmae.study.plan import Run, load_study, plan, stale_runs
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         *(f"launch.{key}={value}" for key, value in flags.items() if value is not None),
     ]
     study, runs = load_planned(args.study, overrides)
+    _check_before_running(study, runs, args.dry_run)
     check_no_leak(runs)  # also loads every run's config: a bad one stops the study here, naming it
     changed = stale_runs(runs)
     if changed and not args.redo:
@@ -117,13 +119,15 @@ def run(args: argparse.Namespace) -> int:
         _print_plan(runs, changed)
         print("\n" + format_power(collect(study, runs)))
         return 0
-    for each in runs:
-        if each.name in changed:
-            print(f"{each.name}: stale, previous run moved to {_move_aside(each)}")
-    out_dir = Path(study.out_dir)
-    atomic_write(out_dir / STUDY_FILE, lambda file: file.write(_study_yaml(study, Path(args.study)).encode()))
-    done = [sum(each.status() == "finished" for each in runs)]
-    outcomes = launch(study, runs, out_dir / "logs", lambda outcome: _report(outcome, done, len(runs)))
+    out_dir = make_folder(study.out_dir, "out_dir")
+    with lock_folder(out_dir, "study", "out_dir"):
+        for each in runs:
+            if each.name in changed:
+                print(f"{each.name}: stale, previous run moved to {_move_aside(each)}")
+        study_yaml = _study_yaml(study, Path(args.study))
+        atomic_write(out_dir / STUDY_FILE, lambda file: file.write(study_yaml.encode()))
+        done = [sum(each.status() == "finished" for each in runs)]
+        outcomes = launch(study, runs, out_dir / "logs", lambda outcome: _report(outcome, done, len(runs)))
     tables = collect(study, runs)
     written = write_tables(tables, out_dir)
     print("\n" + format_markdown(tables))
@@ -132,6 +136,29 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print(f"{len(failed)} runs did not finish: " + ", ".join(o.run.name for o in failed))
     return 1 if failed else 0
+
+
+def _check_before_running(study, runs: list[Run], dry_run: bool) -> None:
+    """What would otherwise fail every run separately, or only once the study is under way."""
+    weights = {init for run in runs if (init := _init_of(run)) and not run.depends_on}
+    missing = sorted(path for path in weights if not Path(path).is_file())
+    if missing:
+        raise FileNotFoundError(
+            f"base.checkpoint {missing[0]} does not exist; expected the base's weights file"
+        )
+    if study.launch.launcher == "slurm" and not dry_run and not shutil.which("sbatch"):
+        raise ValueError(
+            "launch.launcher=slurm needs Slurm's sbatch, which this machine does not have; run the study on "
+            "the cluster's login node, or use --launcher local"
+        )
+    out_dir = Path(study.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"out_dir={out_dir} is a file, not a folder; choose another out_dir")
+
+
+def _init_of(run: Run) -> str:
+    """The weights a run starts from (model.init of its overrides), or ""."""
+    return dict(item.split("=", 1) for item in run.overrides).get("model.init", "")
 
 
 def _study_yaml(study, source: Path) -> str:

@@ -9,6 +9,7 @@ interrupted ones resume.
 
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from guidedmae.files import FolderBusy, lock_folder
 from guidedmae.study.plan import Run, StudyConfig
 
 __all__ = ["Outcome", "execute_run", "launch"]
@@ -126,6 +128,29 @@ def _can_start(run: Run, outcomes: dict[str, Outcome]) -> bool:
     )
 
 
+def _held_elsewhere(run: Run) -> bool:
+    """Whether another process holds the run's folder (a run of a killed study, still going): the run is
+    submitted once that process ends, instead of failing as busy and blocking every run after it."""
+    if not run.out_dir().is_dir():
+        return False
+    try:
+        with lock_folder(run.out_dir(), "run", "out_dir"):
+            return False
+    except FolderBusy:
+        return True
+
+
+def _cancel(job) -> None:
+    """Stop a submitted run. A local job's controller passes SIGTERM on to the run and ends quietly (on
+    SIGINT, submitit's cancel, it dies with a traceback on the study's terminal); a run killed between
+    writes loses nothing (every file is written whole) and resumes when the study runs again."""
+    process = getattr(job, "_process", None)  # submitit's LocalJob keeps its controller here
+    if process is not None:
+        process.send_signal(signal.SIGTERM)
+    elif hasattr(job, "cancel"):
+        job.cancel(check=False)
+
+
 def launch(
     study: StudyConfig,
     runs: list[Run],
@@ -155,7 +180,11 @@ def launch(
                 ]
                 if failed:
                     outcomes[run.name] = Outcome(run, "blocked", error=f"needs {', '.join(failed)}")
-                elif len(running) < study.launch.parallel and _can_start(run, outcomes):
+                elif (
+                    len(running) < study.launch.parallel
+                    and _can_start(run, outcomes)
+                    and not _held_elsewhere(run)
+                ):
                     overrides = [*run.overrides, *_threads(study, sharing)]
                     job = executor.submit(execute_run, run.kind, run.config, overrides)
                     running[run.name] = (run, job, time.monotonic())
@@ -180,6 +209,11 @@ def launch(
                 bar.update()
             if running:
                 time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        # The runs under way stop with the study (a local job would go on alone, holding its folder).
+        for _, job, _ in running.values():
+            _cancel(job)
+        raise
     finally:
         bar.close()
     return [outcomes[run.name] for run in runs]

@@ -148,8 +148,17 @@ class StudyConfig:
                 )
         if self.launch.launcher not in LAUNCHERS:
             raise ValueError(f"launch.launcher={self.launch.launcher!r}; expected one of {LAUNCHERS}")
-        if self.launch.parallel < 1:
-            raise ValueError(f"launch.parallel={self.launch.parallel}; expected at least 1")
+        launch = self.launch
+        if launch.parallel < 1 or launch.timeout_min < 1 or launch.nodes < 1:
+            raise ValueError(
+                f"launch.parallel={launch.parallel}, launch.timeout_min={launch.timeout_min}, launch.nodes="
+                f"{launch.nodes}; expected at least 1 each"
+            )
+        if launch.gpus_per_node < 0 or launch.cpus_per_task < 0:
+            raise ValueError(
+                f"launch.gpus_per_node={launch.gpus_per_node}, launch.cpus_per_task={launch.cpus_per_task}; "
+                "expected non-negative counts"
+            )
         if self.base.config and self.base.checkpoint:
             raise ValueError("give base.config (a base run) or base.checkpoint (given weights), not both")
 
