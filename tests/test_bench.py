@@ -46,7 +46,7 @@ def test_variants_change_only_the_strategy_keys_and_keep_the_budget():
         sample_tasks_uniformly=True,
         attention=AttentionOptions(noise=0.3),
     )
-    variants = strategy_variants(base, tiny_config(num_heads=12))
+    variants = strategy_variants(base, tiny_config(dim=48, num_heads=12))
     assert list(variants) == [
         "random",
         "attention-high",
@@ -56,6 +56,7 @@ def test_variants_change_only_the_strategy_keys_and_keep_the_budget():
         "hint-0.1",
         "received",
         "grid-2",
+        "block",
         "cached-10",
         "loss-memory",
         "predicted-loss",
@@ -85,6 +86,7 @@ def test_variants_change_only_the_strategy_keys_and_keep_the_budget():
         "hint-0.1": {"attention.hint"},
         "received": {"attention.score"},
         "grid-2": {"attention.grid"},
+        "block": {"strategy", "attention.noise"},
         "cached-10": {"strategy", "attention.noise"},
         "loss-memory": {"strategy", "attention.noise"},
         "predicted-loss": {"strategy", "attention.noise"},

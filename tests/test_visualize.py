@@ -100,7 +100,7 @@ def test_an_official_checkpoint_is_shown_on_synthetic_scenes(tmp_path, capsys):
         (["masking.attention.heads=9"], "masking.attention.heads=9; expected 0 (all) .. 4 heads"),
         (["masking.attention.noise=2"], "masking.attention.noise=2.0; expected a value in [0, 1]"),
         (["masking.num_visible=100"], "masking.num_visible=100; expected 0..48"),
-        (["--samples", "0"], "log.picture_samples=0"),
+        (["--samples", "0"], "--samples 0; expected at least 1"),
     ],
 )
 def test_bad_settings_are_named(tmp_path, capsys, flags, message):

@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print(f"guidedmae {args.command}: interrupted; what was written stays as it was", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # its message, if any, names the file whose writing it stopped
+        message = str(interrupt) or "interrupted; what was written stays as it was"
+        print(f"guidedmae {args.command}: {message}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of our output stopped (`guidedmae study ... --dry-run | head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit

@@ -30,6 +30,7 @@ __all__ = [
     "lock_folder",
     "make_folder",
     "open_no_follow",
+    "read_json",
     "remove_temps",
     "write_json",
 ]
@@ -95,6 +96,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
 
     A crash at any moment leaves `path` either as it was or complete; never half-written. `path` must not
     be a symbolic link (renaming over it would silently replace the link, writing through it is refused).
+    A failed write is an OSError naming `path` and why (a full disk said so), a Ctrl-C a KeyboardInterrupt
+    naming it; either way `path` is as it was.
     """
     path = Path(path)
     if path.is_symlink():
@@ -109,22 +112,36 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, path)
-    except Exception as error:
+    except BaseException as error:
         Path(temp).unlink(missing_ok=True)
-        # One line naming the file; torch.save reports a full disk as a RuntimeError of its zip writer.
-        reason = getattr(error, "strerror", None) or (str(error).splitlines() or [type(error).__name__])[0]
-        if getattr(error, "filename", None) not in (None, temp):  # a file `write` read, not ours
-            reason = f"{reason}: {error.filename}"
-        if _disk_full(path.parent):
-            reason = f"the disk is full ({reason})"
-        message = f"cannot write {path}: {reason}; it is as it was"
-        code = getattr(error, "errno", None)
-        raise (OSError(code, message) if code else OSError(message)) from error
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        original = _original_error(error)
+        if isinstance(original, KeyboardInterrupt):
+            raise KeyboardInterrupt(f"interrupted while writing {path}; it is as it was") from error
+        if not isinstance(original, Exception):  # SystemExit, GeneratorExit: not a failed write
+            raise
+        raise _write_error(path, temp, original) from error
     fsync_directory(path.parent)
     return path
+
+
+def _original_error(error: BaseException) -> BaseException:
+    """The error that made a write fail. torch.save reports one its file's write raised (a full disk, a
+    Ctrl-C) as a RuntimeError of its zip writer ("unexpected pos 46 vs 0"), raised while handling it."""
+    while isinstance(error, RuntimeError) and error.__context__ is not None:
+        error = error.__context__
+    return error
+
+
+def _write_error(path: Path, temp: str, error: Exception) -> OSError:
+    """One line naming `path` and why writing it failed (a full disk said so), saying that it is as it was."""
+    reason = getattr(error, "strerror", None) or (str(error).splitlines() or [type(error).__name__])[0]
+    if getattr(error, "filename", None) not in (None, temp):  # a file `write` read, not ours
+        reason = f"{reason}: {error.filename}"
+    code = getattr(error, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT) or _disk_full(path.parent):
+        reason = f"the disk is full ({reason})"
+    message = f"cannot write {path}: {reason}; it is as it was"
+    return OSError(code, message) if code else OSError(message)
 
 
 def _disk_full(folder: Path, margin: int = 1 << 20) -> bool:
@@ -144,6 +161,15 @@ def json_compatible(value, non_finite: Callable[[float], object]):
     if isinstance(value, list | tuple):
         return [json_compatible(item, non_finite) for item in value]
     return value
+
+
+def read_json(path: str | Path):
+    """The JSON value a file holds; a ValueError naming the file when it is not UTF-8 JSON (binary, cut)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:  # json.JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
 
 
 def write_json(path: str | Path, value) -> Path:

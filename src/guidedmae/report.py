@@ -10,7 +10,6 @@ optimizer step, one panel per metric, one line per run.
 """
 
 import argparse
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from guidedmae.engine.logging import METRICS, read_metrics  # noqa: E402
-from guidedmae.files import check_output  # noqa: E402
+from guidedmae.files import check_output, read_json  # noqa: E402
 from guidedmae.study.cli import STUDY_FILE, load_planned  # noqa: E402
 from guidedmae.study.tables import collect, format_markdown, write_tables  # noqa: E402
 from guidedmae.viz import save_png  # noqa: E402
@@ -75,11 +74,8 @@ def read_run(run_dir: str | Path, last: int = 1) -> RunSummary:
         raise FileNotFoundError(f"{run_dir}: no {METRICS} or {RESULTS}; is it a guidedmae run folder?")
     summary = RunSummary(run_dir.name or str(run_dir))
     if results_path.is_file():
-        try:
-            results = json.loads(results_path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{results_path}: not valid JSON ({error})") from error
-        if not isinstance(results.get("metrics"), dict):
+        results = read_json(results_path)
+        if not isinstance(results, dict) or not isinstance(results.get("metrics"), dict):
             raise ValueError(f"{results_path}: expected a 'metrics' object of name -> value")
         for key, value in results["metrics"].items():
             number = _as_float(value)

@@ -90,9 +90,11 @@ def load_step(
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.samples < 1:
+        raise ValueError(f"--samples {args.samples}; expected at least 1")
     overrides = [*args.overrides, f"log.picture_samples={args.samples}", "run.precision=fp32"]
     step, config, dataset = load_step(args.checkpoint, overrides)
-    step.to(resolve_device(args.device))
+    step.to(resolve_device(args.device, key="--device"))
     batch = picture_batch(dataset, args.samples)
     name = step.strategy.describe()
     out = Path(args.out or Path(args.checkpoint).parent / f"visualize-{name}.png")

@@ -7,10 +7,18 @@
 `???` is required: loading fails until an override sets it. An unknown key, a value of the wrong type,
 an empty or non-finite value, a missing required value or a value out of range is a ConfigError naming
 the key and where it came from, raised when the config is loaded: before anything is built.
+
+Values are YAML, in files and overrides alike; an override whose value YAML cannot read (`seed=[`,
+`out_dir=*x`) is a ConfigError naming it. Interpolations (`${data.root}/val`, `${oc.env:VAR}`) in a file
+are resolved when the config is loaded: the resolved value is what the run's config.yaml, its
+checkpoints and its trackers (W&B, MLflow) receive, so never interpolate a secret; a variable that is
+not set is a ConfigError naming the key. On the command line `${oc.env:VAR}` is refused: the shell
+expands `$VAR` where the value can be seen, and an override should show what the run will store.
 """
 
 import functools
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -33,6 +41,8 @@ __all__ = [
 ]
 
 EXTENDS = "extends"
+# OmegaConf's environment resolver, however spaced: `${oc.env:VAR}`, `${ oc.env : VAR, default }`.
+ENV_INTERPOLATION = re.compile(r"\$\{\s*oc\.env\s*:")
 
 
 class ConfigError(ValueError):
@@ -88,6 +98,19 @@ def _check_finite(values, source: str, prefix: str = "") -> None:
         _check_finite(value, source, f"{name}.")
 
 
+def _parse_override(item: str) -> DictConfig:
+    """One `key=value` override as a config, its value read as YAML; a ConfigError naming it if YAML cannot."""
+    try:
+        return OmegaConf.from_dotlist([item])
+    except yaml.YAMLError as error:
+        key, value = item.split("=", 1)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(
+            f"command line {item!r}: {value!r} is not a valid value (YAML: {problem}); "
+            f"to give it as text, quote it within the override: \"{key}='{value}'\""
+        ) from error
+
+
 def load_config(
     schema: type[Config], path: str | Path | None, overrides: Sequence[str] = (), base: Mapping | None = None
 ) -> Config:
@@ -117,12 +140,19 @@ def load_config(
         raise ConfigError(
             f"command line {empty[0]!r}: no value after '='; give one, or write {empty[0]}null to unset it"
         )
+    environment = [item for item in overrides if ENV_INTERPOLATION.search(item)]
+    if environment:
+        raise ConfigError(
+            f"command line {environment[0]!r}: ${{oc.env:...}} is not taken on the command line: the "
+            "variable's value would be stored in config.yaml and sent to the trackers without showing here; "
+            "let the shell expand it ($VAR), or interpolate it in a config file"
+        )
     try:  # all at once: every merge copies the whole config (a study resolves hundreds)
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
-    except (OmegaConfBaseException, TypeError):
+    except (OmegaConfBaseException, TypeError, yaml.YAMLError):
         for item in overrides:  # one at a time, so that the error names the override
             try:
-                merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+                merged = OmegaConf.merge(merged, _parse_override(item))
             except OmegaConfBaseException as error:
                 raise ConfigError(f"command line {item!r}: {_describe(error)}") from error
             except TypeError as error:  # e.g. `list.0.key=...`: dotted keys cannot index into lists
@@ -136,7 +166,11 @@ def load_config(
             f"{source}: required values not set ('???'): {', '.join(missing)}; "
             f"give them on the command line, e.g. {missing[0]}=..."
         )
-    _check_finite(OmegaConf.to_container(merged, resolve=True, throw_on_missing=False), source)
+    try:  # resolving the interpolations: a variable that is not set is named here
+        resolved = OmegaConf.to_container(merged, resolve=True, throw_on_missing=False)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{source}: {_describe(error)}") from error
+    _check_finite(resolved, source)
     try:
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from guidedmae.data.mixup import MixupConfig
-from guidedmae.data.modalities import DERIVED_TARGETS, declare
+from guidedmae.data.modalities import DERIVED_TARGETS, declare_all
 from guidedmae.data.scenes import LABELS as SCENE_LABELS
 from guidedmae.data.scenes import NUM_SEMSEG_CLASSES, RENDERED_MODALITIES
 from guidedmae.data.transforms import AugmentConfig
@@ -171,7 +171,7 @@ class CheckpointConfig:
 def _check_modalities(config) -> MultiMAEConfig:
     """The `modalities:` declarations must be valid, name every input and output the model does not have
     built in, and be data the source can give; returns the model's architecture."""
-    declared = {name: declare(name, values) for name, values in config.modalities.items()}
+    declared = declare_all(config.modalities)
     architecture = config.model.architecture(config.modalities)
     used = {architecture.modality(name).name for name in (*architecture.inputs, *architecture.outputs)}
     rendered = set(RENDERED_MODALITIES)  # ADE20K has fewer: its own check names them

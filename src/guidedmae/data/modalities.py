@@ -17,6 +17,8 @@ Every reader, transform, adapter, loss and picture takes the modality's record f
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 
+from guidedmae.fields import check_field_types
+
 # ImageNet statistics, used by MultiMAE for rgb inputs and targets.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -65,6 +67,7 @@ class Modality:
 
     def __post_init__(self) -> None:
         key = f"modalities.{self.name or '<name>'}"
+        check_field_types(self, f"{key}.")
         self.mean, self.std = tuple(self.mean), tuple(self.std)
         self.flip_negates = tuple(self.flip_negates)
         if self.kind not in KINDS:
@@ -79,6 +82,12 @@ class Modality:
             raise ValueError(
                 f"{key}: channels={self.channels}, stride={self.stride}, scale={self.scale}; expected "
                 "1 <= channels <= 64, 1 <= stride <= 64 and scale > 0"
+            )
+        if self.normalize != "fixed" and (self.mean or self.std):
+            given = "mean" if self.mean else "std"
+            raise ValueError(
+                f"{key}.{given}={list(getattr(self, given))} is only read with normalize=fixed, not "
+                f"normalize={self.normalize}; set normalize: fixed or drop {given}"
             )
         if self.is_class_map:
             self._check_class_map(key)
@@ -150,7 +159,13 @@ DERIVED_TARGETS: dict[str, str] = {"norm_rgb": "rgb"}
 
 
 def declare(name: str, declaration: Mapping) -> Modality:
-    """The record of a declared modality: a built-in's fields changed by the declaration's, or a new one."""
+    """The record of a declared modality: a built-in's fields changed by the declaration's, or a new one.
+    A built-in declared with another normalization leaves its fixed mean and std behind."""
+    if not isinstance(declaration, Mapping):
+        raise ValueError(
+            f"modalities.{name}={declaration!r}; expected a mapping of its keys, e.g. "
+            "{channels: 2, format: npy} ({} keeps a built-in as it is)"
+        )
     names = {f.name for f in fields(Modality)} - {"name"}
     unknown = set(declaration) - names
     if unknown:
@@ -159,10 +174,10 @@ def declare(name: str, declaration: Mapping) -> Modality:
         )
     if name in DERIVED_TARGETS:
         raise ValueError(f"modalities.{name}: {name} is derived from {DERIVED_TARGETS[name]}, not declared")
-    try:
-        return replace(BUILTIN[name], **declaration) if name in BUILTIN else Modality(name, **declaration)
-    except TypeError as error:  # e.g. channels: two
-        raise ValueError(f"modalities.{name}: a value of the wrong type ({error})") from error
+    if name not in BUILTIN:
+        return Modality(name, **declaration)
+    statistics = {} if declaration.get("normalize", "fixed") == "fixed" else {"mean": (), "std": ()}
+    return replace(BUILTIN[name], **{**statistics, **declaration})
 
 
 def declaration(modality: Modality) -> dict:
@@ -201,4 +216,6 @@ def resolve(modalities: Iterable[str | Modality] | Mapping[str, Modality]) -> di
 
 def declare_all(declarations: Mapping[str, Mapping]) -> dict[str, Modality]:
     """The records of a config's `modalities:` section."""
+    if not isinstance(declarations, Mapping):
+        raise ValueError(f"modalities={declarations!r}; expected a mapping of modality names to declarations")
     return {name: declare(name, values) for name, values in declarations.items()}

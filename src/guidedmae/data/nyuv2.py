@@ -5,7 +5,6 @@
 Writes OUT/{train,test}/{rgb,depth,semseg}/nyu/<number>.png, <number> the 1-based image number.
 """
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -14,12 +13,23 @@ import numpy as np
 from tqdm import tqdm
 
 from guidedmae.data.folder import write_sample
+from guidedmae.files import read_json
 
 __all__ = ["convert_nyuv2", "load_class_mapping", "load_nyuv2_split"]
 
 NYUV2_CLASS_FOLDER = "nyu"  # the layout needs a class level; NYUv2 has no image classes
 NYUV2_NUM_RAW_CLASSES = 894  # ids of the labeled .mat, 0 = unlabeled
 NYUV2_NUM_TRAIN = 795  # the official split: 795 train / 654 test
+# Bounds far beyond NYUv2's 1449 images of 640 x 480 pixels: a file declaring more is damaged or hostile,
+# refused before anything is read (one 60000 x 60000 rgb image alone would take 10 GB of memory).
+NYUV2_MAX_IMAGES = 100_000
+NYUV2_MAX_SIDE = 8192
+# The official file holds uint8 images, float32 depths (metres) and uint16 label ids.
+NYUV2_DTYPES = {
+    "images": (np.uint8, "uint8"),
+    "depths": (np.floating, "float"),
+    "labels": (np.integer, "integer"),
+}
 
 
 def _read_mat_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -71,7 +81,7 @@ def load_nyuv2_split(path: str | Path | None, num_images: int) -> dict[str, np.n
         test = _checked_indices(arrays["testNdxs"], num_images, path, "test")
     elif path.suffix in (".json", ".txt"):
         if path.suffix == ".json":
-            listed = json.loads(path.read_text())
+            listed = read_json(path)
             if not isinstance(listed, dict) or "train" not in listed:
                 raise ValueError(
                     f"{path}: expected a JSON object with a 'train' list (and optionally 'test')"
@@ -133,6 +143,40 @@ def _nyuv2_sample(mat: h5py.File, index: int, mapping: np.ndarray | None) -> dic
     }
 
 
+def _check_datasets(mat: h5py.File, path: Path) -> int:
+    """The number of images of the labeled .mat, once its datasets' declared shapes and dtypes are checked
+    (nothing read yet): images uint8 [N, 3, W, H], depths float and labels integer [N, W, H], N, W and H
+    within NYUV2_MAX_IMAGES and NYUV2_MAX_SIDE."""
+    names = tuple(NYUV2_DTYPES)
+    missing = [name for name in names if name not in mat]
+    if missing:
+        raise ValueError(f"{path} has no {', '.join(missing)} (expected {', '.join(names)})")
+    for name, (dtype, expected) in NYUV2_DTYPES.items():
+        dataset = mat[name]
+        if not isinstance(dataset, h5py.Dataset):
+            raise ValueError(f"{path}: '{name}' is a {type(dataset).__name__}; expected an array (a dataset)")
+        if not np.issubdtype(dataset.dtype, dtype):
+            raise ValueError(f"{path}: dataset '{name}' holds {dataset.dtype} values; expected {expected}")
+    images, depths, labels = mat["images"], mat["depths"], mat["labels"]
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"{path}: dataset 'images' has shape {list(images.shape)}; expected [N, 3, W, H]")
+    count, _, width, height = images.shape
+    if not 1 <= count <= NYUV2_MAX_IMAGES or not (
+        1 <= width <= NYUV2_MAX_SIDE and 1 <= height <= NYUV2_MAX_SIDE
+    ):
+        raise ValueError(
+            f"{path}: dataset 'images' declares {count} images of {width} x {height} pixels; expected "
+            f"1..{NYUV2_MAX_IMAGES} images of at most {NYUV2_MAX_SIDE} x {NYUV2_MAX_SIDE} (NYUv2's are 640 x 480)"
+        )
+    for name, dataset in (("depths", depths), ("labels", labels)):
+        if dataset.shape != (count, width, height):
+            raise ValueError(
+                f"{path}: dataset '{name}' has shape {list(dataset.shape)}; expected [N, W, H] = "
+                f"{[count, width, height]}, as 'images' [N, 3, W, H] = {list(images.shape)}"
+            )
+    return count
+
+
 def convert_nyuv2(
     mat_path: str | Path,
     out: str | Path,
@@ -153,21 +197,7 @@ def convert_nyuv2(
         raise ValueError(f"{mat_path} is not HDF5: expected the MATLAB v7.3 nyu_depth_v2_labeled.mat")
     mapping = None if mapping_file is None else load_class_mapping(mapping_file)
     with h5py.File(mat_path, "r") as mat:
-        missing = [key for key in ("images", "depths", "labels") if key not in mat]
-        if missing:
-            raise ValueError(f"{mat_path} has no {', '.join(missing)} (expected images, depths, labels)")
-        images, depths, labels = mat["images"], mat["depths"], mat["labels"]
-        shapes_ok = (
-            images.ndim == 4
-            and images.shape[1] == 3
-            and depths.shape == labels.shape == (images.shape[0], *images.shape[2:])
-        )
-        if not shapes_ok:
-            raise ValueError(
-                f"{mat_path}: expected images [N, 3, W, H] and depths, labels [N, W, H], got "
-                f"{images.shape}, {depths.shape}, {labels.shape}"
-            )
-        splits = load_nyuv2_split(split_file, images.shape[0])
+        splits = load_nyuv2_split(split_file, _check_datasets(mat, mat_path))
         jobs = [(split, index) for split, indices in splits.items() for index in indices.tolist()]
         for split, index in tqdm(jobs, desc="nyuv2", unit="image", disable=not progress):
             sample = _nyuv2_sample(mat, index, mapping)

@@ -1,8 +1,12 @@
 """`guidedmae pseudolabel`: depth and semantic-segmentation labels for a folder of rgb images, with Hugging
-Face transformers models (local folders or hub names), written beside them in the MultiMAE folder layout.
+Face transformers models, written beside them in the MultiMAE folder layout.
 
-    guidedmae pseudolabel data/mine --split train --depth Intel/dpt-hybrid-midas --semseg facebook/mask2former-swin-small-coco-panoptic
+    hf download Intel/dpt-hybrid-midas --local-dir models/dpt-hybrid-midas      # once: models are folders
+    guidedmae pseudolabel data/mine --split train --depth models/dpt-hybrid-midas --semseg models/mask2former
     guidedmae pseudolabel data/mine --split train --depth ... --shard 2/4          # or under torchrun
+
+Models are local folders (save_pretrained's, or a hub model downloaded as above): the command never goes
+to the network, so a name that is not a folder is refused at once instead of being looked up on the hub.
 
 Reads root/<split>/rgb/<class>/<name>.<ext>; writes root/<split>/depth/<class>/<name>.png (16-bit: the
 model's prediction x depth_scale, clipped to the 16-bit range, as predicted: MiDaS and Depth Anything
@@ -27,6 +31,7 @@ from tqdm import tqdm
 
 from guidedmae.data.folder import DEPTH_SCALE, save_image_atomic
 from guidedmae.data.modalities import BUILTIN
+from guidedmae.engine.distributed import resolve_device
 
 __all__ = ["add_parser", "pseudolabel"]
 
@@ -74,12 +79,27 @@ def _shard(spec: str) -> tuple[int, int]:
     return index, count
 
 
-class _Labeller:
-    """One transformers model and its processor, for depth or segmentation."""
+def _model_folder(name: str, option: str) -> Path:
+    """The folder a model option names, which must hold a transformers model (its config.json)."""
+    folder = Path(name)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{option} {name}: no such folder; models are local folders (download a hub model first: "
+            "hf download NAME --local-dir DIR)"
+        )
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{option} {name}: no config.json in it; expected a transformers model folder (save_pretrained)"
+        )
+    return folder
 
-    def __init__(self, name: str, task: str, device: torch.device) -> None:
+
+class _Labeller:
+    """One transformers model and its processor, for depth or segmentation, from a local folder."""
+
+    def __init__(self, folder: Path, task: str, device: torch.device) -> None:
         transformers = _transformers()
-        config = transformers.AutoConfig.from_pretrained(name)
+        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
         if task == "depth":
             model_class = transformers.AutoModelForDepthEstimation
         elif config.model_type in UNIVERSAL:
@@ -87,8 +107,8 @@ class _Labeller:
         else:
             model_class = transformers.AutoModelForSemanticSegmentation
         self.task, self.device = task, device
-        self.processor = transformers.AutoImageProcessor.from_pretrained(name)
-        self.model = model_class.from_pretrained(name).to(device).eval()
+        self.processor = transformers.AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+        self.model = model_class.from_pretrained(folder, local_files_only=True).to(device).eval()
         self.num_classes = getattr(config, "num_labels", 0)
 
     @torch.no_grad()
@@ -128,25 +148,24 @@ def pseudolabel(
     depth_scale: float = DEPTH_SCALE,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Write the labels `models` ({"depth": name, "semseg": name}) give to root/<split>'s rgb images;
+    """Write the labels `models` ({"depth": folder, "semseg": folder}) give to root/<split>'s rgb images;
     returns how many files of each modality this process wrote (existing ones are skipped)."""
     if not models:
         raise ValueError("give --depth and/or --semseg: the models to label with")
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}; expected at least 1")
+    folders = {modality: _model_folder(name, f"--{modality}") for modality, name in models.items()}
+    resolved = resolve_device(device, key="--device")
     root = Path(root)
     index, count = _shard(shard)
     files = _rgb_files(root, split)[index::count]
-    resolved = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
-    )
     written = dict.fromkeys(models, 0)
-    for modality, name in models.items():
+    for modality, folder in folders.items():
         todo = [rgb for rgb in files if not _output(rgb, root, split, modality).is_file()]
         if not todo:
             continue
-        labeller = _Labeller(name, modality, resolved)
-        bar = tqdm(total=len(todo), desc=f"{modality} ({name})", unit="image", disable=not progress)
+        labeller = _Labeller(folder, modality, resolved)
+        bar = tqdm(total=len(todo), desc=f"{modality} ({folder})", unit="image", disable=not progress)
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             images = []
@@ -184,12 +203,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("root", help="root of the folder layout: ROOT/SPLIT/rgb/<class>/<name>.<ext>")
     parser.add_argument("--split", default="train", help="split folder (default train)")
-    parser.add_argument(
-        "--depth", help="a depth-estimation model: local folder or hub name (DPT, Depth Anything)"
-    )
-    parser.add_argument(
-        "--semseg", help="a segmentation model: local folder or hub name (Mask2Former, SegFormer)"
-    )
+    parser.add_argument("--depth", help="a depth-estimation model's folder (DPT, Depth Anything)")
+    parser.add_argument("--semseg", help="a segmentation model's folder (Mask2Former, SegFormer)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
         "--shard", default="", help="this process's share i/n (default: torchrun's RANK/WORLD_SIZE)"

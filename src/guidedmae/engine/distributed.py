@@ -49,12 +49,13 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> this process's GPU if CUDA is available, else the CPU; 'cuda' requires CUDA."""
+def resolve_device(name: str, local_rank: int = 0, key: str = "run.device") -> torch.device:
+    """'auto' -> this process's GPU if CUDA is available, else the CPU; 'cuda' requires CUDA. Errors name
+    `key`, where the name came from (a command's --device)."""
     if name not in DEVICES:
-        raise ValueError(f"run.device={name!r}; expected one of {DEVICES}")
+        raise ValueError(f"{key}={name!r}; expected one of {DEVICES}")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("run.device='cuda' but CUDA is not available (use run.device=cpu or auto)")
+        raise ValueError(f"{key}='cuda' but CUDA is not available (use {key}=cpu or auto)")
     if name == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", local_rank)

@@ -32,13 +32,26 @@ def _open_metrics(path: Path) -> TextIO:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """The JSON objects of a metrics.jsonl, skipping any half-written line a killed run left."""
+    """The JSON objects of a metrics.jsonl, skipping any half-written line a killed run left (the start of a
+    record; zeros where a crash lost a file's last block). Any other line is a ValueError naming the file."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a {METRICS} (not UTF-8 text, byte {error.start})") from error
     records = []
-    for line in Path(path).read_text().splitlines():
+    for number, line in enumerate(lines, 1):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            continue
+            if line.startswith("{") or not line.strip("\x00"):
+                continue
+            record = None
+        if not isinstance(record, dict):
+            raise ValueError(
+                f"{path}: line {number} is not a JSON object; expected a {METRICS} of one per line"
+            )
+        records.append(record)
     return records
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from guidedmae.files import atomic_write, check_output
+from guidedmae.files import atomic_write, check_output, read_json
 from guidedmae.models.checkpoints import (
     CheckpointError,
     build_to_fit,
@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 CONFIG_JSON, WEIGHTS_FILE = "config.json", "model.safetensors"
+MODEL_TYPE = "multimae"  # config.json's model_type, as transformers' folders name their architecture
 
 
 def encoder_to_timm(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -114,7 +115,7 @@ def save_safetensors(state_dict: Mapping[str, torch.Tensor], path: str | Path) -
 def save_pretrained(model: MultiMAE, folder: str | Path) -> Path:
     """A save_pretrained-style folder: config.json (the architecture) and model.safetensors."""
     folder = Path(folder)
-    config = json.dumps({"model_type": "multimae", **asdict(model.config)}, indent=2)
+    config = json.dumps({"model_type": MODEL_TYPE, **asdict(model.config)}, indent=2)
     atomic_write(folder / CONFIG_JSON, lambda file: file.write(config.encode()))
     save_safetensors(model.state_dict(), folder / WEIGHTS_FILE)
     return folder
@@ -128,9 +129,15 @@ def load_pretrained_folder(folder: str | Path) -> MultiMAE:
         if not path.is_file():
             raise FileNotFoundError(f"{folder} is not a save_pretrained folder: no {path.name}")
     try:
-        saved = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{config_path}: not valid JSON ({error})") from error
+        saved = read_json(config_path)
+    except ValueError as error:
+        raise CheckpointError(str(error)) from error
+    if not isinstance(saved, dict) or saved.get("model_type") != MODEL_TYPE:
+        found = f"model_type={saved.get('model_type')!r}" if isinstance(saved, dict) else "not a JSON object"
+        raise CheckpointError(
+            f"{config_path}: {found}; expected a JSON object with model_type={MODEL_TYPE!r} (a folder guidedmae "
+            "export --to hf wrote)"
+        )
     unknown = sorted(set(saved) - {f.name for f in fields(MultiMAEConfig)} - {"model_type"})
     if unknown:
         raise CheckpointError(f"{config_path}: unknown keys {unknown}; expected MultiMAEConfig fields")
@@ -151,7 +158,10 @@ def _architecture_from(values: Mapping, source: str) -> MultiMAEConfig:
         if key in names
     }
     try:
-        return MultiMAEConfig(**kept)
+        config = MultiMAEConfig(**kept)
+        for name in (*config.inputs, *config.outputs):  # declared in the stored modalities, or built in
+            config.modality(name)
+        return config
     except (TypeError, ValueError) as error:
         raise CheckpointError(
             f"{source}: the stored model config does not describe a MultiMAE ({error})"

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from guidedmae.data.modalities import Modality, declaration, declare_all, get_modality
+from guidedmae.fields import check_field_types
 from guidedmae.masking.select import Selection, from_masks
 from guidedmae.models.adapters import PatchInputAdapter, SemSegInputAdapter, SpatialOutputAdapter
 from guidedmae.models.vit import Block
@@ -56,6 +57,7 @@ class MultiMAEConfig:
     modalities: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_field_types(self, "model.")  # a config.json or a checkpoint's config may hold anything
         # Far beyond any ViT trained so far (ViT-22B: dim 6144, depth 48): a config, or a file's stored
         # config, asking for more is a mistake or an attack, refused before anything is built.
         limits = {
@@ -67,6 +69,14 @@ class MultiMAEConfig:
             value = getattr(self, name)
             if not 1 <= value <= limit:
                 raise ValueError(f"model.{name}={value}; expected 1..{limit}")
+        # Attention splits a width among its heads; the sin-cos position tables take a quarter of it per axis
+        # and function.
+        for width, heads in (("dim", "num_heads"), ("decoder_dim", "decoder_heads")):
+            if getattr(self, width) % getattr(self, heads) or getattr(self, width) % 4:
+                raise ValueError(
+                    f"model.{width}={getattr(self, width)}, model.{heads}={getattr(self, heads)}; expected "
+                    f"a {width} divisible by {heads} and by 4"
+                )
         self.modalities = {name: declaration(record) for name, record in declare_all(self.modalities).items()}
         if not 0 < self.mlp_ratio <= 64 or not 0 <= self.drop_path < 1:
             raise ValueError(
