@@ -153,23 +153,6 @@ def test_study_folders_are_plain_names_and_never_shared(tmp_path, capsys, arms, 
     assert expected in capsys.readouterr().err
 
 
-def test_a_changed_base_makes_its_arms_stale(tmp_path, capsys):
-    study = write_study(tmp_path)
-    assert main(["study", str(study), "seeds=[0]", "evaluations=[]"]) == 0
-    capsys.readouterr()
-    study.write_text(
-        study.read_text().replace("[schedule.total_epochs=1]", "[schedule.total_epochs=1, optim.blr=0.01]")
-    )
-    assert main(["study", str(study), "seeds=[0]", "evaluations=[]", "--dry-run"]) == 1
-    error = capsys.readouterr().err
-    assert "base (optim.blr" in error and "random/seed-0 (starts from base, which is stale)" in error
-    assert "attention/seed-0 (starts from base, which is stale)" in error
-    assert main(["study", str(study), "seeds=[0]", "evaluations=[]", "--redo"]) == 0
-    printed = capsys.readouterr().out
-    assert "random/seed-0: stale, previous run moved to" in printed
-    assert list((tmp_path / "out" / "random").glob("seed-0.replaced-*"))
-
-
 def test_holm_tost_and_power_have_their_textbook_values():
     # Holm: sorted p 0.01, 0.02, 0.04 times 3, 2, 1, made monotone.
     assert holm({"a": 0.04, "b": 0.01, "c": 0.02, "d": None}) == pytest.approx(
