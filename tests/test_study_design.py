@@ -2,6 +2,7 @@
 names, stale runs, and the statistics of the tables (corrections, equivalence, power, low-data contrasts)."""
 
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -298,13 +299,14 @@ def test_ctrl_c_stops_the_study_and_its_runs(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
     )
     metrics = tmp_path / "out" / "base" / "metrics.jsonl"
     deadline = time.monotonic() + 300  # a guard against a hung child, not a timing assumption
     while not metrics.exists():
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-2000:]
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C: every process of the group
     assert process.wait(timeout=120) == 130
     error = process.stderr.read()
     assert "interrupted" in error and "Traceback" not in error

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,6 +129,18 @@ def _can_start(run: Run, outcomes: dict[str, Outcome]) -> bool:
     )
 
 
+def _submit(executor, study: StudyConfig, run: Run, overrides: list[str]):
+    """Submit one run. A local run starts with Ctrl-C ignored: a terminal's Ctrl-C reaches every process of
+    its group, and the study, not each job, stops the runs (see _cancel), so nothing prints a traceback."""
+    if study.launch.launcher != "local" or threading.current_thread() is not threading.main_thread():
+        return executor.submit(execute_run, run.kind, run.config, overrides)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the job's processes
+    try:
+        return executor.submit(execute_run, run.kind, run.config, overrides)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _held_elsewhere(run: Run) -> bool:
     """Whether another process holds the run's folder (a run of a killed study, still going): the run is
     submitted once that process ends, instead of failing as busy and blocking every run after it."""
@@ -186,7 +199,7 @@ def launch(
                     and not _held_elsewhere(run)
                 ):
                     overrides = [*run.overrides, *_threads(study, sharing)]
-                    job = executor.submit(execute_run, run.kind, run.config, overrides)
+                    job = _submit(executor, study, run, overrides)
                     running[run.name] = (run, job, time.monotonic())
                 else:
                     continue
