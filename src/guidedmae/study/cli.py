@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_before_running(study, runs: list[Run], dry_run: bool) -> None:
     """What would otherwise fail every run separately, or only once the study is under way."""
-    weights = {init for run in runs if (init := _init_of(run)) and not run.depends_on}
+    weights = {init for run in runs if (init := run.override("model.init")) and not run.depends_on}
     missing = sorted(path for path in weights if not Path(path).is_file())
     if missing:
         raise FileNotFoundError(
@@ -154,11 +154,6 @@ def _check_before_running(study, runs: list[Run], dry_run: bool) -> None:
     out_dir = Path(study.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"out_dir={out_dir} is a file, not a folder; choose another out_dir")
-
-
-def _init_of(run: Run) -> str:
-    """The weights a run starts from (model.init of its overrides), or ""."""
-    return dict(item.split("=", 1) for item in run.overrides).get("model.init", "")
 
 
 def _study_yaml(study, source: Path) -> str:

@@ -214,7 +214,11 @@ class Run:
         return self._resolved
 
     def out_dir(self) -> Path:
-        return Path(dict(item.split("=", 1) for item in self.overrides)["out_dir"])
+        return Path(self.override("out_dir"))
+
+    def override(self, key: str, default: str = "") -> str:
+        """The value the study sets for `key` (out_dir, model.init, ...), or default."""
+        return dict(item.split("=", 1) for item in self.overrides).get(key, default)
 
     def status(self) -> str:
         """new | interrupted | finished (stale_runs says which of these differ from the plan)."""

@@ -218,7 +218,7 @@ def format_power(tables: StudyTables, compared: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def format_markdown(tables: StudyTables, per_seed: bool = False) -> str:
+def format_markdown(tables: StudyTables, per_seed: bool = False, compared: dict | None = None) -> str:
     """One row per metric, one column per arm; then the paired differences with verdicts; then power."""
     arms = tables.arms
     header = "| metric | " + " | ".join(arms) + " |\n|---|" + "---|" * len(arms)
@@ -228,7 +228,7 @@ def format_markdown(tables: StudyTables, per_seed: bool = False) -> str:
     ]
     parts = [f"mean ± sd (n) over replicates {', '.join(tables.replicates)}\n", header, *rows]
     others = list(tables.controls)
-    compared = comparisons(tables)
+    compared = compared if compared is not None else comparisons(tables)
     if others:
         parts += [
             "\npaired difference to the control: mean [95% CI, Student t over units] sd of the units; "
@@ -256,7 +256,7 @@ def format_markdown(tables: StudyTables, per_seed: bool = False) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _as_json(tables: StudyTables) -> dict:
+def _as_json(tables: StudyTables, compared: dict) -> dict:
     metrics = {}
     for metric, by_arm in tables.values.items():
         metrics[metric] = {}
@@ -268,7 +268,6 @@ def _as_json(tables: StudyTables) -> dict:
                 "std": None if math.isnan(sd) else sd,
                 "n": len(values),
             }
-    compared = comparisons(tables)
     return {
         "arms": tables.arms,
         "replicates": tables.replicates,
@@ -380,13 +379,15 @@ def _curves_figure(tables: StudyTables, path: Path) -> Path | None:
 
 def write_tables(tables: StudyTables, study_dir: Path) -> list[Path]:
     """study.md, study.json and the figures, atomically, in the study folder."""
+    compared = comparisons(tables)
+    markdown = format_markdown(tables, compared=compared)
     written = [
-        atomic_write(study_dir / TABLES_MD, lambda file: file.write(format_markdown(tables).encode())),
-        write_json(study_dir / TABLES_JSON, _as_json(tables)),
+        atomic_write(study_dir / TABLES_MD, lambda file: file.write(markdown.encode())),
+        write_json(study_dir / TABLES_JSON, _as_json(tables, compared)),
     ]
     figures = (
         _low_data_figure(tables, study_dir / LOW_DATA_PNG),
-        _differences_figure(tables, comparisons(tables), study_dir / DIFFERENCES_PNG),
+        _differences_figure(tables, compared, study_dir / DIFFERENCES_PNG),
         _curves_figure(tables, study_dir / CURVES_PNG),
     )
     return written + [path for path in figures if path]
