@@ -16,7 +16,7 @@ run, so its staleness counts too. The scout is first taught by the exact pass on
 scout follows), or, with --scout-steps 0, is the scout a scout_attention run trained (its --checkpoint's), then
 masks as in a run: the first --scout-shares of the batch exactly, the rest by its predictions (share 0: the
 scout alone); its agreement is also given on scenes it was never taught.
-Target (issue 13): a step at most 1.25x random with agreement >= 0.8 in every modality. Agreement on an
+Target: a step at most 1.25x random with agreement >= 0.8 in every modality. Agreement on an
 untrained model means little: give a trained --checkpoint.
 """
 
@@ -27,21 +27,20 @@ from dataclasses import replace
 import torch
 from torch.utils.data import default_collate
 
-from guidedmae.bench import (
+from guidedmae.commands.bench import add_arguments, bench_model
+from guidedmae.data.datasets import SyntheticScenes
+from guidedmae.data.transforms import AugmentConfig
+from guidedmae.engine.bench import (
     MODALITIES,
-    add_arguments,
-    bench_model,
     cpu_name,
     mask_agreement,
     synthetic_batch,
     time_strategies,
 )
-from guidedmae.data.datasets import SyntheticScenes
-from guidedmae.data.transforms import AugmentConfig
+from guidedmae.engine.from_checkpoint import load_model, load_step
 from guidedmae.masking import MaskingConfig, build_strategy
 from guidedmae.masking.strategies import AttentionOptions, CachedAttentionOptions
 from guidedmae.models import MultiMAE
-from guidedmae.visualize import load_model, load_step
 
 FIRST_TEACHING_EPOCH = 2  # the table's batches are the crops of epochs 0 and 1
 

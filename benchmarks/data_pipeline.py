@@ -37,8 +37,8 @@ STEP_RATES = (250, 500, 1000, 2000)  # samples/s a training process might consum
 
 def write_imagenet_like(root: Path, count: int) -> None:
     """`count` synthetic scenes as ImageNet-sized files in root/train/<modality>/<class>/<name>."""
-    from guidedmae.data.folder import save_image_atomic, write_sample
     from guidedmae.data.scenes import SHAPES, render_scene
+    from guidedmae.data.writers import save_image_atomic, write_sample
 
     rng = np.random.default_rng(0)
     for index in range(count):
@@ -59,7 +59,7 @@ def measure(root: Path, split: str, shards: Path | None) -> dict:
 
     torch.set_num_threads(1)
     try:  # what a loader worker does first (a baseline checkout may predate it)
-        from guidedmae.data.datasets import reuse_freed_memory
+        from guidedmae.data.loader import reuse_freed_memory
     except ImportError:
         pass
     else:
@@ -105,7 +105,8 @@ def loader_rates(root: Path, split: str, shards: Path, workers: int) -> dict:
     the epoch has no batch."""
     import torch
 
-    from guidedmae.data.datasets import FolderDataset, ShardDataset, build_loader
+    from guidedmae.data.datasets import FolderDataset, ShardDataset
+    from guidedmae.data.loader import build_loader
     from guidedmae.data.transforms import AugmentConfig
 
     torch.set_num_threads(1)
@@ -142,8 +143,8 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(args.root, args.split, args.shards)))
         return
-    from guidedmae.bench import cpu_name  # this checkout's (a baseline may predate it)
     from guidedmae.data.shards import write_shards
+    from guidedmae.engine.bench import cpu_name  # this checkout's (a baseline may predate it)
 
     with tempfile.TemporaryDirectory() as temp:
         root = args.root

@@ -5,7 +5,7 @@
 For each encoder (`random` = the demo architecture with random weights) the last block's tokens of
 held-out scenes are fitted by ridge regression, in closed form, to two targets: every patch's majority
 semantic class (floor, wall, the five shapes, ...) and every image's shape label (mean-pooled tokens).
-Prints a markdown table; the README's "What pretraining gives on the synthetic scenes" quotes it. A probe
+Prints a markdown table; docs/results/2026-11-30-synthetic-pretraining.md quotes it. A probe
 that barely beats the random encoder means pretraining has not learned that target.
 """
 
@@ -17,7 +17,7 @@ import torch
 
 from guidedmae.config import FinetuneConfig, load_config
 from guidedmae.data.scenes import FIRST_SHAPE_CLASS, NUM_SEMSEG_CLASSES, SHAPES
-from guidedmae.engine.finetune import build_model, evaluation_set
+from guidedmae.engine.finetune_setup import build_model, evaluation_set
 from guidedmae.models.pretrained import load_pretrained
 
 # The demo encoder, rgb input, full-resolution semseg; found from the script, so it runs from any folder.

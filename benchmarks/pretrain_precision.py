@@ -18,13 +18,14 @@ from pathlib import Path
 
 import torch
 
-from guidedmae.bench import cpu_name, synchronize, synthetic_batch, train_step
 from guidedmae.config import PretrainConfig, load_config
-from guidedmae.engine.optim import OptimConfig, build_optimizer, set_lr
-from guidedmae.engine.step import MaskedAutoencoderStep
+from guidedmae.engine.bench import cpu_name, synchronize, synthetic_batch, train_step
+from guidedmae.engine.pretrain_step import MaskedAutoencoderStep
+from guidedmae.infra.optim import OptimConfig, build_optimizer, set_lr
 from guidedmae.losses import LossConfig
 from guidedmae.masking import MaskingConfig, build_strategy
-from guidedmae.models.multimae import MultiMAE, preset_config
+from guidedmae.models.architecture import preset_config
+from guidedmae.models.multimae import MultiMAE
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "demo.yaml"
 PRECISIONS = ("fp32", "bf16")

@@ -9,7 +9,7 @@ Each version runs in its own interpreter (`--baseline` is put first on PYTHONPAT
 alternating round by round so that a shared machine's drifts hit both; every round times `--steps` steps
 after one warm-up step, and the table gives the median seconds per step and the ratios. The batch is the
 same synthetic scenes for all; our step is what `guidedmae pretrain` runs: MaskedAutoencoderStep, then
-AdamW with MultiMAE's parameter groups, in a process whose malloc keeps freed memory (guidedmae.memory, as
+AdamW with MultiMAE's parameter groups, in a process whose malloc keeps freed memory (guidedmae.infra.memory, as
 a training process sets it; the official step runs as its own code leaves the process).
 
 `--official` is a checkout of github.com/EPFL-VILAB/MultiMAE (not part of this project; it needs `einops`).
@@ -45,16 +45,17 @@ def measure(
 
     from guidedmae.data.datasets import SyntheticScenes
     from guidedmae.data.transforms import AugmentConfig
-    from guidedmae.engine.optim import OptimConfig, build_optimizer
-    from guidedmae.engine.precision import autocast
-    from guidedmae.engine.step import MaskedAutoencoderStep
+    from guidedmae.engine.pretrain_step import MaskedAutoencoderStep
+    from guidedmae.infra.optim import OptimConfig, build_optimizer
+    from guidedmae.infra.precision import autocast
     from guidedmae.losses import LossConfig
     from guidedmae.masking.config import MaskingConfig, build_strategy
-    from guidedmae.models.multimae import MultiMAE, MultiMAEConfig
+    from guidedmae.models.architecture import MultiMAEConfig
+    from guidedmae.models.multimae import MultiMAE
 
     torch.set_num_threads(threads)
     try:  # what a training process does first (a baseline checkout may predate it)
-        from guidedmae.memory import TRAINING_TRIM_THRESHOLD, keep_freed_memory
+        from guidedmae.infra.memory import TRAINING_TRIM_THRESHOLD, keep_freed_memory
     except ImportError:
         pass
     else:
@@ -228,7 +229,7 @@ def main() -> None:
             )
         print(json.dumps(seconds))
         return
-    from guidedmae.bench import cpu_name  # this checkout's (a baseline may predate it)
+    from guidedmae.engine.bench import cpu_name  # this checkout's (a baseline may predate it)
 
     # name -> (src put first on PYTHONPATH, extra arguments of its measuring interpreter)
     versions = {"this checkout": (None, [])}

@@ -9,7 +9,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from guidedmae.engine.step import MaskedAutoencoderStep
+from guidedmae.engine.pretrain_step import MaskedAutoencoderStep
 from guidedmae.losses import LossConfig
 from guidedmae.masking import MaskingConfig, build_strategy
 from guidedmae.models import MultiMAE

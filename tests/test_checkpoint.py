@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
-from guidedmae.engine.checkpoint import (
+from guidedmae.infra.checkpoints import (
     LAST,
+    CheckpointError,
     atomic_save,
     read_training_checkpoint,
     resolve_resume,
@@ -14,9 +15,8 @@ from guidedmae.engine.checkpoint import (
     save_checkpoint,
     step_checkpoints,
 )
-from guidedmae.engine.run_folder import remove_stale_temps
+from guidedmae.infra.run_folder import remove_stale_temps
 from guidedmae.models import MultiMAE
-from guidedmae.models.checkpoints import CheckpointError
 from guidedmae.models.pretrained import load_pretrained
 from tests.conftest import tiny_config
 

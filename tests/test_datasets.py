@@ -10,21 +10,15 @@ from hypothesis import strategies as st
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from guidedmae.data.datasets import (
-    ADE20KDataset,
-    FolderDataset,
-    ResumableDistributedSampler,
-    SyntheticScenes,
-    build_loader,
-    derived_generator,
-    reuse_freed_memory,
-)
-from guidedmae.data.folder import write_sample
+from guidedmae.data.datasets import ADE20KDataset, FolderDataset, SyntheticScenes
+from guidedmae.data.loader import ResumableDistributedSampler, build_loader, reuse_freed_memory
 from guidedmae.data.modalities import IMAGENET_MEAN, IMAGENET_STD
 from guidedmae.data.scenes import SHAPES, render_scene
+from guidedmae.data.seeding import derived_generator
 from guidedmae.data.transforms import AugmentConfig, standardize_depth
-from guidedmae.engine.distributed import DistributedContext
+from guidedmae.data.writers import write_sample
 from guidedmae.engine.evaluate import shard_loader
+from guidedmae.infra.distributed import DistributedContext
 
 EVAL_16 = AugmentConfig(size=16, depth="metres", semseg_stride=1, train=False)
 TRAIN_16 = AugmentConfig(size=16)

@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from guidedmae.config import PretrainConfig, load_config
-from guidedmae.engine.distributed import (
+from guidedmae.engine.finetune import evaluate_checkpoint
+from guidedmae.infra.distributed import (
     DistributedContext,
     init_distributed,
     resolve_device,
     threads_per_process,
     weights_digest,
 )
-from guidedmae.engine.finetune import evaluate_checkpoint
-from guidedmae.engine.logging import read_metrics
+from guidedmae.infra.run_log import read_metrics
 from guidedmae.models import MultiMAE
 from tests.test_finetune import DENSE, SMALL_RUN
 from tests.test_pretrain import ROOT, tiny_config

@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import random_inputs, tiny_config
 
+from guidedmae.infra.checkpoints import CheckpointError
 from guidedmae.models import MultiMAE
-from guidedmae.models.checkpoints import CheckpointError
 from guidedmae.models.pretrained import load_pretrained
 
 

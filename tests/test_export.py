@@ -10,9 +10,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from guidedmae.cli import main
+from guidedmae.infra.checkpoints import CheckpointError
 from guidedmae.models import MultiMAE
-from guidedmae.models.checkpoints import CheckpointError
-from guidedmae.models.export import encoder_to_timm, save_safetensors
+from guidedmae.models.export import encoder_to_timm
+from guidedmae.models.hf_folder import save_safetensors
 from guidedmae.models.pretrained import load_pretrained
 from tests.conftest import random_inputs, tiny_config
 

@@ -11,17 +11,13 @@ from conftest import tiny_config
 
 from guidedmae.cli import main
 from guidedmae.config import ConfigError, FinetuneConfig, load_config
-from guidedmae.data.folder import write_synthetic
-from guidedmae.engine.finetune import (
-    build_model,
-    evaluate_checkpoint,
-    finetune,
-    training_set,
-)
+from guidedmae.data.writers import write_synthetic
+from guidedmae.engine.finetune import evaluate_checkpoint, finetune
+from guidedmae.engine.finetune_setup import build_model, training_set
 from guidedmae.engine.knn import knn_votes
-from guidedmae.engine.optim import layer_decay_groups
+from guidedmae.infra.checkpoints import read_checkpoint
+from guidedmae.infra.optim import layer_decay_groups
 from guidedmae.models import MultiMAE
-from guidedmae.models.checkpoints import read_checkpoint
 from guidedmae.models.pretrained import load_pretrained
 
 ENCODER = [

@@ -7,18 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from guidedmae.data.folder import (
-    encode_depth,
-    index_ade20k,
-    index_folder,
-    read_ade20k_sample,
-    read_image,
-    read_sample,
-    save_image_atomic,
-    write_sample,
-)
+from guidedmae.data.folder import index_ade20k, index_folder, read_ade20k_sample, read_image, read_sample
 from guidedmae.data.modalities import declare
 from guidedmae.data.nyuv2 import convert_nyuv2, load_class_mapping, load_nyuv2_split
+from guidedmae.data.writers import encode_depth, save_image_atomic, write_sample
 
 MODALITIES = ("rgb", "depth", "semseg")
 

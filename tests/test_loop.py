@@ -7,20 +7,15 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from guidedmae.config import PretrainConfig, config_to_dict, load_config
-from guidedmae.engine.distributed import DistributedContext
-from guidedmae.engine.logging import RunLogger, read_metrics
-from guidedmae.engine.loop import (
-    LoopSettings,
-    LoopState,
-    NonFiniteLossError,
-    TrainingJob,
-    steps_per_epoch,
-    train,
-)
-from guidedmae.engine.optim import build_optimizer
-from guidedmae.engine.precision import grad_scaler
-from guidedmae.engine.schedule import LRSchedule
+from guidedmae.config import PretrainConfig, load_config
+from guidedmae.engine.fit import NonFiniteLossError, train
+from guidedmae.engine.job import LoopState, Training
+from guidedmae.engine.start import steps_per_epoch
+from guidedmae.infra.distributed import DistributedContext
+from guidedmae.infra.optim import build_optimizer
+from guidedmae.infra.precision import grad_scaler
+from guidedmae.infra.run_log import RunLogger, read_metrics
+from guidedmae.infra.schedule import LRSchedule
 
 
 class Points(Dataset):
@@ -54,7 +49,7 @@ class RegressionStep(nn.Module):
         return SimpleNamespace(losses={"total": loss, "mse": loss.detach()}, scalars={})
 
 
-def make_job(tmp_path, step: RegressionStep, *overrides: str, samples: int = 32) -> TrainingJob:
+def make_job(tmp_path, step: RegressionStep, *overrides: str, samples: int = 32) -> Training:
     config = load_config(
         PretrainConfig,
         None,
@@ -75,8 +70,9 @@ def make_job(tmp_path, step: RegressionStep, *overrides: str, samples: int = 32)
     torch.manual_seed(0)
     dataset = Points(samples)
     per_epoch = steps_per_epoch(len(dataset), config.data.batch_size, 1, config.optim.accum_steps)
-    return TrainingJob(
+    return Training(
         context=DistributedContext(),
+        config=config,
         model=step.model,
         step=step,
         optimizer=build_optimizer(step.model, config.optim),
@@ -84,12 +80,10 @@ def make_job(tmp_path, step: RegressionStep, *overrides: str, samples: int = 32)
         schedule=LRSchedule(config.schedule, config.optim.lr, per_epoch),
         dataset=dataset,
         generator=torch.Generator().manual_seed(0),
-        settings=LoopSettings.of(config),
-        config=config_to_dict(config),
     )
 
 
-def run(job: TrainingJob) -> tuple[LoopState, list[dict]]:
+def run(job: Training) -> tuple[LoopState, list[dict]]:
     logger = RunLogger(job.out_dir, job.schedule.run_steps, enabled=True)
     try:
         state = train(job, LoopState(), logger)

@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from guidedmae.memory import MALLOC_SETTINGS, TRAINING_TRIM_THRESHOLD
+from guidedmae.infra.memory import MALLOC_SETTINGS, TRAINING_TRIM_THRESHOLD
 
 # A training step's pattern: ~300 MB of 9 MB tensors (weight casts, activations) allocated, then all freed.
 STEP_FAULTS = """
 import resource, sys, torch
-from guidedmae.memory import keep_freed_memory
+from guidedmae.infra.memory import keep_freed_memory
 applied = keep_freed_memory(int(sys.argv[1])) if int(sys.argv[1]) else False
 def step():
     tensors = [torch.ones(2_359_296) for _ in range(32)]

@@ -11,10 +11,11 @@ from PIL import Image
 from guidedmae.cli import main
 from guidedmae.config import ConfigError, FinetuneConfig, PretrainConfig, load_config
 from guidedmae.data.datasets import FolderDataset, ShardDataset
-from guidedmae.data.folder import read_image, save_image_atomic, write_sample
+from guidedmae.data.folder import read_image
 from guidedmae.data.modalities import BUILTIN, declare
 from guidedmae.data.transforms import AugmentConfig, augment_sample
-from guidedmae.engine.logging import read_metrics
+from guidedmae.data.writers import save_image_atomic, write_sample
+from guidedmae.infra.run_log import read_metrics
 from guidedmae.models import MultiMAE
 
 SIZE = 32

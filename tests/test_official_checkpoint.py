@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from guidedmae import load_official_checkpoint
+from guidedmae.infra.checkpoints import CheckpointError, read_checkpoint
 from guidedmae.models import MultiMAE
-from guidedmae.models.checkpoints import CheckpointError, read_checkpoint
 from tests.conftest import random_inputs, tiny_config
 
 MODALITIES = ("rgb", "depth", "semseg")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from guidedmae.engine.optim import OptimConfig, build_optimizer, param_groups, peak_lr, set_lr
+from guidedmae.infra.optim import OptimConfig, build_optimizer, param_groups, peak_lr, set_lr
 from guidedmae.models import MultiMAE
 from tests.conftest import tiny_config
 

@@ -14,12 +14,12 @@ from PIL import Image
 
 from guidedmae.cli import main
 from guidedmae.config import PretrainConfig, load_config
-from guidedmae.engine.distributed import DistributedContext
-from guidedmae.engine.logging import read_metrics
-from guidedmae.engine.optim import set_lr
 from guidedmae.engine.pretrain import PretrainJob, held_out_losses
-from guidedmae.engine.schedule import START, LRSchedule
-from guidedmae.memory import TRAINING_TRIM_THRESHOLD
+from guidedmae.infra.distributed import DistributedContext
+from guidedmae.infra.memory import TRAINING_TRIM_THRESHOLD
+from guidedmae.infra.optim import set_lr
+from guidedmae.infra.run_log import read_metrics
+from guidedmae.infra.schedule import START, LRSchedule
 from guidedmae.models import MultiMAE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,7 +240,7 @@ def test_bf16_autocast_trains_on_cpu(tmp_path):
 
 def test_the_training_process_keeps_freed_memory_for_its_next_step(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr("guidedmae.engine.run.keep_freed_memory", calls.append)
+    monkeypatch.setattr("guidedmae.engine.start.keep_freed_memory", calls.append)
     overrides = [f"out_dir={tmp_path / 'run'}", "schedule.total_epochs=1", "data.num_samples=8"]
     assert main(["pretrain", str(tiny_config(tmp_path)), *overrides]) == 0
     assert calls == [TRAINING_TRIM_THRESHOLD]

@@ -22,11 +22,12 @@ from PIL import Image
 
 from guidedmae.cli import main
 from guidedmae.config import PretrainConfig, load_config
-from guidedmae.data.folder import write_sample
-from guidedmae.engine.logging import read_metrics
-from guidedmae.engine.run_folder import lock_run_folder
+from guidedmae.data.writers import write_sample
+from guidedmae.infra.checkpoints import CheckpointError, read_checkpoint
+from guidedmae.infra.run_folder import lock_run_folder
+from guidedmae.infra.run_log import read_metrics
 from guidedmae.models import MultiMAE
-from guidedmae.models.checkpoints import CheckpointError, load_official_checkpoint, read_checkpoint
+from guidedmae.models.official import load_official_checkpoint
 from guidedmae.models.pretrained import load_pretrained
 from tests.test_distributed import free_port
 from tests.test_pretrain import ROOT, tiny_config

@@ -15,12 +15,13 @@ import pytest
 import torch
 
 from guidedmae.cli import main
-from guidedmae.data.folder import read_image, write_synthetic
+from guidedmae.data.folder import read_image
 from guidedmae.data.modalities import declare
 from guidedmae.data.shards import read_shard_index, write_shards
-from guidedmae.engine.checkpoint import save_checkpoint
-from guidedmae.engine.logging import RunLogger, read_metrics
-from guidedmae.files import LOCK_FILE, write_json
+from guidedmae.data.writers import write_synthetic
+from guidedmae.infra.checkpoints import save_checkpoint
+from guidedmae.infra.files import LOCK_FILE, write_json
+from guidedmae.infra.run_log import RunLogger, read_metrics
 from guidedmae.masking import MaskingConfig
 from tests.test_modalities import FLOW, PRETRAIN, config_file, write_layout
 from tests.test_pretrain import ROOT, tiny_config
@@ -46,7 +47,7 @@ def shard_command(root: Path, out: Path, *options: str) -> list[str]:
 def hold_lock(folder: Path) -> subprocess.Popen:
     """Another process holding `folder`'s writer lock until it is killed; returns once it holds it."""
     code = (
-        "import sys\nfrom guidedmae.files import lock_folder\n"
+        "import sys\nfrom guidedmae.infra.files import lock_folder\n"
         f"with lock_folder({str(folder)!r}, 'shard writer', '--out'):\n"
         "    print('held', flush=True)\n    sys.stdin.read()\n"
     )

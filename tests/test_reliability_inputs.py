@@ -18,13 +18,11 @@ import torch
 from guidedmae.cli import main
 from guidedmae.config import ConfigError, PretrainConfig, load_config
 from guidedmae.config.loading import load_modalities
-from guidedmae.engine.checkpoint import atomic_save
-from guidedmae.engine.logging import read_metrics
+from guidedmae.infra.checkpoints import CheckpointError, atomic_save
+from guidedmae.infra.run_log import read_metrics
 from guidedmae.masking import MaskingConfig
 from guidedmae.models import MultiMAE
-from guidedmae.models.checkpoints import CheckpointError
-from guidedmae.models.export import save_pretrained
-from guidedmae.models.multimae import MultiMAEConfig
+from guidedmae.models.architecture import MultiMAEConfig
 from tests.test_folder import write_nyu_mat
 from tests.test_pretrain import tiny_config
 from tests.test_reliability import RUN, folder_digest, one_line_error
@@ -306,7 +304,7 @@ def model_folder(tmp_path) -> Path:
         image_size=32, patch_size=8, dim=32, depth=1, num_heads=4, decoder_dim=16, decoder_depth=1,
         decoder_heads=2, semseg_classes=8, semseg_class_dim=8,
     )  # fmt: skip
-    return save_pretrained(MultiMAE(config), tmp_path / "model")
+    return MultiMAE(config).save_pretrained(tmp_path / "model")
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from guidedmae.cli import main
-from guidedmae.engine.schedule import LRSchedule, ScheduleConfig, plot_schedule
+from guidedmae.infra.schedule import LRSchedule, ScheduleConfig, plot_schedule
 
 
 def official_cosine_scheduler(base, final, epochs, niter_per_ep, warmup_epochs, start_warmup_value):

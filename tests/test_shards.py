@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from guidedmae.cli import main
-from guidedmae.data.datasets import FolderDataset, ShardDataset, build_loader, stored_dataset
-from guidedmae.data.folder import write_synthetic
+from guidedmae.config import DataConfig
+from guidedmae.data.datasets import FolderDataset, ShardDataset
+from guidedmae.data.loader import build_loader
 from guidedmae.data.shards import read_shard_index, write_shards
 from guidedmae.data.transforms import AugmentConfig
-from guidedmae.engine.logging import read_metrics
+from guidedmae.data.writers import write_synthetic
+from guidedmae.infra.run_log import read_metrics
 from tests.test_distributed import torchrun
 from tests.test_pretrain import tiny_config
 
@@ -133,8 +135,8 @@ def test_shard_errors_name_the_file_and_what_was_expected(folder, tmp_path):
     with pytest.raises(ValueError, match="2 shards cannot be dealt to 3 processes"):
         next(iter(build_loader(dataset, batch_size=1, num_workers=0, shuffle=True, drop_last=False, seed=0,
                                rank=0, world_size=3)))  # fmt: skip
-    with pytest.raises(ValueError, match="does not apply to shards"):
-        stored_dataset("shards", tmp_path / "shards", "train", ("rgb",), TRAIN_16, on_error="skip")
+    with pytest.raises(ValueError, match="does not apply to data.source=shards"):
+        DataConfig(source="shards", root=str(tmp_path / "shards"), on_error="skip", augment=TRAIN_16)
 
     # A shard cut short (a copy that did not finish): the sample names its member.
     last = tmp_path / "shards/train/shard-000001.tar"

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guidedmae.data.transforms import AugmentConfig, augment_sample
-from guidedmae.engine.schedule import Progress
+from guidedmae.infra.schedule import Progress
 from guidedmae.losses import PatchLosses
 from guidedmae.masking import MaskingConfig, build_strategy, from_priorities, gumbel_priorities
 from guidedmae.masking.budget import VisibleBudget, adaptive_alphas

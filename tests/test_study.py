@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from guidedmae.cli import main
-from guidedmae.engine.logging import read_metrics
-from guidedmae.study.cli import load_planned
+from guidedmae.infra.run_log import read_metrics
+from guidedmae.study.runner import load_planned
 from guidedmae.study.tables import paired_difference
 from tests.test_pretrain import ROOT, TINY
 

@@ -14,10 +14,10 @@ import pytest
 
 from guidedmae.cli import main
 from guidedmae.config import PretrainConfig
-from guidedmae.engine.finetune import evaluation_set, training_set
-from guidedmae.engine.pretrain import build_dataset
-from guidedmae.study.cli import load_planned
+from guidedmae.engine.finetune_setup import evaluation_set, training_set
+from guidedmae.engine.pretrain import pretraining_set
 from guidedmae.study.leaks import check_no_leak, data_footprint
+from guidedmae.study.runner import load_planned
 from guidedmae.study.stats import equivalence_p, holm, mde, paired_difference, seeds_needed
 from guidedmae.study.tables import StudyTables, collect, comparisons, format_markdown, power
 from tests.test_pretrain import ROOT
@@ -31,7 +31,7 @@ REQUIRED = {"seed_multimae_b": ["base.checkpoint=/weights/multimae-b.pth"]}
 def _synthetic_data(config) -> tuple[tuple, tuple]:
     """(training, evaluation) data sets a config builds, as (held_out, series) of its synthetic scenes."""
     if isinstance(config, PretrainConfig):
-        training, evaluation = build_dataset(config), build_dataset(config, held_out=True)
+        training, evaluation = pretraining_set(config), pretraining_set(config, held_out=True)
     else:
         whole = replace(config, data=replace(config.data, fraction=1.0, per_class=0))
         training, evaluation = training_set(whole), evaluation_set(config)
@@ -269,7 +269,7 @@ def test_an_out_dir_that_is_a_file_is_refused(tmp_path, capsys):
 
 
 def test_a_second_study_on_the_same_folder_is_refused(tmp_path, capsys):
-    from guidedmae.files import lock_folder
+    from guidedmae.infra.files import lock_folder
 
     study = write_study(tmp_path)
     (tmp_path / "out").mkdir()
@@ -312,7 +312,7 @@ def test_ctrl_c_stops_the_study_and_its_runs(tmp_path):
     assert "interrupted" in error and "Traceback" not in error
     # The base run was stopped with the study: its folder's lock is free (it would be held by a run left
     # going alone), and the study goes on from where it stopped.
-    from guidedmae.files import lock_folder
+    from guidedmae.infra.files import lock_folder
 
     deadline = time.monotonic() + 60
     while True:

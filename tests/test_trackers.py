@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from guidedmae.cli import main
-from guidedmae.engine.trackers import MLFLOW_ID, WANDB_ID
+from guidedmae.infra.trackers import MLFLOW_ID, WANDB_ID
 from tests.test_pretrain import tiny_config
 
 RUN = ["schedule.total_epochs=2", "log.every=4", "log.picture_every=8"]

@@ -10,7 +10,7 @@ from guidedmae.config import DataConfig, ModelSettings, PretrainConfig, config_t
 from guidedmae.data.transforms import AugmentConfig
 from guidedmae.masking import MaskingConfig
 from guidedmae.models import MultiMAE, MultiMAEConfig
-from guidedmae.viz import GAP, HEADER, LABEL, PANEL
+from guidedmae.pictures import GAP, HEADER, LABEL, PANEL
 
 TINY = dict(
     image_size=32,

@@ -7,7 +7,7 @@ from PIL import Image
 
 from guidedmae.losses import normalize_patches
 from guidedmae.masking import MaskChoice, from_masks
-from guidedmae.viz import MASKED_GREY, reconstruction_figure, sample_panels, save_png
+from guidedmae.pictures import MASKED_GREY, reconstruction_figure, sample_panels, save_png
 
 
 def test_panels_show_the_mask_the_heat_and_the_pasted_reconstruction():

@@ -4,8 +4,9 @@ from guidedmae import MultiMAE, load_official_checkpoint, masking
 """
 
 from guidedmae import masking
-from guidedmae.models.checkpoints import load_official_checkpoint
-from guidedmae.models.multimae import MultiMAE, MultiMAEConfig, preset_config
+from guidedmae.models.architecture import MultiMAEConfig, preset_config
+from guidedmae.models.multimae import MultiMAE
+from guidedmae.models.official import load_official_checkpoint
 
 __version__ = "0.1.0"
 __all__ = ["MultiMAE", "MultiMAEConfig", "load_official_checkpoint", "masking", "preset_config"]

@@ -9,38 +9,50 @@ import argparse
 import os
 import sys
 
-from guidedmae import bench, report, visualize
-from guidedmae.data import cli as data_commands
-from guidedmae.data import pseudolabel
-from guidedmae.engine import commands as training_commands
-from guidedmae.engine.distributed import LauncherGone
-from guidedmae.engine.loop import NonFiniteLossError
-from guidedmae.models import export
-from guidedmae.study import cli as study_commands
+from guidedmae.commands import (
+    bench,
+    data,
+    evaluate,
+    export,
+    finetune,
+    pretrain,
+    pseudolabel,
+    report,
+    schedule,
+    study,
+    visualize,
+)
+from guidedmae.engine.fit import NonFiniteLossError
+from guidedmae.infra.distributed import LauncherGone
 
 __all__ = ["main"]
 
 # Each sub-command module exposes add_parser(subparsers), which registers its parsers and sets `func`.
 SUBCOMMANDS = (
-    training_commands,
-    study_commands,
-    data_commands,
-    pseudolabel,
+    pretrain,
+    finetune,
+    evaluate,
+    schedule,
+    study,
     report,
-    bench,
     visualize,
+    bench,
     export,
+    data,
+    pseudolabel,
 )
+EXAMPLES = """examples:
+    make demo                                              # pretrain on the synthetic scenes, then report
+    guidedmae pretrain configs/pretrain/demo.yaml resume=auto
+    guidedmae finetune configs/finetune/synthetic_cls.yaml model.init=runs/demo/checkpoint-last.pt
+    guidedmae study configs/study/seed_cpu.yaml --dry-run
+    guidedmae SUBCOMMAND --help                            # every sub-command's options and examples"""
 # What a user's input or a failing run raises; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, OSError, NonFiniteLossError, LauncherGone)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="guidedmae", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for module in SUBCOMMANDS:
-        module.add_parser(subparsers)
+    parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse takes positional overrides only before the first flag; key=value words after flags are
     # overrides too (`evaluate CKPT --split val eval.mode=sliding`).
@@ -66,6 +78,31 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"guidedmae {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `guidedmae` parser; every sub-command's help ends with the examples of its module docstring."""
+    parser = argparse.ArgumentParser(
+        prog="guidedmae",
+        description=__doc__.split("\n\n")[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module in SUBCOMMANDS:
+        known = set(subparsers.choices)
+        module.add_parser(subparsers)
+        for name in set(subparsers.choices) - known:
+            subparsers.choices[name].epilog = "examples:\n" + _examples(module.__doc__, name)
+            subparsers.choices[name].formatter_class = argparse.RawDescriptionHelpFormatter
+    return parser
+
+
+def _examples(docstring: str, command: str) -> str:
+    """The indented `guidedmae COMMAND ...` lines of a command module's docstring."""
+    lines = [line for line in docstring.splitlines() if line.startswith("    ") and f" {command}" in line]
+    return "\n".join(lines)
 
 
 def _one_line(error: BaseException) -> str:

@@ -20,8 +20,28 @@ from guidedmae.data.modalities import IGNORE_INDEX
 from guidedmae.metrics import ClassificationMeter, DepthMeter, SegmentationMeter
 
 DEPTH_LOSSES = ("berhu", "l1")
+EVAL_MODES = ("center", "whole", "sliding")
 BERHU_THRESHOLD = 0.2  # c = 0.2 * max |d|
 BERHU_MIN_C = 1e-5
+
+
+@dataclass
+class EvalConfig:
+    """How a fine-tuned model is evaluated: how often, and how images larger than its input are read."""
+
+    every: int = 1  # epochs between evaluations during training (always one at the end); 0 = end only
+    mode: str = "center"  # center | whole | sliding
+    stride: int = 0  # sliding: pixels between windows; 0 = two thirds of the window
+    batch_size: int = 0  # 0 = data.batch_size (sliding always evaluates one image at a time)
+
+    def __post_init__(self) -> None:
+        if self.mode not in EVAL_MODES:
+            raise ValueError(f"eval.mode={self.mode!r}; expected one of {EVAL_MODES}")
+        if self.every < 0 or self.stride < 0 or self.batch_size < 0:
+            raise ValueError(
+                f"eval.every={self.every}, eval.stride={self.stride}, eval.batch_size={self.batch_size}; "
+                "expected non-negative values (0 = the default)"
+            )
 
 
 @dataclass

@@ -1,6 +1,9 @@
 """Typed run configs (dataclasses used as OmegaConf structured configs) and how they are loaded.
 
 config = load_config(PretrainConfig, "configs/pretrain/demo.yaml", ["optim.blr=2e-4"])
+
+The schemas compose the config sections of the modules they configure. Layer: may import
+guidedmae.infra, data, models, losses, tasks and masking; never the engine.
 """
 
 from guidedmae.config.loading import (
@@ -23,6 +26,7 @@ from guidedmae.config.schema import (
     PretrainConfig,
     PretrainEvalConfig,
     RunConfig,
+    TrainingConfig,
 )
 
 __all__ = [
@@ -38,6 +42,7 @@ __all__ = [
     "PretrainConfig",
     "PretrainEvalConfig",
     "RunConfig",
+    "TrainingConfig",
     "config_differences",
     "config_to_dict",
     "config_to_yaml",

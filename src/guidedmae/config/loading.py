@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from guidedmae.data.modalities import Modality, declare_all
-from guidedmae.files import atomic_write
+from guidedmae.infra.files import atomic_write
 
 __all__ = [
     "ConfigError",

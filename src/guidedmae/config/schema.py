@@ -16,16 +16,15 @@ from guidedmae.data.modalities import DERIVED_TARGETS, declare_all
 from guidedmae.data.scenes import LABELS as SCENE_LABELS
 from guidedmae.data.scenes import NUM_SEMSEG_CLASSES, RENDERED_MODALITIES
 from guidedmae.data.transforms import AugmentConfig
-from guidedmae.engine.evaluate import EvalConfig
-from guidedmae.engine.optim import OptimConfig, validate_optim
-from guidedmae.engine.precision import PRECISIONS
-from guidedmae.engine.schedule import ScheduleConfig, validate_schedule
-from guidedmae.engine.trackers import MlflowConfig, WandbConfig
+from guidedmae.infra.optim import OptimConfig, validate_optim
+from guidedmae.infra.precision import PRECISIONS
+from guidedmae.infra.schedule import ScheduleConfig, validate_schedule
+from guidedmae.infra.trackers import MlflowConfig, WandbConfig
 from guidedmae.losses import LossConfig
 from guidedmae.masking.config import MaskingConfig, validate_masking
-from guidedmae.models.finetune import HeadConfig
-from guidedmae.models.multimae import MultiMAEConfig
-from guidedmae.tasks import TaskConfig
+from guidedmae.models.architecture import MultiMAEConfig
+from guidedmae.models.task_model import HeadConfig
+from guidedmae.tasks import EvalConfig, TaskConfig
 
 __all__ = [
     "CheckpointConfig",
@@ -39,6 +38,7 @@ __all__ = [
     "PretrainConfig",
     "PretrainEvalConfig",
     "RunConfig",
+    "TrainingConfig",
 ]
 
 PRETRAIN_SOURCES = ("synthetic", "folder", "shards")
@@ -188,17 +188,31 @@ def _check_modalities(config) -> MultiMAEConfig:
     return architecture
 
 
-def _check_training(config) -> None:
-    """What every training config must satisfy beyond its sections' own checks."""
-    _check_modalities(config)
-    validate_optim(config.optim)
-    validate_schedule(config.schedule)
-    if config.data.augment.size != config.model.image_size:
-        raise ValueError(
-            f"data.augment.size={config.data.augment.size} must equal model.image_size={config.model.image_size}"
-        )
-    if config.seed < 0:
-        raise ValueError(f"seed={config.seed}; expected a non-negative integer")
+@dataclass
+class TrainingConfig:
+    """The sections every training job has; PretrainConfig and FinetuneConfig add their own (model, data,
+    optim, schedule, eval, ...) after these."""
+
+    out_dir: str = "runs/train"  # the run folder: checkpoints, metrics, config.yaml, results.json
+    seed: int = 0  # model init, data order, augmentation, masking / mixup
+    resume: str = ""  # "" = a fresh run | auto = the newest checkpoint in out_dir, if any | PATH
+    # Modalities beyond rgb, depth, semseg and normals, or changes to those (see guidedmae.data.modalities)
+    modalities: dict[str, Any] = field(default_factory=dict)
+    run: RunConfig = field(default_factory=RunConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self) -> None:
+        """What every training config must satisfy beyond its sections' own checks."""
+        _check_modalities(self)
+        validate_optim(self.optim)
+        validate_schedule(self.schedule)
+        if self.data.augment.size != self.model.image_size:
+            raise ValueError(
+                f"data.augment.size={self.data.augment.size} must equal model.image_size={self.model.image_size}"
+            )
+        if self.seed < 0:
+            raise ValueError(f"seed={self.seed}; expected a non-negative integer")
 
 
 # -- pretraining --------------------------------------------------------------------------------
@@ -233,12 +247,8 @@ class PretrainEvalConfig:
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(TrainingConfig):
     out_dir: str = "runs/pretrain"
-    seed: int = 0  # model init, masking, data order, augmentation and synthetic scenes
-    resume: str = ""  # "" = a fresh run | auto = the newest checkpoint in out_dir, if any | PATH
-    # Modalities beyond rgb, depth, semseg and normals, or changes to those (see guidedmae.data.modalities)
-    modalities: dict[str, Any] = field(default_factory=dict)
     model: ModelSettings = field(default_factory=ModelSettings)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -246,12 +256,9 @@ class PretrainConfig:
     eval: PretrainEvalConfig = field(default_factory=PretrainEvalConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    run: RunConfig = field(default_factory=RunConfig)
-    log: LogConfig = field(default_factory=LogConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def __post_init__(self) -> None:
-        _check_training(self)
+        super().__post_init__()
         validate_masking(self.masking, self.model)
         semseg_used = "semseg" in (*self.model.inputs, *self.model.outputs)
         if self.data.source == "synthetic" and semseg_used and self.model.semseg_classes < NUM_SEMSEG_CLASSES:
@@ -324,11 +331,8 @@ class FinetuneOptimConfig(OptimConfig):
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(TrainingConfig):
     out_dir: str = "runs/finetune"
-    seed: int = 0  # model init, data order, augmentation, mixup
-    resume: str = ""  # "" = a fresh run | auto = the newest checkpoint in out_dir | PATH
-    modalities: dict[str, Any] = field(default_factory=dict)  # as PretrainConfig's
     model: FinetuneModelSettings = field(default_factory=FinetuneModelSettings)
     head: HeadConfig = field(default_factory=HeadConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -339,12 +343,9 @@ class FinetuneConfig:
     schedule: ScheduleConfig = field(
         default_factory=lambda: ScheduleConfig(total_epochs=100, warmup_epochs=5, min_lr=1e-6)
     )
-    run: RunConfig = field(default_factory=RunConfig)
-    log: LogConfig = field(default_factory=LogConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def __post_init__(self) -> None:
-        _check_training(self)
+        super().__post_init__()
         if not 0 < self.optim.layer_decay <= 1:
             raise ValueError(f"optim.layer_decay={self.optim.layer_decay}; expected 0 < layer_decay <= 1")
         if self.model.outputs:

@@ -1,42 +1,26 @@
-"""torch Datasets for every source, and the loader that shards, shuffles and resumes them.
+"""torch Datasets for every source: synthetic scenes, folders, shards and ADE20K.
 
 Every sample is augmented with its own generator, derived from (seed, epoch, index): a sample
 comes out the same whatever the number of workers or the batch it is resumed from.
 """
 
-import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 
-from guidedmae.data.folder import (
-    check_class_ids,
-    index_ade20k,
-    index_folder,
-    read_ade20k_sample,
-    read_sample,
-)
+from guidedmae.data.folder import check_class_ids, index_ade20k, index_folder, read_ade20k_sample, read_sample
 from guidedmae.data.modalities import Modality, resolve
 from guidedmae.data.scenes import LABELS as SCENE_LABELS
 from guidedmae.data.scenes import RENDERED_MODALITIES, count_label, render_scene, scene_labels
+from guidedmae.data.seeding import derived_generator
 from guidedmae.data.shards import read_shard_index
 from guidedmae.data.transforms import AugmentConfig, augment_sample
-from guidedmae.memory import LOADER_TRIM_THRESHOLD, keep_freed_memory
-
-
-def derived_generator(*keys: int) -> torch.Generator:
-    """A torch.Generator seeded from several non-negative integers, well mixed (no seed + epoch clashes)."""
-    if any(key < 0 for key in keys):
-        raise ValueError(f"seed keys must be non-negative integers, got {keys}")
-    # The count goes in too: SeedSequence alone equates (a, b) with (a, b, 0).
-    low, high = np.random.SeedSequence((len(keys), *keys)).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(high) << 32 | int(low))
 
 
 def _check_class_maps(
@@ -265,32 +249,6 @@ class ShardDataset(AugmentedDataset):
         return {**arrays, "label": int(self.index.labels[index])}
 
 
-def stored_dataset(
-    source: str,
-    root: str | Path,
-    split: str,
-    modalities: Sequence[str | Modality],
-    augment: AugmentConfig,
-    *,
-    on_error: str = "raise",
-    seed: int = 0,
-    semseg_classes: int = 0,
-    ignore_index: int | None = None,
-) -> "FolderDataset | ShardDataset":
-    """root/<split> as the folder layout (source="folder") or as its shards (source="shards")."""
-    checks = {"seed": seed, "semseg_classes": semseg_classes, "ignore_index": ignore_index}
-    if source == "folder":
-        return FolderDataset(root, split, modalities, augment, on_error=on_error, **checks)
-    if source == "shards":
-        if on_error != "raise":
-            raise ValueError(
-                f"data.on_error={on_error!r} does not apply to shards: drop broken samples when writing "
-                "them (guidedmae data shard --on-error skip)"
-            )
-        return ShardDataset(root, split, modalities, augment, **checks)
-    raise ValueError(f"stored data sets are 'folder' or 'shards', got {source!r}")
-
-
 class ADE20KDataset(AugmentedDataset):
     """ADEChallengeData2016: rgb and semseg of "training" / "validation" (or "train" / "val").
 
@@ -319,133 +277,3 @@ class ADE20KDataset(AugmentedDataset):
 
     def load(self, index: int) -> dict:
         return self.read(self.samples[index])
-
-
-class ResumableDistributedSampler(DistributedSampler):
-    """DistributedSampler whose order depends on (seed, epoch) and which can start mid-epoch.
-
-    The data set's indices are shuffled with a generator derived from (seed, epoch), padded by
-    repetition (or cut, with drop_last) to a multiple of num_replicas, and dealt out round-robin:
-    rank r gets positions r, r + R, r + 2R, ... The first `skip` of this rank's indices are left out,
-    so resuming after b batches of size B is skip = b * B.
-
-    A data set stored in shards (it has `shard_sizes`) is dealt whole shards instead, so that each rank
-    reads its own files: the shards are shuffled by (seed, epoch) and dealt round-robin, the samples of
-    each shard shuffled by (seed, epoch, shard), and each rank's list cut, or wrapped around, to the
-    same length. The writer shuffled the samples across shards, so this mixes as well as a global
-    shuffle for batches smaller than a shard.
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset,
-        *,
-        num_replicas: int = 1,
-        rank: int = 0,
-        shuffle: bool = True,
-        seed: int = 0,
-        drop_last: bool = False,
-        skip: int = 0,
-    ) -> None:
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
-        super().__init__(
-            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
-        )
-        if not 0 <= skip <= self.num_samples:
-            raise ValueError(f"cannot skip {skip} of the {self.num_samples} samples of rank {rank}")
-        self.skip = skip
-
-    def __iter__(self) -> Iterator[int]:
-        shard_sizes = getattr(self.dataset, "shard_sizes", None)
-        if shard_sizes is not None:
-            return iter(self._shard_wise_order(shard_sizes)[self.skip :].tolist())
-        size = len(self.dataset)
-        if self.shuffle:
-            order = torch.randperm(size, generator=derived_generator(self.seed, self.epoch))
-        else:
-            order = torch.arange(size)
-        if self.total_size > size:
-            order = order.repeat(math.ceil(self.total_size / size))
-        shard = order[: self.total_size][self.rank :: self.num_replicas]
-        return iter(shard[self.skip :].tolist())
-
-    def _shard_wise_order(self, shard_sizes: tuple[int, ...]) -> Tensor:
-        if len(shard_sizes) < self.num_replicas:
-            raise ValueError(
-                f"{len(shard_sizes)} shards cannot be dealt to {self.num_replicas} processes: write at least "
-                "one shard per process (guidedmae data shard --samples-per-shard)"
-            )
-        starts = np.concatenate([[0], np.cumsum(shard_sizes)])
-        shards = torch.arange(len(shard_sizes))
-        if self.shuffle:
-            shards = shards[torch.randperm(len(shards), generator=derived_generator(self.seed, self.epoch))]
-        parts = []
-        for shard in shards[self.rank :: self.num_replicas].tolist():
-            indices = torch.arange(int(starts[shard]), int(starts[shard + 1]))
-            if self.shuffle:
-                generator = derived_generator(self.seed, self.epoch, shard)
-                indices = indices[torch.randperm(len(indices), generator=generator)]
-            parts.append(indices)
-        order = torch.cat(parts)
-        if len(order) < self.num_samples:
-            order = order.repeat(math.ceil(self.num_samples / len(order)))
-        return order[: self.num_samples]
-
-    def __len__(self) -> int:
-        return self.num_samples - self.skip
-
-
-def reuse_freed_memory(worker_id: int = 0) -> None:
-    """A DataLoader worker's worker_init_fn: keep each sample's freed arrays for the next (guidedmae.memory;
-    a worker's memory stays bounded by its peak)."""
-    keep_freed_memory(LOADER_TRIM_THRESHOLD)
-
-
-def build_loader(
-    dataset: Dataset,
-    *,
-    batch_size: int,
-    num_workers: int,
-    shuffle: bool,
-    drop_last: bool,
-    seed: int,
-    epoch: int = 0,
-    start_batch: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-    pin_memory: bool = False,
-) -> DataLoader:
-    """The batches of `rank` for one epoch, starting at batch `start_batch` (to resume mid-epoch).
-
-    Build one loader per epoch (it is cheap): the epoch sets both the sample order and the
-    augmentations, and workers are not persistent, so each new loader hands them the epoch.
-    drop_last drops the incomplete last batch (and, across ranks, the samples that do not divide).
-    """
-    if batch_size < 1 or num_workers < 0 or start_batch < 0:
-        got = f"batch_size={batch_size}, num_workers={num_workers}, start_batch={start_batch}"
-        raise ValueError(f"need batch_size >= 1, num_workers >= 0 and start_batch >= 0, got {got}")
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)
-    sampler = ResumableDistributedSampler(
-        dataset,
-        num_replicas=world_size,
-        rank=rank,
-        shuffle=shuffle,
-        seed=seed,
-        drop_last=drop_last,
-        skip=start_batch * batch_size,
-    )
-    sampler.set_epoch(epoch)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        drop_last=drop_last,
-        pin_memory=pin_memory,
-        persistent_workers=False,
-        # The loader draws its workers' base seed from this, never from the global RNG.
-        generator=derived_generator(seed, epoch),
-        worker_init_fn=reuse_freed_memory,
-    )

@@ -1,4 +1,4 @@
-"""Data on disk: the MultiMAE folder layout, ADE20K's release layout, and the NYUv2 .mat converter.
+"""Reading data on disk: the MultiMAE folder layout and ADE20K's release layout (guidedmae.data.writers writes).
 
 The MultiMAE layout holds one file per modality per sample, matched by relative path:
     root/<split>/<modality>/<class>/<name>.<ext>
@@ -6,8 +6,7 @@ The MultiMAE layout holds one file per modality per sample, matched by relative 
     depth   .png                     16-bit grey, depth * depth_scale (millimetres by default; 0 = none)
     semseg  .png                     8-bit (or 16-bit) class ids
 ADE20K (ADEChallengeData2016/images/<split>/*.jpg, annotations/<split>/*.png) is the same idea
-without the class level. Files are written atomically (temp file, then rename), so an interrupted
-writer never leaves a half-written image under its final name.
+without the class level.
 """
 
 import io
@@ -17,16 +16,13 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from multiprocessing import Pool
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from guidedmae.data.modalities import IGNORE_INDEX, Modality, get_modality, resolve
-from guidedmae.data.scenes import SHAPES, render_scene
 
 try:  # libjpeg-turbo straight into numpy: ~20% less time than PIL for an ImageNet-sized JPEG
     import simplejpeg
@@ -368,94 +364,3 @@ def read_ade20k_sample(paths: dict[str, Path], reduce_zero_label: bool) -> dict[
     semseg = _read_ade20k_annotation(paths["semseg"], reduce_zero_label)
     _check_same_size({paths["rgb"]: rgb.shape[1::-1], paths["semseg"]: semseg.shape[::-1]})
     return {"rgb": rgb, "semseg": semseg}
-
-
-# ----------------------------------------------------------------------------------------------
-# Writing
-
-
-def save_image_atomic(array: np.ndarray, path: Path) -> None:
-    """Write uint8 [H, W, 3] / uint8 [H, W] / uint16 [H, W] to `path` (.png or .jpg) via a temp file.
-
-    os.replace is atomic, so `path` is either the old file or the complete new one. No fsync: a data
-    set can be regenerated, and one fsync per image would dominate the run time.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    image = Image.fromarray(array)
-    try:
-        if path.suffix.lower() in (".jpg", ".jpeg"):
-            image.save(temp, format="JPEG", quality=95)
-        else:
-            image.save(temp, format="PNG")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
-def encode_depth(depth: np.ndarray, depth_scale: float = DEPTH_SCALE) -> np.ndarray:
-    """Metres float [H, W] -> uint16 file units; missing (NaN, <= 0) -> 0; beyond range -> 65535."""
-    units = np.rint(np.nan_to_num(depth, nan=0.0) * depth_scale)
-    return np.clip(units, 0, np.iinfo(np.uint16).max).astype(np.uint16)
-
-
-def write_sample(
-    root: Path,
-    split: str,
-    class_name: str,
-    name: str,
-    sample: dict[str, np.ndarray],
-    depth_scale: float = DEPTH_SCALE,
-) -> None:
-    """Write one sample into root/<split>/<modality>/<class_name>/<name>.png.
-
-    sample: rgb uint8 [H, W, 3]; depth float [H, W] metres; semseg uint8 or uint16 [H, W] (the bit
-    depth of the file).
-    """
-    for modality, array in sample.items():
-        path = root / split / modality / class_name / f"{name}.png"
-        if modality == "depth":
-            array = encode_depth(array, depth_scale)
-        elif modality == "semseg" and array.dtype not in (np.uint8, np.uint16):
-            raise ValueError(f"semseg to write must be uint8 or uint16 class ids, got {array.dtype}")
-        save_image_atomic(array, path)
-
-
-def _write_synthetic_scene(index: int, out: Path, split: str, size: int, seed: int, held_out: bool) -> None:
-    scene = render_scene(seed, index, size, held_out)
-    sample = {"rgb": scene.rgb, "depth": scene.depth, "semseg": scene.semseg}
-    write_sample(out, split, SHAPES[scene.label], f"{index:06d}", sample)
-
-
-def write_synthetic(
-    out: str | Path,
-    *,
-    n: int,
-    size: int,
-    split: str = "train",
-    seed: int = 0,
-    workers: int = 1,
-    progress: bool = True,
-) -> int:
-    """Render scenes 0..n-1 of `seed` into out/<split>/<modality>/<shape>/<index>.png; returns n.
-
-    The split "train" holds training scenes; every other split holds scenes of the held-out population
-    (guidedmae.data.scenes.scene_layout), so a written train split never shares a scene with a test split,
-    whatever the seeds. The class folder is the scene's label (SHAPES[label]). Re-running rewrites identical files
-    atomically, so an interrupted run is finished by running it again.
-    """
-    if n < 1 or size < 1 or workers < 1:
-        raise ValueError(f"n, size and workers must be positive, got n={n} size={size} workers={workers}")
-    write_one = partial(
-        _write_synthetic_scene, out=Path(out), split=split, size=size, seed=seed, held_out=split != "train"
-    )
-    with tqdm(total=n, desc=f"synthetic {split}", unit="scene", disable=not progress) as bar:
-        if workers == 1:
-            for index in range(n):
-                write_one(index)
-                bar.update()
-        else:
-            with Pool(workers) as pool:
-                for _ in pool.imap_unordered(write_one, range(n), chunksize=max(1, n // (workers * 16))):
-                    bar.update()
-    return n

@@ -17,7 +17,7 @@ Every reader, transform, adapter, loss and picture takes the modality's record f
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 
-from guidedmae.fields import check_field_types
+from guidedmae.infra.fields import check_field_types
 
 # ImageNet statistics, used by MultiMAE for rgb inputs and targets.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

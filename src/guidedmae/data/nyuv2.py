@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from guidedmae.data.folder import write_sample
-from guidedmae.files import read_json
+from guidedmae.data.writers import write_sample
+from guidedmae.infra.files import read_json
 
 __all__ = ["convert_nyuv2", "load_class_mapping", "load_nyuv2_split"]
 

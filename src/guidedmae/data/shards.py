@@ -12,7 +12,7 @@ The files are copied byte for byte (no re-encoding). Samples are shuffled once w
 shard is a random draw of the data set and reading shard by shard is as good as a global shuffle. The
 member table lets a reader fetch any sample with one read, which makes a resumed epoch exact. index.json
 is written last: a folder without it is unfinished. One writer at a time holds the folder's lock
-(OUT/<split>/.lock, see guidedmae.files.lock_folder); a reader checks the tables against the tars.
+(OUT/<split>/.lock, see guidedmae.infra.files.lock_folder); a reader checks the tables against the tars.
 """
 
 import io
@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from guidedmae.data.folder import index_folder, read_npy
 from guidedmae.data.modalities import Modality, resolve
-from guidedmae.files import atomic_write, lock_folder, make_folder, remove_temps
+from guidedmae.infra.files import atomic_write, lock_folder, make_folder, remove_temps
 
 __all__ = ["INDEX", "ShardIndex", "read_shard_index", "write_shards"]
 

@@ -12,39 +12,19 @@ totals are summed over processes, so the metrics are those of the whole split, e
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from guidedmae.data.datasets import reuse_freed_memory
+from guidedmae.data.loader import reuse_freed_memory
 from guidedmae.data.modalities import BUILTIN, Modality
 from guidedmae.data.transforms import AugmentConfig, class_map_stride, keeps_units, normalize, to_values
-from guidedmae.engine.distributed import DistributedContext, all_reduce_sum
-from guidedmae.engine.precision import autocast
-from guidedmae.models.finetune import FineTuneModel
-from guidedmae.tasks import TaskConfig, new_meter, target_of, update_meter
-
-EVAL_MODES = ("center", "whole", "sliding")
-
-
-@dataclass
-class EvalConfig:
-    every: int = 1  # epochs between evaluations during training (always one at the end); 0 = end only
-    mode: str = "center"  # center | whole | sliding
-    stride: int = 0  # sliding: pixels between windows; 0 = two thirds of the window
-    batch_size: int = 0  # 0 = data.batch_size (sliding always evaluates one image at a time)
-
-    def __post_init__(self) -> None:
-        if self.mode not in EVAL_MODES:
-            raise ValueError(f"eval.mode={self.mode!r}; expected one of {EVAL_MODES}")
-        if self.every < 0 or self.stride < 0 or self.batch_size < 0:
-            raise ValueError(
-                f"eval.every={self.every}, eval.stride={self.stride}, eval.batch_size={self.batch_size}; "
-                "expected non-negative values (0 = the default)"
-            )
+from guidedmae.infra.distributed import DistributedContext, all_reduce_sum
+from guidedmae.infra.precision import autocast
+from guidedmae.models.task_model import FineTuneModel
+from guidedmae.tasks import EvalConfig, TaskConfig, new_meter, target_of, update_meter
 
 
 def _resize_map(image: torch.Tensor, size: tuple[int, int], class_map: bool) -> torch.Tensor:

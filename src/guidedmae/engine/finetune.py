@@ -1,6 +1,6 @@
 """Fine-tuning and linear probing: `guidedmae finetune CONFIG [key=value ...]`, alone or under torchrun.
 
-What is fine-tuning's own; the runner (engine.run) does the rest:
+What is fine-tuning's own; the runner (guidedmae.engine.fit) does the rest:
     model    = FineTuneModel(MultiMAE encoder, build_head(head), freeze_encoder)   linear probe: frozen
                model.init: ours or official pretraining weights (decoders dropped)
     step     = FinetuneStep(model, ...)      mixup / cutmix, task loss; DDP wraps it
@@ -10,134 +10,38 @@ What is fine-tuning's own; the runner (engine.run) does the rest:
 `evaluate_checkpoint` scores a finished run's checkpoint again, on another split or mode if asked.
 """
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
 from guidedmae.config import FinetuneConfig, load_config
-from guidedmae.data.datasets import ADE20KDataset, SyntheticScenes, stored_dataset
 from guidedmae.data.mixup import mix_batch
-from guidedmae.data.modalities import Modality, declare_all, get_modality
 from guidedmae.data.scenes import FIRST_SHAPE_CLASS, SEMSEG_CLASSES, SHAPES
-from guidedmae.data.subset import balanced_subset
-from guidedmae.engine.distributed import (
+from guidedmae.engine.evaluate import evaluate
+from guidedmae.engine.finetune_setup import build_model, evaluation_set, split_name, training_set
+from guidedmae.engine.fit import fit
+from guidedmae.engine.job import Job, JobParts, LoopState, RunResult, Training
+from guidedmae.engine.knn import knn_probe
+from guidedmae.infra.checkpoints import CheckpointError, build_to_fit, read_checkpoint, state_dict_of
+from guidedmae.infra.distributed import (
     DistributedContext,
     close_distributed,
     init_distributed,
     threads_per_process,
 )
-from guidedmae.engine.evaluate import WholeImages, evaluate
-from guidedmae.engine.logging import RunLogger
-from guidedmae.engine.loop import LoopState, TrainingJob
-from guidedmae.engine.optim import layer_decay_groups
-from guidedmae.engine.run import Job, JobParts, RunResult, run_job
-from guidedmae.engine.schedule import START, Progress
+from guidedmae.infra.optim import layer_decay_groups
+from guidedmae.infra.run_log import RunLogger
+from guidedmae.infra.schedule import START, Progress
 from guidedmae.metrics import format_iou_table, iou_per_class
-from guidedmae.models.checkpoints import CheckpointError, build_to_fit, read_checkpoint, state_dict_of
-from guidedmae.models.finetune import FineTuneModel, build_head
-from guidedmae.models.multimae import MultiMAE
 from guidedmae.models.pretrained import InitReport, load_pretrained
+from guidedmae.models.task_model import FineTuneModel
 from guidedmae.tasks import target_of, task_loss
 
 __all__ = ["FinetuneJob", "FinetuneStep", "evaluate_checkpoint", "finetune", "training_set"]
-
-
-def data_modalities(config: FinetuneConfig) -> list[Modality]:
-    """The modalities a batch holds: the inputs, and the target if it is an image (the label always comes)."""
-    target = () if config.head.task == "classification" else (config.head.task,)
-    declared = declare_all(config.modalities)
-    return [get_modality(name, declared) for name in dict.fromkeys([*config.model.inputs, *target])]
-
-
-def _build_split(config: FinetuneConfig, train: bool) -> Dataset:
-    """The train split (with augmentation) or the evaluation split (the eval transform)."""
-    data = config.data
-    augment = data.augment if train else replace(data.augment, train=False)
-    modalities = data_modalities(config)
-    if data.source == "synthetic":
-        count, seed = (
-            (data.num_samples, data.scene_seed) if train else (data.eval_num_samples, data.eval_scene_seed)
-        )
-        size = data.render_size or augment.size
-        return SyntheticScenes(
-            count, size, seed, modalities, augment, data.label, held_out=not train, augment_seed=config.seed
-        )
-    split = data.split if train else data.eval_split
-    if data.source == "ade20k":
-        # The task applies reduce_zero_label (task.reduce_zero_label), for every source alike.
-        return ADE20KDataset(
-            data.root, split, augment, reduce_zero_label=False, on_error=data.on_error, seed=config.seed
-        )
-    return stored_dataset(
-        data.source,
-        data.root,
-        split,
-        modalities,
-        augment,
-        on_error=data.on_error,
-        seed=config.seed,
-        **_semseg_ids(config),
-    )
-
-
-def _semseg_ids(config: FinetuneConfig) -> dict:
-    """The semseg ids the data may hold: as the input, the encoder's classes; as the target, the head's
-    (one more before reduce_zero_label shifts them down) and task.ignore_index."""
-    if "semseg" in config.model.inputs:
-        return {"semseg_classes": config.model.semseg_classes}
-    if config.head.task == "semseg":
-        shift = 1 if config.task.reduce_zero_label else 0
-        return {"semseg_classes": config.head.num_classes + shift, "ignore_index": config.task.ignore_index}
-    return {}
-
-
-class EpochSubset(Subset):
-    """A Subset that passes the epoch on to its data set (whose augmentations depend on it)."""
-
-    def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
-
-
-def training_set(config: FinetuneConfig) -> Dataset:
-    """The train split, or its class-balanced seeded subset in the low-data regime."""
-    dataset = _build_split(config, train=True)
-    if config.data.fraction == 1 and not config.data.per_class:
-        return dataset
-    if config.head.task == "classification":
-        indices = balanced_subset(
-            dataset.labels(),
-            config.seed,
-            fraction=None if config.data.per_class else config.data.fraction,
-            per_class=config.data.per_class or None,
-        )
-    elif config.data.per_class:
-        raise ValueError(f"data.per_class needs image labels; head.task={config.head.task} has none")
-    else:  # dense tasks: a seeded uniform share of the images
-        rng = np.random.default_rng(config.seed)
-        count = max(1, round(config.data.fraction * len(dataset)))
-        indices = np.sort(rng.permutation(len(dataset))[:count])
-    return EpochSubset(dataset, indices.tolist())
-
-
-def evaluation_set(config: FinetuneConfig) -> Dataset:
-    dataset = _build_split(config, train=False)
-    if config.eval.mode == "center":
-        return dataset
-    return WholeImages(dataset, config.eval.mode, config.task.ignore_index)
-
-
-def build_model(config: FinetuneConfig) -> FineTuneModel:
-    """Encoder (random init; load_pretrained fills it from model.init) and head, as the config says."""
-    architecture = config.model.architecture(config.modalities)
-    return FineTuneModel(
-        MultiMAE(architecture),
-        build_head(config.head, architecture),
-        freeze_encoder=config.model.freeze_encoder,
-    )
 
 
 @dataclass
@@ -187,12 +91,6 @@ def _evaluate_split(
     )
 
 
-def split_name(config: FinetuneConfig) -> str:
-    if config.data.source == "synthetic":
-        return f"{config.data.eval_num_samples} held-out scenes (series {config.data.eval_scene_seed})"
-    return f"{config.data.root} {config.data.eval_split}"
-
-
 def class_names(config: FinetuneConfig) -> list[str] | None:
     if config.data.source == "synthetic":
         return list(SEMSEG_CLASSES) if config.head.task == "semseg" else list(SHAPES)
@@ -233,7 +131,7 @@ class FinetuneJob(Job):
     def initialize(self, model: FineTuneModel, path: str) -> InitReport:
         return load_pretrained(model.encoder, path)
 
-    def describe(self, training: TrainingJob) -> str:
+    def describe(self, training: Training) -> str:
         config = self.config
         what = "linear probe" if config.model.freeze_encoder else "full fine-tuning"
         return (
@@ -241,7 +139,7 @@ class FinetuneJob(Job):
             f"{len(training.dataset)} training samples, {len(self.eval_set)} evaluation samples"
         )
 
-    def _evaluate(self, training: TrainingJob, step: int, logger: RunLogger) -> dict:
+    def _evaluate(self, training: Training, step: int, logger: RunLogger) -> dict:
         scores = _scores_of(
             _evaluate_split(self.model, self.eval_set, self.config, training.context), self.config
         )
@@ -252,14 +150,14 @@ class FinetuneJob(Job):
         )
         return scores
 
-    def after_step(self, training: TrainingJob, state: LoopState, logger: RunLogger) -> None:
+    def after_step(self, training: Training, state: LoopState, logger: RunLogger) -> None:
         schedule, every = self.config.schedule, self.config.eval.every
         # At epoch ends only, and never the last one: `finish` evaluates it.
         epoch_end = not state.batch and state.epoch < schedule.total_epochs
         if epoch_end and every and (state.epoch - schedule.start_epoch) % every == 0:
             self._evaluate(training, state.step, logger)
 
-    def finish(self, training: TrainingJob, state: LoopState, logger: RunLogger) -> dict:
+    def finish(self, training: Training, state: LoopState, logger: RunLogger) -> dict:
         scores = self._evaluate(training, state.step, logger)
         if "iou_table" in scores:
             logger.event("per_class_iou", "per-class IoU:\n" + scores["iou_table"])
@@ -270,10 +168,8 @@ def finetune(config: FinetuneConfig) -> RunResult:
     """Run (or resume) a fine-tuning or linear probe, or the k-NN probe (head.kind=knn, which trains
     nothing); returns its final evaluation and where its outputs are."""
     if config.head.head_kind == "knn":
-        from guidedmae.engine.knn import knn_probe  # it builds on this module: imported when needed
-
         return knn_probe(config)
-    return run_job(FinetuneJob(config))
+    return fit(FinetuneJob(config))
 
 
 def evaluate_checkpoint(

@@ -18,7 +18,11 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from guidedmae.config import FinetuneConfig, config_to_dict, save_config
-from guidedmae.engine.distributed import (
+from guidedmae.engine.evaluate import shard_loader
+from guidedmae.engine.finetune_setup import build_model, evaluation_set, split_name, training_set
+from guidedmae.engine.job import CONFIG_FILE, RESULTS, RunResult
+from guidedmae.engine.start import own_run_folder
+from guidedmae.infra.distributed import (
     DistributedContext,
     all_gather_objects,
     all_gather_tensors,
@@ -27,16 +31,13 @@ from guidedmae.engine.distributed import (
     init_distributed,
     threads_per_process,
 )
-from guidedmae.engine.evaluate import shard_loader
-from guidedmae.engine.finetune import build_model, evaluation_set, split_name, training_set
-from guidedmae.engine.logging import RunLogger
-from guidedmae.engine.precision import autocast
-from guidedmae.engine.run import CONFIG_FILE, RESULTS, RunResult, own_run_folder
-from guidedmae.engine.trackers import build_trackers
-from guidedmae.files import write_json
+from guidedmae.infra.files import write_json
+from guidedmae.infra.precision import autocast
+from guidedmae.infra.run_log import RunLogger
+from guidedmae.infra.trackers import build_trackers
 from guidedmae.metrics import ClassificationMeter
-from guidedmae.models.finetune import FineTuneModel
 from guidedmae.models.pretrained import load_pretrained
+from guidedmae.models.task_model import FineTuneModel
 
 __all__ = ["knn_probe", "knn_votes"]
 

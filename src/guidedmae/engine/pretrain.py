@@ -1,6 +1,6 @@
 """Pretraining: `guidedmae pretrain CONFIG [key=value ...]`, alone or under torchrun.
 
-What is pretraining's own; the runner (engine.run) does the rest:
+What is pretraining's own; the runner (guidedmae.engine.fit) does the rest:
     model    = MultiMAE(config.model)                            model.init: official or own weights
     strategy = build_strategy(config.masking, ...)                saved beside the model, own param group
     step     = MaskedAutoencoderStep(model, strategy, loss)       the whole forward; DDP wraps it
@@ -18,24 +18,26 @@ import torch
 from torch.utils.data import Dataset, Subset, default_collate
 
 from guidedmae.config import PretrainConfig
-from guidedmae.data.datasets import SyntheticScenes, derived_generator, stored_dataset
 from guidedmae.data.modalities import Modality
 from guidedmae.data.scenes import FIRST_SHAPE_CLASS, NUM_SEMSEG_CLASSES
-from guidedmae.engine.distributed import DistributedContext, all_reduce_sum
+from guidedmae.data.seeding import derived_generator
+from guidedmae.data.sources import ClassIds, build_dataset
 from guidedmae.engine.evaluate import shard_loader
-from guidedmae.engine.logging import RunLogger
-from guidedmae.engine.loop import LoopState, TrainingJob
-from guidedmae.engine.optim import param_groups
-from guidedmae.engine.precision import autocast
-from guidedmae.engine.run import Job, JobParts, RunResult, run_job
-from guidedmae.engine.step import MaskedAutoencoderStep
+from guidedmae.engine.fit import fit
+from guidedmae.engine.job import Job, JobParts, LoopState, RunResult, Training
+from guidedmae.engine.pretrain_step import MaskedAutoencoderStep
+from guidedmae.infra.distributed import DistributedContext, all_reduce_sum
+from guidedmae.infra.optim import param_groups
+from guidedmae.infra.precision import autocast
+from guidedmae.infra.run_log import RunLogger
 from guidedmae.masking.config import MaskingConfig, build_strategy
 from guidedmae.metrics import object_tokens, top_attended_object_share
-from guidedmae.models.multimae import MultiMAE, MultiMAEConfig
+from guidedmae.models.architecture import MultiMAEConfig
+from guidedmae.models.multimae import MultiMAE
 from guidedmae.models.pretrained import InitReport, load_pretrained
-from guidedmae.viz import reconstruction_figure, save_png
+from guidedmae.pictures import reconstruction_figure, save_png
 
-__all__ = ["PICTURES", "PretrainJob", "build_dataset", "picture_batch", "pretrain", "save_reconstruction"]
+__all__ = ["PICTURES", "PretrainJob", "pretraining_set", "picture_batch", "pretrain", "save_reconstruction"]
 
 PICTURES = "pictures"
 PICTURE_STREAM = 3  # derived_generator(seed, 0, PICTURE_STREAM): the masks of every picture
@@ -48,48 +50,29 @@ def data_modalities(model: MultiMAEConfig) -> list[Modality]:
     return [model.modality(name) for name in names]
 
 
-def build_dataset(config: PretrainConfig, held_out: bool = False) -> Dataset:
+def pretraining_set(config: PretrainConfig, held_out: bool = False) -> Dataset:
     """The pretraining data set of `config.data`, yielding the modalities the model needs; held_out: the
     evaluation's (config.eval: its series or split, the first eval.num_samples, no augmentation)."""
-    data, modalities = config.data, data_modalities(config.model.architecture(config.modalities))
-    if held_out:
-        augment = replace(data.augment, train=False)
-        if data.source == "synthetic":
-            size = data.render_size or augment.size
-            return SyntheticScenes(
-                config.eval.num_samples, size, config.eval.scene_seed, modalities, augment, held_out=True
-            )
-        if not (Path(data.root) / config.eval.split).is_dir():
-            raise FileNotFoundError(
-                f"no split folder {Path(data.root) / config.eval.split} for the held-out evaluation; set "
-                "eval.split to a split of data.root, or eval.num_samples=0 to evaluate nothing"
-            )
-        dataset = stored_dataset(
-            data.source,
-            data.root,
-            config.eval.split,
-            modalities,
-            augment,
-            on_error=data.on_error,
-            seed=config.seed,
-            semseg_classes=config.model.semseg_classes,
-        )
-        return Subset(dataset, range(min(config.eval.num_samples, len(dataset))))
-    if data.source == "synthetic":
-        size = data.render_size or data.augment.size
-        return SyntheticScenes(
-            data.num_samples, size, data.scene_seed, modalities, data.augment, augment_seed=config.seed
-        )
+    modalities = data_modalities(config.model.architecture(config.modalities))
     # Every semseg id must index the model's class embedding (inputs) and logits (outputs).
-    return stored_dataset(
-        data.source,
-        data.root,
-        data.split,
-        modalities,
-        data.augment,
-        on_error=data.on_error,
-        seed=config.seed,
-        semseg_classes=config.model.semseg_classes,
+    class_ids = ClassIds(semseg_classes=config.model.semseg_classes)
+    if not held_out:
+        return build_dataset(
+            config.data, config.data.split, modalities, train=True, seed=config.seed, class_ids=class_ids
+        )
+    data, split = config.data, config.eval.split
+    if data.source == "synthetic":
+        data = replace(data, num_samples=config.eval.num_samples, scene_seed=config.eval.scene_seed)
+    elif not (Path(data.root) / split).is_dir():
+        raise FileNotFoundError(
+            f"no split folder {Path(data.root) / split} for the held-out evaluation; set "
+            "eval.split to a split of data.root, or eval.num_samples=0 to evaluate nothing"
+        )
+    dataset = build_dataset(data, split, modalities, train=False, seed=config.seed, class_ids=class_ids)
+    return (
+        dataset
+        if data.source == "synthetic"
+        else Subset(dataset, range(min(config.eval.num_samples, len(dataset))))
     )
 
 
@@ -139,7 +122,7 @@ class PretrainJob(Job):
     def build(self, context: DistributedContext) -> JobParts:
         config = self.config
         model = MultiMAE(config.model.architecture(config.modalities))
-        dataset = build_dataset(config)
+        dataset = pretraining_set(config)
         strategy = build_strategy(config.masking, model.config, len(dataset), context)
         self.step = MaskedAutoencoderStep(model, strategy, config.loss)
         groups = param_groups(model, config.optim.weight_decay)
@@ -148,7 +131,7 @@ class PretrainJob(Job):
             for group in param_groups(strategy, config.optim.weight_decay)
         ]
         self.pictures = picture_batch(dataset, config.log.picture_samples)
-        self.held_out = build_dataset(config, held_out=True) if config.eval.num_samples else None
+        self.held_out = pretraining_set(config, held_out=True) if config.eval.num_samples else None
         # Every run is also scored on the same random and block masks, whatever its own strategy: random masks
         # are random masking's own objective, block masks no run's.
         self.eval_steps = {
@@ -173,16 +156,16 @@ class PretrainJob(Job):
     def initialize(self, model: MultiMAE, path: str) -> InitReport:
         return load_pretrained(model, path)
 
-    def describe(self, training: TrainingJob) -> str:
+    def describe(self, training: Training) -> str:
         strategy = self.step.strategy.describe()
         return f"{strategy} masking, {self.config.masking.num_visible} visible tokens"
 
-    def _picture(self, training: TrainingJob, step: int, logger: RunLogger) -> None:
+    def _picture(self, training: Training, step: int, logger: RunLogger) -> None:
         path = _picture_path(training.out_dir, step)
         if training.context.is_main and not path.is_file():
             logger.picture(save_reconstruction(self.step, self.pictures, self.config, path), step)
 
-    def _evaluate(self, training: TrainingJob, state: LoopState, logger: RunLogger) -> dict[str, float]:
+    def _evaluate(self, training: Training, state: LoopState, logger: RunLogger) -> dict[str, float]:
         """The held-out losses under the fixed random and block masks and the run's own strategy, and the
         premise on synthetic scenes (every rank)."""
         progress = training.schedule.progress(min(state.step, training.schedule.run_steps - 1))
@@ -203,7 +186,7 @@ class PretrainJob(Job):
         )
         return values
 
-    def after_step(self, training: TrainingJob, state: LoopState, logger: RunLogger) -> None:
+    def after_step(self, training: Training, state: LoopState, logger: RunLogger) -> None:
         every = self.config.log.picture_every
         if every and state.step % every == 0:
             self._picture(training, state.step, logger)
@@ -212,7 +195,7 @@ class PretrainJob(Job):
         if self.held_out is not None and every and state.step % every == 0 and not last:
             self._evaluate(training, state, logger)
 
-    def finish(self, training: TrainingJob, state: LoopState, logger: RunLogger) -> dict:
+    def finish(self, training: Training, state: LoopState, logger: RunLogger) -> dict:
         self._picture(training, state.step, logger)
         if self.held_out is None:
             return {}
@@ -280,4 +263,4 @@ def premise_shares(
 
 def pretrain(config: PretrainConfig) -> RunResult:
     """Run (or resume) a pretraining; returns where its outputs are."""
-    return run_job(PretrainJob(config))
+    return fit(PretrainJob(config))

@@ -1,5 +1,8 @@
 """Masking: Dirichlet budgets, priority functions, strategies (modules in a registry) and the one
-selection routine."""
+selection routine (guidedmae.models.selection, re-exported here).
+
+Layer: may import guidedmae.infra, data, models and losses (the per-patch losses some strategies read).
+"""
 
 from guidedmae.masking.budget import sample_visible_counts
 from guidedmae.masking.config import MaskingConfig, build_strategy, validate_masking
@@ -10,7 +13,6 @@ from guidedmae.masking.priority import (
     random_priorities,
     reveal_hints,
 )
-from guidedmae.masking.select import Selection, from_masks, from_priorities
 from guidedmae.masking.strategy import (
     STRATEGIES,
     MaskChoice,
@@ -19,6 +21,7 @@ from guidedmae.masking.strategy import (
     Proposal,
     register,
 )
+from guidedmae.models.selection import Selection, from_masks, from_priorities
 
 __all__ = [
     "STRATEGIES",

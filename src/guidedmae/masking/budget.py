@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from guidedmae.engine.distributed import DistributedContext, all_reduce_mean
+from guidedmae.infra.distributed import DistributedContext, all_reduce_mean
 
 # MultiMAE adds this to the {0, 1} task choices of `sample_tasks_uniformly` (Dirichlet needs alpha > 0).
 UNCHOSEN_ALPHA = 1e-5

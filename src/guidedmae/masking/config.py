@@ -14,7 +14,7 @@ strategy gets its section here without any edit of this file.
 
 from dataclasses import dataclass, field, fields, make_dataclass
 
-from guidedmae.engine.distributed import DistributedContext
+from guidedmae.infra.distributed import DistributedContext
 from guidedmae.masking import strategies  # noqa: F401 - registers every strategy
 from guidedmae.masking.strategy import STRATEGIES, MaskingStrategy
 

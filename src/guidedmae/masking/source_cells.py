@@ -6,9 +6,13 @@ source image, the crop box and flip of the sample's view (data.transforms) mappe
 remember something per sample (losses, attention scores) write and read through these two functions.
 """
 
+from collections.abc import Callable
+
 import torch
 
-__all__ = ["cell_means", "empty_memory", "token_cells", "view_cells"]
+from guidedmae.infra.distributed import DistributedContext, all_gather_tensors
+
+__all__ = ["cell_means", "empty_memory", "token_cells", "update_from_every_rank", "view_cells"]
 
 
 def token_cells(views: torch.Tensor, grid: tuple[int, int], memory_grid: int) -> torch.Tensor:
@@ -62,3 +66,18 @@ def empty_memory(strategy: str, num_samples: int, num_modalities: int, grid: int
     if num_samples < 1:
         raise ValueError(f"masking.strategy={strategy} remembers training samples: it needs their number")
     return torch.full((num_samples, num_modalities, grid * grid), torch.nan, dtype=torch.float16)
+
+
+def update_from_every_rank(
+    context: DistributedContext,
+    indices: torch.Tensor,
+    observed: torch.Tensor,
+    update: Callable[[torch.Tensor, torch.Tensor], None],
+) -> None:
+    """Apply every process's observations of this step (sample indices [B], observed [B, ...]) with
+    `update(indices, observed)`, in rank order: every process applies the same updates in the same
+    order, so the per-sample memories stay identical under DDP without ever being broadcast."""
+    for rank_indices, rank_observed in zip(
+        all_gather_tensors(context, indices), all_gather_tensors(context, observed.to(indices.device))
+    ):
+        update(rank_indices, rank_observed)

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
-from guidedmae.engine.distributed import DistributedContext
-from guidedmae.engine.schedule import START, Progress
+from guidedmae.infra.distributed import DistributedContext
+from guidedmae.infra.schedule import START, Progress
 from guidedmae.losses import PatchLosses, masked_patch_mean
 from guidedmae.masking.budget import VisibleBudget
 from guidedmae.masking.priority import (
@@ -39,10 +39,11 @@ from guidedmae.masking.priority import (
     gumbel_priorities,
     mix_with_random,
 )
-from guidedmae.masking.select import Selection, from_priorities
+from guidedmae.models.selection import Selection, from_priorities
 
 if TYPE_CHECKING:  # models import masking.select: a run-time import here would be circular
-    from guidedmae.models.multimae import MultiMAE, MultiMAEConfig, Tokens
+    from guidedmae.models.architecture import MultiMAEConfig
+    from guidedmae.models.multimae import MultiMAE, Tokens
 
 __all__ = [
     "STRATEGIES",

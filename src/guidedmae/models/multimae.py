@@ -15,94 +15,19 @@ official code: modalities concatenated in `config.inputs` order, the global toke
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from guidedmae.data.modalities import Modality, declaration, declare_all, get_modality
-from guidedmae.fields import check_field_types
-from guidedmae.masking.select import Selection, from_masks
+from guidedmae.data.modalities import Modality
+from guidedmae.infra.checkpoints import build_to_fit
 from guidedmae.models.adapters import PatchInputAdapter, SemSegInputAdapter, SpatialOutputAdapter
+from guidedmae.models.architecture import MultiMAEConfig
+from guidedmae.models.hf_folder import read_pretrained_folder, write_pretrained_folder
+from guidedmae.models.selection import Selection, from_masks
 from guidedmae.models.vit import Block
-
-
-@dataclass
-class MultiMAEConfig:
-    """Architecture of a MultiMAE. Defaults: MultiMAE-B as released (1600 epochs)."""
-
-    inputs: tuple[str, ...] = ("rgb", "depth", "semseg")
-    outputs: tuple[str, ...] = ("rgb", "depth", "semseg", "norm_rgb")  # () for an encoder only
-    image_size: int = 224
-    patch_size: int = 16
-    dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    drop_path: float = 0.0
-    num_global_tokens: int = 1
-    semseg_classes: int = 133  # COCO panoptic classes of MultiMAE's pseudo labels
-    semseg_class_dim: int = 64
-    decoder_dim: int = 256
-    decoder_depth: int = 2
-    decoder_heads: int = 8
-    decoder_task_queries: bool = True
-    # Outputs decoded in fp32 even under autocast: MultiMAE runs the semseg decoder so for stability.
-    fp32_outputs: tuple[str, ...] = field(default=("semseg",))
-    # Declarations (guidedmae.data.modalities) of the inputs and outputs that are not built in, or that
-    # change a built-in: a model file then says what its adapters take.
-    modalities: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        check_field_types(self, "model.")  # a config.json or a checkpoint's config may hold anything
-        # Far beyond any ViT trained so far (ViT-22B: dim 6144, depth 48): a config, or a file's stored
-        # config, asking for more is a mistake or an attack, refused before anything is built.
-        limits = {
-            "dim": 16384, "depth": 256, "num_heads": 1024, "image_size": 16384, "patch_size": 1024,
-            "num_global_tokens": 1024, "semseg_classes": 65536, "semseg_class_dim": 16384,
-            "decoder_dim": 16384, "decoder_depth": 256, "decoder_heads": 1024,
-        }  # fmt: skip
-        for name, limit in limits.items():
-            value = getattr(self, name)
-            if not 1 <= value <= limit:
-                raise ValueError(f"model.{name}={value}; expected 1..{limit}")
-        # Attention splits a width among its heads; the sin-cos position tables take a quarter of it per axis
-        # and function.
-        for width, heads in (("dim", "num_heads"), ("decoder_dim", "decoder_heads")):
-            if getattr(self, width) % getattr(self, heads) or getattr(self, width) % 4:
-                raise ValueError(
-                    f"model.{width}={getattr(self, width)}, model.{heads}={getattr(self, heads)}; expected "
-                    f"a {width} divisible by {heads} and by 4"
-                )
-        self.modalities = {name: declaration(record) for name, record in declare_all(self.modalities).items()}
-        if not 0 < self.mlp_ratio <= 64 or not 0 <= self.drop_path < 1:
-            raise ValueError(
-                f"model.mlp_ratio={self.mlp_ratio}, model.drop_path={self.drop_path}; expected 0 < mlp_ratio "
-                "<= 64 and 0 <= drop_path < 1"
-            )
-
-    def modality(self, name: str) -> Modality:
-        """The record of input or output `name` (norm_rgb: rgb's)."""
-        return get_modality(name, declare_all(self.modalities))
-
-
-# Encoder sizes of the ViT family; decoders keep MultiMAE's 256 x 2 unless overridden.
-PRESETS: dict[str, dict[str, int]] = {
-    "tiny": {"dim": 192, "depth": 12, "num_heads": 3},
-    "small": {"dim": 384, "depth": 12, "num_heads": 6},
-    "base": {"dim": 768, "depth": 12, "num_heads": 12},
-    "large": {"dim": 1024, "depth": 24, "num_heads": 16},
-}
-
-
-def preset_config(name: str, **overrides) -> MultiMAEConfig:
-    """MultiMAEConfig of a named encoder size (tiny/small/base/large), with field overrides."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; expected one of {sorted(PRESETS)}")
-    return MultiMAEConfig(**{**PRESETS[name], **overrides})
 
 
 @dataclass
@@ -339,16 +264,13 @@ class MultiMAE(nn.Module):
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "MultiMAE":
         """The MultiMAE of a save_pretrained folder (config.json + model.safetensors, see
-        guidedmae.models.export), loaded strictly."""
-        from guidedmae.models.export import load_pretrained_folder  # export builds on this module
-
-        return load_pretrained_folder(folder)
+        guidedmae.models.hf_folder), loaded strictly."""
+        config, weights, source = read_pretrained_folder(folder)
+        return build_to_fit(lambda: cls(config), weights, source)
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write config.json and model.safetensors into `folder` (atomically, file by file)."""
-        from guidedmae.models.export import save_pretrained  # export builds on this module
-
-        return save_pretrained(self, folder)
+        return write_pretrained_folder(folder, self.config, self.state_dict())
 
     def no_weight_decay(self) -> set[str]:
         """Names of parameters exempt from weight decay: tokens, embeddings, norms and biases."""

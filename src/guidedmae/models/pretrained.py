@@ -24,15 +24,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from guidedmae.models.checkpoints import (
+from guidedmae.infra.checkpoints import (
     CheckpointError,
     load_weights,
     module_names,
     read_checkpoint,
     state_dict_of,
 )
+from guidedmae.models.architecture import MultiMAEConfig
 from guidedmae.models.export import is_timm_vit, timm_to_encoder
-from guidedmae.models.multimae import MultiMAE, MultiMAEConfig
+from guidedmae.models.multimae import MultiMAE
 
 __all__ = ["SHAPING_FIELDS", "InitReport", "load_pretrained", "resized_position_table"]
 

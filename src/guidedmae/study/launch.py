@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from guidedmae.files import FolderBusy, lock_folder
+from guidedmae.infra.files import FolderBusy, lock_folder
 from guidedmae.study.plan import Run, StudyConfig
 
 __all__ = ["Outcome", "execute_run", "launch"]

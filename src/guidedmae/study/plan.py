@@ -24,8 +24,8 @@ from guidedmae.config import (
     config_to_dict,
     load_config,
 )
-from guidedmae.engine.checkpoint import LAST
-from guidedmae.engine.run import RESULTS
+from guidedmae.engine.job import RESULTS
+from guidedmae.infra.checkpoints import LAST
 
 __all__ = ["LAUNCHERS", "Run", "StudyConfig", "load_study", "plan", "stale_runs"]
 

@@ -25,9 +25,9 @@ import matplotlib
 matplotlib.use("Agg")  # headless: figures go to files
 import matplotlib.pyplot as plt  # noqa: E402
 
-from guidedmae.engine.logging import METRICS, read_metrics  # noqa: E402
-from guidedmae.engine.run import RESULTS  # noqa: E402
-from guidedmae.files import atomic_write, write_json  # noqa: E402
+from guidedmae.engine.job import RESULTS  # noqa: E402
+from guidedmae.infra.files import atomic_write, write_json  # noqa: E402
+from guidedmae.infra.run_log import METRICS, read_metrics  # noqa: E402
 from guidedmae.study.plan import Run, StudyConfig  # noqa: E402
 from guidedmae.study.stats import (  # noqa: E402
     ALPHA,

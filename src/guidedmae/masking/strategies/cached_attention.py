@@ -20,9 +20,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from guidedmae.engine.distributed import all_gather_tensors
 from guidedmae.losses import PatchLosses
-from guidedmae.masking.source_cells import cell_means, empty_memory, view_cells
+from guidedmae.masking.source_cells import cell_means, empty_memory, update_from_every_rank, view_cells
 from guidedmae.masking.strategy import (
     MaskChoice,
     MaskingContext,
@@ -124,13 +123,11 @@ class CachedAttentionMasking(MaskingStrategy):
             ],
             dim=1,
         )  # [B, M, cells], NaN where not refreshed
-        for rank_indices, rank_observed in zip(
-            all_gather_tensors(self.context, indices),
-            all_gather_tensors(self.context, observed.to(indices.device)),
-        ):
-            current = self.memory[rank_indices].double()
-            self.memory[rank_indices] = torch.where(rank_observed.isnan(), current, rank_observed).to(
-                torch.float16
-            )
-            self.visits[rank_indices] += 1
+        update_from_every_rank(self.context, indices, observed, self._refresh)
         return None
+
+    def _refresh(self, indices: torch.Tensor, observed: torch.Tensor) -> None:
+        """memory[indices] <- observed [B, M, cells] where observed (NaN = not refreshed); one more visit."""
+        current = self.memory[indices].double()
+        self.memory[indices] = torch.where(observed.isnan(), current, observed).to(torch.float16)
+        self.visits[indices] += 1

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
-from guidedmae.engine.distributed import all_gather_tensors
 from guidedmae.losses import PatchLosses
 from guidedmae.masking.priority import random_priorities
-from guidedmae.masking.source_cells import cell_means, empty_memory, view_cells
+from guidedmae.masking.source_cells import cell_means, empty_memory, update_from_every_rank, view_cells
 from guidedmae.masking.strategy import (
     MaskChoice,
     MaskingContext,
@@ -132,11 +131,7 @@ class LossMemoryMasking(MaskingStrategy):
         ]
         observed = torch.stack(observed, dim=1)  # [B, M, cells]
         indices = context.indices.to(cells.device)
-        # Every process applies every process's observations, in rank order: the memories agree.
-        for rank_indices, rank_observed in zip(
-            all_gather_tensors(self.context, indices), all_gather_tensors(self.context, observed)
-        ):
-            self._remember(rank_indices, rank_observed)
+        update_from_every_rank(self.context, indices, observed, self._remember)
         return None
 
     def _remember(self, indices: torch.Tensor, observed: torch.Tensor) -> None:

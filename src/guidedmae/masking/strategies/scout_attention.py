@@ -1,5 +1,5 @@
 """Attention guidance predicted by a scout: a small encoder, trained online, that reads the batch's token
-embeddings and predicts the scores of the exact attention pass (issue 13's cheap guidance).
+embeddings and predicts the scores of the exact attention pass.
 
 Every step, the first `exact_share` of the batch is scored by the exact pass over all its tokens (as
 attention-guided masking scores every sample): those samples are masked exactly, and the scout learns from

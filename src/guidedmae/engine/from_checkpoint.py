@@ -1,17 +1,11 @@
-"""`guidedmae visualize CHECKPOINT`: inputs, attention maps, masks and reconstructions of a model, as a PNG.
+"""A pretraining checkpoint (ours, or an official MultiMAE .pth) as a model with its config, or as the
+training step with its masking strategy: what `visualize`, `bench` and the viewer show.
 
-    guidedmae visualize runs/demo/checkpoint-last.pt                    # the run's own masking strategy
-    guidedmae visualize runs/demo/checkpoint-last.pt masking.attention.select=low masking.attention.noise=0.5
-    guidedmae visualize multimae-b_98_rgb+-depth-semseg_1600e.pth masking.strategy=attention --out b.png
-
-CHECKPOINT is a guidedmae pretraining checkpoint (its stored config gives the model, the data and the
-masking) or an official MultiMAE .pth (shown on synthetic scenes, with MultiMAE-B's budget of 1/6 of the
-tokens visible). key=value overrides change that config, the masking above all; the batch and the masking
-seed are those of the run's own pictures, so a picture made here sits beside the training pictures.
-Computed in fp32.
+A guidedmae checkpoint's stored config gives the model, the data and the masking; an official file is
+shown on synthetic scenes, with MultiMAE-B's budget of 1/6 of the tokens visible. key=value overrides
+change that config, the masking above all.
 """
 
-import argparse
 from dataclasses import fields
 from pathlib import Path
 
@@ -19,22 +13,21 @@ from torch.utils.data import Dataset
 
 from guidedmae.config import DataConfig, ModelSettings, PretrainConfig, config_to_dict, load_config
 from guidedmae.data.transforms import AugmentConfig
-from guidedmae.engine.distributed import resolve_device
-from guidedmae.engine.pretrain import STRATEGY_KEY, build_dataset, picture_batch, save_reconstruction
-from guidedmae.engine.step import MaskedAutoencoderStep
-from guidedmae.files import check_output
-from guidedmae.masking import MaskingConfig, build_strategy
-from guidedmae.models.checkpoints import (
+from guidedmae.engine.pretrain import STRATEGY_KEY, pretraining_set
+from guidedmae.engine.pretrain_step import MaskedAutoencoderStep
+from guidedmae.infra.checkpoints import (
     CheckpointError,
     build_to_fit,
     load_weights,
-    official_architecture,
     read_checkpoint,
     state_dict_of,
 )
-from guidedmae.models.multimae import MultiMAE, MultiMAEConfig
+from guidedmae.masking import MaskingConfig, build_strategy
+from guidedmae.models.architecture import MultiMAEConfig
+from guidedmae.models.multimae import MultiMAE
+from guidedmae.models.official import official_architecture
 
-__all__ = ["add_parser", "load_model", "load_step"]
+__all__ = ["load_model", "load_step"]
 
 
 def _official_config(architecture: MultiMAEConfig) -> PretrainConfig:
@@ -75,7 +68,7 @@ def load_step(
     takes the state the run saved beside the model; without it there is nothing true to picture."""
     model, config, checkpoint = load_model(path, overrides)
     saved = checkpoint["config"] if isinstance(checkpoint.get("config"), dict) else {}
-    dataset = build_dataset(config)
+    dataset = pretraining_set(config)
     strategy = build_strategy(config.masking, model.config, len(dataset))
     if strategy.state_dict():
         same_strategy = saved.get("masking", {}).get("strategy") == config.masking.strategy
@@ -87,35 +80,3 @@ def load_step(
             )
         load_weights(strategy, checkpoint[STRATEGY_KEY], f"{path} ({STRATEGY_KEY})")
     return MaskedAutoencoderStep(model, strategy, config.loss), config, dataset
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.samples < 1:
-        raise ValueError(f"--samples {args.samples}; expected at least 1")
-    overrides = [*args.overrides, f"log.picture_samples={args.samples}", "run.precision=fp32"]
-    step, config, dataset = load_step(args.checkpoint, overrides)
-    step.to(resolve_device(args.device, key="--device"))
-    batch = picture_batch(dataset, args.samples)
-    name = step.strategy.describe()
-    out = Path(args.out or Path(args.checkpoint).parent / f"visualize-{name}.png")
-    check_output(out, [args.checkpoint])
-    save_reconstruction(step, batch, config, out)
-    print(f"wrote {out} ({name}, {len(batch['rgb'])} samples)")
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register `visualize` under the main command's sub-commands."""
-    parser = subparsers.add_parser(
-        "visualize", help="PNG grid of inputs, attention maps, masks and reconstructions of a checkpoint"
-    )
-    parser.add_argument("checkpoint", help="a guidedmae pretraining checkpoint or an official MultiMAE .pth")
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        help="key=value changes of the run's config, e.g. masking.strategy=attention masking.attention.select=low",
-    )
-    parser.add_argument("--samples", type=int, default=4, help="samples in the picture (default 4)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--out", help="PNG to write (default: visualize-<masking>.png beside the checkpoint)")
-    parser.set_defaults(func=run)

@@ -1,4 +1,4 @@
-"""Loading checkpoints safely, and building a MultiMAE from an official MultiMAE `.pth` file.
+"""Building a MultiMAE from an official MultiMAE `.pth` file.
 
 Official files are `{"model": state_dict, "epoch": int, "args": argparse.Namespace, ...}` (or a bare state
 dict). They are read with `torch.load(weights_only=True)`: nothing pickled is executed, and the only
@@ -6,122 +6,22 @@ non-tensor class admitted is `argparse.Namespace` (the training script's argumen
 """
 
 import argparse
-import contextlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from guidedmae.models.multimae import PRESETS, MultiMAE, MultiMAEConfig
-
-# Classes that official MultiMAE checkpoints pickle besides tensors and builtins.
-OFFICIAL_SAFE_GLOBALS = [argparse.Namespace]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read or does not fit the model."""
-
-
-class UnreadableCheckpoint(CheckpointError):
-    """A file that is not a complete, safe torch checkpoint (junk, truncated, empty, or pickling code)."""
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint file without executing pickled code; returns the stored dict.
-
-    Raises FileNotFoundError if there is no such file, UnreadableCheckpoint (one line naming the file)
-    for anything that is not a complete, safe torch checkpoint holding a dict.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
-    try:
-        with allow(OFFICIAL_SAFE_GLOBALS) if allow else contextlib.nullcontext():
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # junk makes the unpickler fail in every way (IndexError, struct.error, ...)
-        # torch names the class it refused ("Unsupported global: ...", "unsupported GLOBAL os.system").
-        detail = next((line for line in str(error).splitlines() if "global" in line.lower()), None)
-        if detail is not None:
-            raise UnreadableCheckpoint(
-                f"{path}: refused to load, it pickles something beyond tensors and "
-                f"{[cls.__name__ for cls in OFFICIAL_SAFE_GLOBALS]} (loading never executes pickled code; "
-                f"{detail.strip()})"
-            ) from error
-        first_line = (str(error).splitlines() or [""])[0][:200]
-        raise UnreadableCheckpoint(
-            f"{path}: not a readable torch checkpoint (empty, truncated, damaged or another kind of file: "
-            f"{type(error).__name__}: {first_line})"
-        ) from error
-    if not isinstance(checkpoint, dict):
-        raise UnreadableCheckpoint(f"{path}: expected a checkpoint dict, found {type(checkpoint).__name__}")
-    return checkpoint
-
-
-def state_dict_of(checkpoint: Mapping, source: str) -> dict[str, torch.Tensor]:
-    """The model weights of a checkpoint dict: its 'model' entry, or the dict itself if it is one."""
-    weights = checkpoint.get("model", checkpoint)
-    if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        raise CheckpointError(f"{source}: no state dict found (expected a 'model' entry of tensors)")
-    return dict(weights)
-
-
-SHOWN_KEYS = 12  # keys named per kind of mismatch; the rest are counted
-
-
-def fit_problems(own: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-    """What keeps `state_dict` from loading strictly into a model whose state dict is `own`: one entry
-    per kind of mismatch (missing, unexpected, mis-shaped keys), empty if it fits."""
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    misshaped = [
-        f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}"
-        for key, value in state_dict.items()
-        if key in own and value.shape != own[key].shape
-    ]
-    problems = []
-    for title, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-        if keys:
-            more = f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
-            problems.append(f"{title} ({len(keys)}): {', '.join(keys[:SHOWN_KEYS])}{more}")
-    return problems
-
-
-def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Strict load; a mismatch is one error listing the missing, unexpected and mis-shaped keys."""
-    problems = fit_problems(model.state_dict(), state_dict)
-    if problems:
-        raise CheckpointError(f"{source} does not fit the model: {'; '.join(problems)}")
-    model.load_state_dict(state_dict, strict=True)
-
-
-def build_to_fit(
-    build: Callable[[], nn.Module], state_dict: Mapping[str, torch.Tensor], source: str
-) -> nn.Module:
-    """`build()` a model for the weights of `source`, with what the file declares about its architecture.
-
-    The model is first built on the meta device, where nothing is allocated, and its parameter names
-    and shapes are compared with the file's tensors: a file whose stored config or arguments declare a
-    larger (or any other) model than its tensors hold is an error before a byte is allocated.
-    """
-    with torch.device("meta"):
-        problems = fit_problems(build().state_dict(), state_dict)
-    if problems:
-        raise CheckpointError(
-            f"{source} does not fit the model it declares (its stored config or arguments): {'; '.join(problems)}"
-        )
-    model = build()
-    load_weights(model, state_dict, source)
-    return model
-
-
-def module_names(state_dict: Mapping[str, torch.Tensor], prefix: str) -> list[str]:
-    """Child module names under `prefix.` in first-seen order (the official ModuleDict order), e.g. the
-    modalities of "input_adapters" or "output_adapters"."""
-    return list(dict.fromkeys(key.split(".")[1] for key in state_dict if key.startswith(prefix + ".")))
+from guidedmae.infra.checkpoints import (
+    CheckpointError,
+    build_to_fit,
+    module_names,
+    read_checkpoint,
+    state_dict_of,
+)
+from guidedmae.models.architecture import PRESETS, MultiMAEConfig
+from guidedmae.models.multimae import MultiMAE
 
 
 def _count_blocks(state_dict: Mapping[str, torch.Tensor], pattern: str) -> int:

@@ -1,12 +1,17 @@
-"""`guidedmae data ...`: write data sets in the MultiMAE folder layout, and shard them."""
+"""`guidedmae data synth|nyuv2|shard`: write data sets in the MultiMAE folder layout, and shard them.
+
+guidedmae data synth --out data/synth --n 1000 --size 224 --split train
+guidedmae data nyuv2 --mat nyu_depth_v2_labeled.mat --out data/nyuv2
+guidedmae data shard --root data/synth --split train --out shards/synth
+"""
 
 import argparse
 
 from guidedmae.config.loading import load_modalities
-from guidedmae.data.folder import write_synthetic
 from guidedmae.data.modalities import get_modality
 from guidedmae.data.nyuv2 import convert_nyuv2
 from guidedmae.data.shards import write_shards
+from guidedmae.data.writers import write_synthetic
 
 
 def _run_synth(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from matplotlib.figure import Figure
 
-from guidedmae.files import atomic_write
+from guidedmae.infra.files import atomic_write
 
 
 @dataclass

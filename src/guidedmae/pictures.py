@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from guidedmae.data.modalities import DERIVED_TARGETS, IMAGENET_MEAN, IMAGENET_STD, Modality, get_modality
-from guidedmae.files import atomic_write
+from guidedmae.infra.files import atomic_write
 from guidedmae.masking.strategy import MaskChoice
 
 COLUMNS = ("input", "attention", "masked input", "prediction", "pred. + visible")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from guidedmae.engine.schedule import START, Progress
+from guidedmae.infra.schedule import START, Progress
 from guidedmae.losses import LossConfig, PatchLosses, modality_patch_losses, reconstruction_losses
 from guidedmae.masking.strategy import MaskChoice, MaskingStrategy
 from guidedmae.models.multimae import MultiMAE

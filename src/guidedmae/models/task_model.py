@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from guidedmae.models.architecture import MultiMAEConfig
 from guidedmae.models.heads import ConvNeXtHead, DPTHead, LinearDenseHead, LinearHead, spread_layers
-from guidedmae.models.multimae import MultiMAE, MultiMAEConfig
+from guidedmae.models.multimae import MultiMAE
 
 TASKS = ("classification", "semseg", "depth")
 # The head kinds each task accepts; the first is its default (MultiMAE's choice). "linear" on dense tasks

@@ -15,14 +15,14 @@ from typing import TextIO
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from guidedmae.files import json_compatible, open_no_follow
+from guidedmae.infra.files import json_compatible, open_no_follow
 
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 
 
 def _open_metrics(path: Path) -> TextIO:
-    """metrics.jsonl opened for appending, never through a symbolic link (see guidedmae.files). A killed
+    """metrics.jsonl opened for appending, never through a symbolic link (see guidedmae.infra.files). A killed
     writer may have left half a line: it is ended first, so the next line stays parseable."""
     handle = open_no_follow(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
     size = os.fstat(handle).st_size
@@ -61,7 +61,7 @@ class RunLogger:
     def __init__(
         self, out_dir: Path, total_steps: int, initial_step: int = 0, enabled: bool = True, trackers=()
     ):
-        """trackers: guidedmae.engine.trackers, told what the run logs (W&B, MLflow)."""
+        """trackers: guidedmae.infra.trackers, told what the run logs (W&B, MLflow)."""
         self.enabled = enabled
         self.trackers = list(trackers)
         if not enabled:

@@ -1,31 +1,27 @@
-"""`guidedmae study STUDY.yaml [key=value ...]`: run a study's plan and write its tables.
-
-    guidedmae study configs/study/seed_cpu_quick.yaml                  # on this machine, sequentially
-    guidedmae study configs/study/seed_cpu.yaml --dry-run              # the plan, what is done, the power
-    guidedmae study configs/study/seed_multimae_b.yaml --launcher slurm --partition gpu --gpus-per-node 8
+"""Running a study: check the plan (leaks, stale runs, weights that are missing), launch what is not done,
+write the tables.
 
 Running it again skips finished runs and resumes interrupted ones; a started run whose config no
 longer matches the study, or that starts from such a run, is refused (naming the differences) unless
---redo, which moves its folder aside (`<run>.replaced-<time>`) and runs it again. A study that would
-evaluate on data one of its runs trains on is refused before anything runs. --dry-run also prints the
+redo, which moves its folder aside (`<run>.replaced-<time>`) and runs it again. A study that would
+evaluate on data one of its runs trains on is refused before anything runs. A dry run also prints the
 power of the finished runs: the smallest difference they detect, and the seeds a study margin needs.
 """
 
-import argparse
 import copy
 import shutil
 import time
 from pathlib import Path
 
 from guidedmae.config import config_to_yaml
-from guidedmae.engine.logging import METRICS, run_seconds
-from guidedmae.files import atomic_write, lock_folder, make_folder
+from guidedmae.infra.files import atomic_write, lock_folder, make_folder
+from guidedmae.infra.run_log import METRICS, run_seconds
 from guidedmae.study.launch import Outcome, launch
 from guidedmae.study.leaks import check_no_leak
 from guidedmae.study.plan import Run, load_study, plan, stale_runs
 from guidedmae.study.tables import collect, format_markdown, format_power, write_tables
 
-__all__ = ["add_parser", "load_planned"]
+__all__ = ["STUDY_FILE", "load_planned", "run_study"]
 
 STUDY_FILE = "study.yaml"  # the resolved study, in its out_dir: what `guidedmae report STUDY_DIR` reads
 
@@ -95,49 +91,6 @@ def _report(outcome: Outcome, done: list[int], total: int) -> None:
     print(line, flush=True)
 
 
-def run(args: argparse.Namespace) -> int:
-    flags = {
-        "launcher": args.launcher,
-        "parallel": args.parallel,
-        "partition": args.partition,
-        "gpus_per_node": args.gpus_per_node,
-        "nodes": args.nodes,
-        "timeout_min": args.time_min,
-    }
-    overrides = [
-        *args.overrides,
-        *(f"launch.{key}={value}" for key, value in flags.items() if value is not None),
-    ]
-    study, runs = load_planned(args.study, overrides)
-    _check_before_running(study, runs, args.dry_run)
-    check_no_leak(runs)  # also loads every run's config: a bad one stops the study here, naming it
-    changed = stale_runs(runs)
-    if changed and not args.redo:
-        shown = "; ".join(f"{name} ({', '.join(lines[:3])})" for name, lines in changed.items())
-        raise ValueError(f"started runs that differ from the study: {shown}; pass --redo to run them again")
-    if args.dry_run:
-        _print_plan(runs, changed)
-        print("\n" + format_power(collect(study, runs)))
-        return 0
-    out_dir = make_folder(study.out_dir, "out_dir")
-    with lock_folder(out_dir, "study", "out_dir"):
-        for each in runs:
-            if each.name in changed:
-                print(f"{each.name}: stale, previous run moved to {_move_aside(each)}")
-        study_yaml = _study_yaml(study, Path(args.study))
-        atomic_write(out_dir / STUDY_FILE, lambda file: file.write(study_yaml.encode()))
-        done = [sum(each.status() == "finished" for each in runs)]
-        outcomes = launch(study, runs, out_dir / "logs", lambda outcome: _report(outcome, done, len(runs)))
-    tables = collect(study, runs)
-    written = write_tables(tables, out_dir)
-    print("\n" + format_markdown(tables))
-    print("written: " + ", ".join(str(path) for path in written))
-    failed = [outcome for outcome in outcomes if outcome.state in ("failed", "blocked")]
-    if failed:
-        print(f"{len(failed)} runs did not finish: " + ", ".join(o.run.name for o in failed))
-    return 1 if failed else 0
-
-
 def _check_before_running(study, runs: list[Run], dry_run: bool) -> None:
     """What would otherwise fail every run separately, or only once the study is under way."""
     weights = {init for run in runs if (init := run.override("model.init")) and not run.depends_on}
@@ -168,25 +121,34 @@ def _study_yaml(study, source: Path) -> str:
     return config_to_yaml(study)
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register `study`."""
-    parser = subparsers.add_parser(
-        "study",
-        help="run a study: base pretraining, arms x seeds, evaluations; tables with spreads and paired CIs",
-        description=__doc__.split("\n\n")[0],
-    )
-    parser.add_argument(
-        "study", help="study YAML, e.g. configs/study/seed_cpu_quick.yaml (or a study folder)"
-    )
-    parser.add_argument(
-        "overrides", nargs="*", help="dotted key=value overrides of the study, e.g. seeds=[0,1]"
-    )
-    parser.add_argument("--dry-run", action="store_true", help="print the plan, what is done and estimates")
-    parser.add_argument("--redo", action="store_true", help="run again finished runs whose config changed")
-    parser.add_argument("--launcher", choices=("local", "slurm", "debug"), help="sets launch.launcher")
-    parser.add_argument("--parallel", type=int, help="runs at once (sets launch.parallel)")
-    parser.add_argument("--partition", help="Slurm partition (sets launch.partition)")
-    parser.add_argument("--gpus-per-node", type=int, help="Slurm GPUs (and processes) per run and node")
-    parser.add_argument("--nodes", type=int, help="Slurm nodes per run")
-    parser.add_argument("--time-min", type=int, help="time limit of each run in minutes (launch.timeout_min)")
-    parser.set_defaults(func=run)
+def run_study(path: str | Path, overrides: list[str], dry_run: bool = False, redo: bool = False) -> int:
+    """Run what is not done of the study at `path`, then write its tables; returns the exit status
+    (1 when runs did not finish). dry_run prints the plan and the power of the finished runs instead."""
+    study, runs = load_planned(path, overrides)
+    _check_before_running(study, runs, dry_run)
+    check_no_leak(runs)  # also loads every run's config: a bad one stops the study here, naming it
+    changed = stale_runs(runs)
+    if changed and not redo:
+        shown = "; ".join(f"{name} ({', '.join(lines[:3])})" for name, lines in changed.items())
+        raise ValueError(f"started runs that differ from the study: {shown}; pass --redo to run them again")
+    if dry_run:
+        _print_plan(runs, changed)
+        print("\n" + format_power(collect(study, runs)))
+        return 0
+    out_dir = make_folder(study.out_dir, "out_dir")
+    with lock_folder(out_dir, "study", "out_dir"):
+        for each in runs:
+            if each.name in changed:
+                print(f"{each.name}: stale, previous run moved to {_move_aside(each)}")
+        study_yaml = _study_yaml(study, Path(path))
+        atomic_write(out_dir / STUDY_FILE, lambda file: file.write(study_yaml.encode()))
+        done = [sum(each.status() == "finished" for each in runs)]
+        outcomes = launch(study, runs, out_dir / "logs", lambda outcome: _report(outcome, done, len(runs)))
+    tables = collect(study, runs)
+    written = write_tables(tables, out_dir)
+    print("\n" + format_markdown(tables))
+    print("written: " + ", ".join(str(path) for path in written))
+    failed = [outcome for outcome in outcomes if outcome.state in ("failed", "blocked")]
+    if failed:
+        print(f"{len(failed)} runs did not finish: " + ", ".join(o.run.name for o in failed))
+    return 1 if failed else 0

@@ -4,7 +4,7 @@
         remove_stale_temps(out_dir)     # safe now: no other writer can be at work in the folder
         ...
 
-The lock is guidedmae.files.lock_folder on `out_dir/.lock`, held by the one process that writes (rank 0)
+The lock is guidedmae.infra.files.lock_folder on `out_dir/.lock`, held by the one process that writes (rank 0)
 from before it reads the folder until the run ends; the operating system releases it when the process
 dies, however it dies, so a killed run never blocks the run that resumes it.
 """
@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from guidedmae.files import lock_folder, make_folder, remove_temps
+from guidedmae.infra.files import lock_folder, make_folder, remove_temps
 
 __all__ = ["lock_run_folder", "remove_stale_temps"]
 
-# Folders whose temp files (`.<name>.<random>.tmp`, see guidedmae.files.atomic_write) a killed run may
+# Folders whose temp files (`.<name>.<random>.tmp`, see guidedmae.infra.files.atomic_write) a killed run may
 # have left behind, relative to the run folder.
 TEMP_FOLDERS = (".", "pictures")
 

@@ -1,0 +1,52 @@
+"""`guidedmae study STUDY.yaml [key=value ...]`: run a study's plan and write its tables.
+
+guidedmae study configs/study/seed_cpu_quick.yaml                  # on this machine, sequentially
+guidedmae study configs/study/seed_cpu.yaml --dry-run              # the plan, what is done, the power
+guidedmae study configs/study/seed_multimae_b.yaml --launcher slurm --partition gpu --gpus-per-node 8
+"""
+
+import argparse
+
+from guidedmae.study.runner import run_study
+
+__all__ = ["add_parser"]
+
+
+def _run(args: argparse.Namespace) -> int:
+    flags = {
+        "launcher": args.launcher,
+        "parallel": args.parallel,
+        "partition": args.partition,
+        "gpus_per_node": args.gpus_per_node,
+        "nodes": args.nodes,
+        "timeout_min": args.time_min,
+    }
+    overrides = [
+        *args.overrides,
+        *(f"launch.{key}={value}" for key, value in flags.items() if value is not None),
+    ]
+    return run_study(args.study, overrides, args.dry_run, args.redo)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `study`."""
+    parser = subparsers.add_parser(
+        "study",
+        help="run a study: base pretraining, arms x seeds, evaluations; tables with spreads and paired CIs",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument(
+        "study", help="study YAML, e.g. configs/study/seed_cpu_quick.yaml (or a study folder)"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="dotted key=value overrides of the study, e.g. seeds=[0,1]"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the plan, what is done and estimates")
+    parser.add_argument("--redo", action="store_true", help="run again finished runs whose config changed")
+    parser.add_argument("--launcher", choices=("local", "slurm", "debug"), help="sets launch.launcher")
+    parser.add_argument("--parallel", type=int, help="runs at once (sets launch.parallel)")
+    parser.add_argument("--partition", help="Slurm partition (sets launch.partition)")
+    parser.add_argument("--gpus-per-node", type=int, help="Slurm GPUs (and processes) per run and node")
+    parser.add_argument("--nodes", type=int, help="Slurm nodes per run")
+    parser.add_argument("--time-min", type=int, help="time limit of each run in minutes (launch.timeout_min)")
+    parser.set_defaults(func=_run)

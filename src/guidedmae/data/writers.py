@@ -1,0 +1,109 @@
+"""Writing data sets in the MultiMAE folder layout (root/<split>/<modality>/<class>/<name>.png): one sample,
+or the synthetic scenes. Files are written atomically (a temp file, then a rename), so an interrupted
+writer never leaves a half-written image under its final name.
+"""
+
+import os
+import tempfile
+from functools import partial
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from guidedmae.data.folder import DEPTH_SCALE
+from guidedmae.data.scenes import SHAPES, render_scene
+
+__all__ = ["encode_depth", "save_image_atomic", "write_sample", "write_synthetic"]
+
+
+def save_image_atomic(array: np.ndarray, path: Path) -> None:
+    """Write uint8 [H, W, 3] / uint8 [H, W] / uint16 [H, W] to `path` (.png or .jpg) via a temp file.
+
+    os.replace is atomic, so `path` is either the old file or the complete new one. No fsync: a data
+    set can be regenerated, and one fsync per image would dominate the run time.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A temp name of its own: two writers of one file (two `data synth` runs) never share a temp file.
+    descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(descriptor)
+    temp = Path(temp)
+    image = Image.fromarray(array)
+    try:
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            image.save(temp, format="JPEG", quality=95)
+        else:
+            image.save(temp, format="PNG")
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def encode_depth(depth: np.ndarray, depth_scale: float = DEPTH_SCALE) -> np.ndarray:
+    """Metres float [H, W] -> uint16 file units; missing (NaN, <= 0) -> 0; beyond range -> 65535."""
+    units = np.rint(np.nan_to_num(depth, nan=0.0) * depth_scale)
+    return np.clip(units, 0, np.iinfo(np.uint16).max).astype(np.uint16)
+
+
+def write_sample(
+    root: Path,
+    split: str,
+    class_name: str,
+    name: str,
+    sample: dict[str, np.ndarray],
+    depth_scale: float = DEPTH_SCALE,
+) -> None:
+    """Write one sample into root/<split>/<modality>/<class_name>/<name>.png.
+
+    sample: rgb uint8 [H, W, 3]; depth float [H, W] metres; semseg uint8 or uint16 [H, W] (the bit
+    depth of the file).
+    """
+    for modality, array in sample.items():
+        path = root / split / modality / class_name / f"{name}.png"
+        if modality == "depth":
+            array = encode_depth(array, depth_scale)
+        elif modality == "semseg" and array.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"semseg to write must be uint8 or uint16 class ids, got {array.dtype}")
+        save_image_atomic(array, path)
+
+
+def _write_synthetic_scene(index: int, out: Path, split: str, size: int, seed: int, held_out: bool) -> None:
+    scene = render_scene(seed, index, size, held_out)
+    sample = {"rgb": scene.rgb, "depth": scene.depth, "semseg": scene.semseg}
+    write_sample(out, split, SHAPES[scene.label], f"{index:06d}", sample)
+
+
+def write_synthetic(
+    out: str | Path,
+    *,
+    n: int,
+    size: int,
+    split: str = "train",
+    seed: int = 0,
+    workers: int = 1,
+    progress: bool = True,
+) -> int:
+    """Render scenes 0..n-1 of `seed` into out/<split>/<modality>/<shape>/<index>.png; returns n.
+
+    The split "train" holds training scenes; every other split holds scenes of the held-out population
+    (guidedmae.data.scenes.scene_layout), so a written train split never shares a scene with a test split,
+    whatever the seeds. The class folder is the scene's label (SHAPES[label]). Re-running rewrites identical files
+    atomically, so an interrupted run is finished by running it again.
+    """
+    if n < 1 or size < 1 or workers < 1:
+        raise ValueError(f"n, size and workers must be positive, got n={n} size={size} workers={workers}")
+    write_one = partial(
+        _write_synthetic_scene, out=Path(out), split=split, size=size, seed=seed, held_out=split != "train"
+    )
+    with tqdm(total=n, desc=f"synthetic {split}", unit="scene", disable=not progress) as bar:
+        if workers == 1:
+            for index in range(n):
+                write_one(index)
+                bar.update()
+        else:
+            with Pool(workers) as pool:
+                for _ in pool.imap_unordered(write_one, range(n), chunksize=max(1, n // (workers * 16))):
+                    bar.update()
+    return n
