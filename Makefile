@@ -22,7 +22,7 @@ lint: install
 
 # The documentation site (docs/, mkdocs.yml); --strict fails on broken links and pages missing from nav.
 docs: install
-	$(BIN)/mkdocs build --strict --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
 test: lint docs
 	$(BIN)/python -m pytest -q -m "not slow"
