@@ -39,7 +39,7 @@ def derived_generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(high) << 32 | int(low))
 
 
-def _check_class_maps(
+def check_class_maps(
     arrays: dict[str, np.ndarray],
     paths: dict[str, Path],
     modalities: dict[str, Modality],
@@ -186,7 +186,7 @@ class FolderDataset(AugmentedDataset):
         """The decoded files of one sample, class ids checked (semseg's against semseg_classes, 0 =
         unchecked)."""
         arrays = read_sample(paths, self.modalities)
-        _check_class_maps(arrays, paths, self.modalities, self.semseg_classes, self.ignore_index)
+        check_class_maps(arrays, paths, self.modalities, self.semseg_classes, self.ignore_index)
         return arrays
 
     def load(self, index: int) -> dict:
@@ -261,7 +261,7 @@ class ShardDataset(AugmentedDataset):
                     f"{paths[modality]}: the shard ends before this file; write the shards again"
                 )
         arrays = read_sample(paths, self.modalities, data)
-        _check_class_maps(arrays, paths, self.modalities, self.semseg_classes, self.ignore_index)
+        check_class_maps(arrays, paths, self.modalities, self.semseg_classes, self.ignore_index)
         return {**arrays, "label": int(self.index.labels[index])}
 
 
