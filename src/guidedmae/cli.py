@@ -17,6 +17,7 @@ from guidedmae.engine.distributed import LauncherGone
 from guidedmae.engine.loop import NonFiniteLossError
 from guidedmae.models import export
 from guidedmae.study import cli as study_commands
+from guidedmae.ui import cli as ui_command
 
 __all__ = ["main"]
 
@@ -30,6 +31,7 @@ SUBCOMMANDS = (
     bench,
     visualize,
     export,
+    ui_command,
 )
 # What a user's input or a failing run raises; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, OSError, NonFiniteLossError, LauncherGone)
