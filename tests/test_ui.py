@@ -8,14 +8,16 @@ from io import BytesIO
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
-from test_visualize import write_run_checkpoint
+from test_visualize import TINY, write_run_checkpoint
 from torch.utils.data import Subset
 
 from guidedmae.cli import main
 from guidedmae.engine.distributed import DistributedContext
 from guidedmae.engine.pretrain import build_dataset, premise_shares
 from guidedmae.masking import MaskingConfig
+from guidedmae.models import MultiMAE, MultiMAEConfig
 from guidedmae.ui.app import DIRICHLET, FIXED, SCENE, UPLOAD, PageRequest, respond, serve
 from guidedmae.ui.demo import SCENES, Budget, Demo, StrategyChoice
 from guidedmae.viz import LABEL, PANEL
@@ -179,11 +181,43 @@ def test_strategies_that_cannot_run_on_one_image_are_listed_with_the_reason(demo
     assert "its run masked with 'attention'" in demo.excluded["predicted-loss"]
 
 
+def test_an_official_file_is_shown_with_every_strategy_that_needs_no_training(tmp_path):
+    official = tmp_path / "official.pth"
+    torch.save({"model": MultiMAE(MultiMAEConfig(**TINY)).state_dict(), "epoch": 1599}, official)
+    demo = Demo.load(str(official))
+    assert list(demo.strategies)[0] == "random" and not any(
+        row.startswith("this run") for row in demo.strategies
+    )
+    result = respond(demo, request(num_visible=10))
+    assert result.left_share == result.right_share == result.budget_share == f"{1 - 10 / 48:.4f}"
+
+
+def test_pseudo_labels_fill_in_what_an_upload_lacks(checkpoint, images, pseudolabel_models):
+    demo = Demo.load(str(checkpoint), pseudolabel_models)
+    photo = {"rgb": str(images / "photo.jpg")}
+    assert set(demo.upload(photo).tensors) == {"rgb"}
+    image = demo.upload(photo, pseudo_label=True)
+    assert set(image.tensors) == {"rgb", "depth", "semseg"} and image.tensors["semseg"].shape == (8, 8)
+    assert image.label == "rgb: photo.jpg, depth: pseudo label, semseg: pseudo label"
+    side = demo.compare(
+        image, Budget(VISIBLE), StrategyChoice("attention-high"), StrategyChoice("random")
+    ).sides[0]
+    assert sum(side.visible.values()) == VISIBLE and len(side.visible) == 3
+    message = respond(
+        demo, request(source=UPLOAD, files={"depth": str(images / "depth.png")}, pseudo_label=True)
+    )
+    assert "pseudo labels (semseg) are predicted from rgb; upload an rgb image" in message.message
+
+
 def test_the_command_fails_before_serving_a_checkpoint_that_does_not_load(tmp_path, capsys, monkeypatch):
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
     assert main(["ui", str(broken)]) == 1
     assert f"guidedmae ui: error: {broken}" in capsys.readouterr().err
+    run = tmp_path / "run.pt"
+    write_run_checkpoint(run, MaskingConfig(num_visible=VISIBLE))
+    assert main(["ui", str(run), "--pseudolabel-depth", str(tmp_path / "nowhere")]) == 1
+    assert f"--pseudolabel-depth {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "gradio", None)  # as if not installed
     assert main(["ui", str(broken)]) == 1
     assert "guidedmae ui needs gradio: pip install 'guidedmae[ui]'" in capsys.readouterr().err
