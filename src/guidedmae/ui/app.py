@@ -239,5 +239,9 @@ def serve(demo: Demo, host: str = "127.0.0.1", port: int = 7860, block: bool = T
     )
     print(f"guidedmae ui: serving {demo.path} at http://{host}:{port} (Ctrl-C stops)", flush=True)
     if block:
-        page.block_thread()  # returns on Ctrl-C, after closing the server
+        try:
+            page.block_thread()
+        except KeyboardInterrupt:  # Ctrl-C is how a server stops: no "interrupted" error
+            page.close()
+            print("guidedmae ui: stopped", flush=True)
     return page
