@@ -15,14 +15,14 @@ from PIL import Image
 from guidedmae.masking import STRATEGIES
 from guidedmae.ui.demo import SCENES, Budget, Comparison, Demo, StrategyChoice
 
-__all__ = ["PageRequest", "PageResult", "build_page", "respond", "serve"]
+__all__ = ["PageRequest", "PageResult", "build_page", "require_gradio", "respond", "serve"]
 
 SCENE, UPLOAD = "synthetic scene", "upload"
 DIRICHLET, FIXED = "Dirichlet draw", "fixed counts"
 MAX_FILE_SIZE = "50mb"  # uploads beyond this are refused by the server before they are stored
 
 
-def gradio():
+def require_gradio():
     """The gradio module, or a message saying how to install it."""
     try:
         import gradio
@@ -159,7 +159,7 @@ def _header(demo: Demo) -> str:
 
 def build_page(demo: Demo):
     """The page of `demo` as a gradio.Blocks; it compares the default settings when it opens."""
-    gr = gradio()
+    gr = require_gradio()
     config, inputs = demo.config, demo.model.config.inputs
     total = demo.tokens_per_modality * len(inputs)
     with gr.Blocks(title="guidedmae", analytics_enabled=False) as page:

@@ -13,14 +13,14 @@ import argparse
 
 import torch
 
-from guidedmae.ui.app import gradio, serve
+from guidedmae.ui.app import require_gradio, serve
 from guidedmae.ui.demo import Demo
 
 __all__ = ["add_parser"]
 
 
 def run(args: argparse.Namespace) -> int:
-    gradio()  # missing: said before the model loads
+    require_gradio()  # missing: said before the model loads
     models = {
         task: folder
         for task, folder in (("depth", args.pseudolabel_depth), ("semseg", args.pseudolabel_semseg))
