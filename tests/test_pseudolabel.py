@@ -1,39 +1,15 @@
-"""`guidedmae pseudolabel` with tiny randomly initialised transformers models built here (no download)."""
+"""`guidedmae pseudolabel` with tiny randomly initialised transformers models (conftest's: no download)."""
 
 import numpy as np
 import pytest
+from conftest import PSEUDOLABEL_CLASSES as CLASSES
 from PIL import Image
 
 from guidedmae.cli import main
 from guidedmae.data.datasets import FolderDataset
 from guidedmae.data.transforms import AugmentConfig
 
-transformers = pytest.importorskip("transformers")  # a test extra, installed by `make test`
-CLASSES = 7
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, str]:
-    """A DPT depth model and a SegFormer segmentation model, random, saved as save_pretrained folders."""
-    folder = tmp_path_factory.mktemp("models")
-    depth = transformers.DPTForDepthEstimation(
-        transformers.DPTConfig(
-            hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, image_size=32,
-            patch_size=8, neck_hidden_sizes=[8, 16, 16, 32], fusion_hidden_size=16, backbone_out_indices=[0, 1, 2, 3],
-        )
-    )  # fmt: skip
-    semseg = transformers.SegformerForSemanticSegmentation(
-        transformers.SegformerConfig(
-            num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[7, 3],
-            strides=[4, 2], num_attention_heads=[1, 1], mlp_ratios=[2, 2], decoder_hidden_size=16, num_labels=CLASSES,
-        )
-    )  # fmt: skip
-    size = {"height": 32, "width": 32}
-    depth.save_pretrained(folder / "dpt")
-    transformers.DPTImageProcessor(size=size, keep_aspect_ratio=False).save_pretrained(folder / "dpt")
-    semseg.save_pretrained(folder / "segformer")
-    transformers.SegformerImageProcessor(size=size).save_pretrained(folder / "segformer")
-    return {"depth": str(folder / "dpt"), "semseg": str(folder / "segformer")}
+pytest.importorskip("transformers")  # a test extra, installed by `make test`
 
 
 def rgb_folder(root, count: int = 5) -> list:
@@ -47,15 +23,17 @@ def rgb_folder(root, count: int = 5) -> list:
     return paths
 
 
-def test_labels_are_written_in_the_folder_layout_and_a_second_run_skips_them(tmp_path, models, capsys):
+def test_labels_are_written_in_the_folder_layout_and_a_second_run_skips_them(
+    tmp_path, pseudolabel_models, capsys
+):
     rgb = rgb_folder(tmp_path)
     command = [
         "pseudolabel",
         str(tmp_path),
         "--depth",
-        models["depth"],
+        pseudolabel_models["depth"],
         "--semseg",
-        models["semseg"],
+        pseudolabel_models["semseg"],
         "--batch-size",
         "2",
     ]
@@ -81,19 +59,22 @@ def test_labels_are_written_in_the_folder_layout_and_a_second_run_skips_them(tmp
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "train").rglob("*.png")} == times
 
 
-def test_shards_share_the_images(tmp_path, models, capsys):
+def test_shards_share_the_images(tmp_path, pseudolabel_models, capsys):
     rgb_folder(tmp_path)
     for shard in ("0/2", "1/2"):
-        assert main(["pseudolabel", str(tmp_path), "--depth", models["depth"], "--shard", shard]) == 0
+        assert (
+            main(["pseudolabel", str(tmp_path), "--depth", pseudolabel_models["depth"], "--shard", shard])
+            == 0
+        )
     assert "wrote 2 depth" in capsys.readouterr().out  # 3 then 2 of the 5 images
     assert len(list((tmp_path / "train" / "depth").rglob("*.png"))) == 5
 
 
-def test_bad_requests_are_named(tmp_path, models, capsys):
-    assert main(["pseudolabel", str(tmp_path), "--depth", models["depth"]]) == 1
+def test_bad_requests_are_named(tmp_path, pseudolabel_models, capsys):
+    assert main(["pseudolabel", str(tmp_path), "--depth", pseudolabel_models["depth"]]) == 1
     assert f"no rgb folder {tmp_path / 'train' / 'rgb'}" in capsys.readouterr().err
     rgb_folder(tmp_path)
     assert main(["pseudolabel", str(tmp_path)]) == 1
     assert "give --depth and/or --semseg" in capsys.readouterr().err
-    assert main(["pseudolabel", str(tmp_path), "--depth", models["depth"], "--shard", "3/2"]) == 1
+    assert main(["pseudolabel", str(tmp_path), "--depth", pseudolabel_models["depth"], "--shard", "3/2"]) == 1
     assert "--shard 3/2; expected 0 <= i < n" in capsys.readouterr().err

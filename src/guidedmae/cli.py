@@ -20,6 +20,7 @@ from guidedmae.commands import (
     report,
     schedule,
     study,
+    ui,
     visualize,
 )
 from guidedmae.engine.fit import NonFiniteLossError
@@ -40,6 +41,7 @@ SUBCOMMANDS = (
     export,
     data,
     pseudolabel,
+    ui,
 )
 EXAMPLES = """examples:
     make demo                                              # pretrain on the synthetic scenes, then report

@@ -100,7 +100,7 @@ def _resize(picture: np.ndarray, size: int = PANEL) -> Image.Image:
 
 def sample_panels(
     name: str,
-    target: torch.Tensor,
+    target: torch.Tensor | None,
     pred: torch.Tensor,
     mask: torch.Tensor | None,
     score: torch.Tensor | None,
@@ -110,8 +110,11 @@ def sample_panels(
     """The five pictures of one output of one sample (None where a column does not apply). A derived
     output (norm_rgb) shows its source as the input, and its prediction with each patch's mean and std
     taken from that input (MAE's way: patch-normalized pixels alone look grey). modality: the output's
-    record (default: the built-in one)."""
+    record (default: the built-in one). Without a target (a modality the image came without) only the
+    prediction is drawn, its values scaled by its own range."""
     modality = modality or get_modality(name)
+    if target is None:
+        return [None, None, None, _picture(name, pred, pred, patch, modality), None]
     shown = _picture(modality.name, target, target, patch, modality)
     predicted = _picture(name, pred, target, patch, modality)
     size = shown.shape[:2]
@@ -139,17 +142,18 @@ def reconstruction_figure(
 ) -> Image.Image:
     """A grid of inputs, score maps, masks and reconstructions for the first `max_samples` samples.
 
-    batch: model-ready tensors (the targets); choice: the masks (and scores) used; preds: model outputs.
+    batch: model-ready tensors (the targets; an output whose modality it lacks shows its prediction only,
+    and a derived one, norm_rgb without rgb, is left out); choice: the masks (and scores) used; preds:
+    model outputs.
     patch_size: the model's patch size (for patch-normalized outputs); score_label: what the scores are
     (the second column's title: attention, predicted loss, ...); modalities: the model's records of
     declared modalities (how each output is drawn).
     """
     masks, scores = choice.selection.masks, choice.scores or {}
-    names = list(preds)
+    # Patch-normalized predictions are drawn with their source's patch statistics: none without it.
+    names = [name for name in preds if name not in DERIVED_TARGETS or DERIVED_TARGETS[name] in batch]
     num_samples = min(max_samples, next(iter(preds.values())).shape[0])
-    row_height = max(
-        PANEL * t.shape[-2] // t.shape[-1] for t in (batch[DERIVED_TARGETS.get(n, n)] for n in names)
-    )
+    row_height = max(PANEL * preds[name].shape[-2] // preds[name].shape[-1] for name in names)
     width = LABEL + len(COLUMNS) * (PANEL + GAP)
     height = HEADER + num_samples * (len(names) * (row_height + GAP) + GAP)
     canvas = Image.new("RGB", (width, height), "white")
@@ -163,7 +167,7 @@ def reconstruction_figure(
             modality = get_modality(name, modalities)
             panels = sample_panels(
                 name,
-                batch[source][sample],
+                batch[source][sample] if source in batch else None,
                 preds[name][sample].detach(),
                 masks[source][sample] if source in masks else None,
                 scores[source][sample] if source in scores else None,
@@ -171,6 +175,7 @@ def reconstruction_figure(
                 modality,
             )
             label = f"#{sample} {name}" + ("\n(mean, std\nof the input)" if name in DERIVED_TARGETS else "")
+            label += "" if source in batch else "\n(not given)"
             draw.text((4, top + row_height // 2 - 6), label, fill="black")
             for column, panel in enumerate(panels):
                 if panel is not None:

@@ -23,7 +23,7 @@ from guidedmae.data.shards import read_shard_index
 from guidedmae.data.transforms import AugmentConfig, augment_sample
 
 
-def _check_class_maps(
+def check_class_maps(
     arrays: dict[str, np.ndarray],
     paths: dict[str, Path],
     modalities: dict[str, Modality],
@@ -170,7 +170,7 @@ class FolderDataset(AugmentedDataset):
         """The decoded files of one sample, class ids checked (semseg's against semseg_classes, 0 =
         unchecked)."""
         arrays = read_sample(paths, self.modalities)
-        _check_class_maps(arrays, paths, self.modalities, self.semseg_classes, self.ignore_index)
+        check_class_maps(arrays, paths, self.modalities, self.semseg_classes, self.ignore_index)
         return arrays
 
     def load(self, index: int) -> dict:
@@ -245,7 +245,7 @@ class ShardDataset(AugmentedDataset):
                     f"{paths[modality]}: the shard ends before this file; write the shards again"
                 )
         arrays = read_sample(paths, self.modalities, data)
-        _check_class_maps(arrays, paths, self.modalities, self.semseg_classes, self.ignore_index)
+        check_class_maps(arrays, paths, self.modalities, self.semseg_classes, self.ignore_index)
         return {**arrays, "label": int(self.index.labels[index])}
 
 

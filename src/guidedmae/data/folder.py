@@ -95,6 +95,11 @@ def _decode(path: Path, modality: Modality, data: bytes | None) -> np.ndarray:
             f"{path}: refused as a decompression bomb ({error}); raise PIL.Image.MAX_IMAGE_PIXELS if the "
             "image is genuine"
         ) from error
+    except Image.UnidentifiedImageError as error:  # its message shows the stream's repr, not the file
+        raise ValueError(
+            f"cannot read {modality.name} image {path}: not an image file (expected "
+            f"{' / '.join(modality.extensions)})"
+        ) from error
     except IMAGE_ERRORS as error:
         raise ValueError(f"cannot read {modality.name} image {path}: {error}") from error
     with image:

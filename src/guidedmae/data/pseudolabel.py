@@ -33,7 +33,7 @@ from guidedmae.data.modalities import BUILTIN
 from guidedmae.data.writers import save_image_atomic
 from guidedmae.infra.distributed import resolve_device
 
-__all__ = ["pseudolabel"]
+__all__ = ["Labeller", "model_folder", "pseudolabel"]
 
 UNIVERSAL = ("mask2former", "maskformer", "oneformer")  # segmentation models with a universal head
 
@@ -79,7 +79,7 @@ def _shard(spec: str) -> tuple[int, int]:
     return index, count
 
 
-def _model_folder(name: str, option: str) -> Path:
+def model_folder(name: str, option: str) -> Path:
     """The folder a model option names, which must hold a transformers model (its config.json)."""
     folder = Path(name)
     if not folder.is_dir():
@@ -94,7 +94,7 @@ def _model_folder(name: str, option: str) -> Path:
     return folder
 
 
-class _Labeller:
+class Labeller:
     """One transformers model and its processor, for depth or segmentation, from a local folder."""
 
     def __init__(self, folder: Path, task: str, device: torch.device) -> None:
@@ -154,7 +154,7 @@ def pseudolabel(
         raise ValueError("give --depth and/or --semseg: the models to label with")
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}; expected at least 1")
-    folders = {modality: _model_folder(name, f"--{modality}") for modality, name in models.items()}
+    folders = {modality: model_folder(name, f"--{modality}") for modality, name in models.items()}
     resolved = resolve_device(device, key="--device")
     root = Path(root)
     index, count = _shard(shard)
@@ -164,7 +164,7 @@ def pseudolabel(
         todo = [rgb for rgb in files if not _output(rgb, root, split, modality).is_file()]
         if not todo:
             continue
-        labeller = _Labeller(folder, modality, resolved)
+        labeller = Labeller(folder, modality, resolved)
         bar = tqdm(total=len(todo), desc=f"{modality} ({folder})", unit="image", disable=not progress)
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]

@@ -22,12 +22,12 @@ from guidedmae.infra.checkpoints import (
     read_checkpoint,
     state_dict_of,
 )
-from guidedmae.masking import MaskingConfig, build_strategy
+from guidedmae.masking import MaskingConfig, MaskingStrategy, build_strategy
 from guidedmae.models.architecture import MultiMAEConfig
 from guidedmae.models.multimae import MultiMAE
 from guidedmae.models.official import official_architecture
 
-__all__ = ["load_model", "load_step"]
+__all__ = ["load_model", "load_step", "load_strategy_state"]
 
 
 def _official_config(architecture: MultiMAEConfig) -> PretrainConfig:
@@ -67,16 +67,21 @@ def load_step(
     (changed by overrides) and its data set. A strategy with state (a loss predictor, a loss memory)
     takes the state the run saved beside the model; without it there is nothing true to picture."""
     model, config, checkpoint = load_model(path, overrides)
-    saved = checkpoint["config"] if isinstance(checkpoint.get("config"), dict) else {}
     dataset = pretraining_set(config)
     strategy = build_strategy(config.masking, model.config, len(dataset))
     if strategy.state_dict():
-        same_strategy = saved.get("masking", {}).get("strategy") == config.masking.strategy
-        if not same_strategy or STRATEGY_KEY not in checkpoint:
-            raise CheckpointError(
-                f"{path} holds no trained state of masking.strategy={config.masking.strategy} (its run "
-                f"masked with {saved.get('masking', {}).get('strategy')!r}); a strategy that learns can only "
-                "be pictured from a checkpoint of its own run"
-            )
-        load_weights(strategy, checkpoint[STRATEGY_KEY], f"{path} ({STRATEGY_KEY})")
+        load_strategy_state(strategy, checkpoint, path)
     return MaskedAutoencoderStep(model, strategy, config.loss), config, dataset
+
+
+def load_strategy_state(strategy: MaskingStrategy, checkpoint: dict, path: str | Path) -> None:
+    """Load the trained state (a loss predictor, a scout, a memory) that checkpoint `path` holds beside the
+    model into `strategy`; only a checkpoint of a run that masked with the same strategy holds it."""
+    saved = checkpoint["config"] if isinstance(checkpoint.get("config"), dict) else {}
+    run_strategy = saved.get("masking", {}).get("strategy")
+    if run_strategy != strategy.name or STRATEGY_KEY not in checkpoint:
+        raise CheckpointError(
+            f"{path} holds no trained state of masking.strategy={strategy.name} (its run masked with "
+            f"{run_strategy!r}); a strategy that learns can only be pictured from a checkpoint of its own run"
+        )
+    load_weights(strategy, checkpoint[STRATEGY_KEY], f"{path} ({STRATEGY_KEY})")

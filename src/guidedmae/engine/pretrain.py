@@ -37,7 +37,15 @@ from guidedmae.models.multimae import MultiMAE
 from guidedmae.models.pretrained import InitReport, load_pretrained
 from guidedmae.pictures import reconstruction_figure, save_png
 
-__all__ = ["PICTURES", "PretrainJob", "pretraining_set", "picture_batch", "pretrain", "save_reconstruction"]
+__all__ = [
+    "PICTURES",
+    "PretrainJob",
+    "pretraining_set",
+    "picture_batch",
+    "pretrain",
+    "save_reconstruction",
+    "scene_object_tokens",
+]
 
 PICTURES = "pictures"
 PICTURE_STREAM = 3  # derived_generator(seed, 0, PICTURE_STREAM): the masks of every picture
@@ -233,6 +241,12 @@ def held_out_losses(
     return dict(zip(names, (totals[:-1] / totals[-1]).tolist()))
 
 
+def scene_object_tokens(semseg: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Which tokens of synthetic scenes lie on objects (not background, floor or wall): semseg [B, H, W]
+    scene class ids -> bool [B, rows * cols]."""
+    return object_tokens(semseg, grid, torch.arange(FIRST_SHAPE_CLASS, NUM_SEMSEG_CLASSES))
+
+
 @torch.no_grad()
 def premise_shares(
     model: MultiMAE, dataset: Dataset, config: PretrainConfig, context: DistributedContext
@@ -242,14 +256,13 @@ def premise_shares(
     share of the tokens, which a ranking blind to objects scores. Means over images with an object token."""
     was_training = model.training
     model.eval()
-    objects = torch.arange(FIRST_SHAPE_CLASS, NUM_SEMSEG_CLASSES)
     sums = None
     for batch in shard_loader(dataset, config.eval.batch_size or config.data.batch_size, 0, context):
         batch = {name: value.to(context.device) for name, value in batch.items()}
         with autocast(context.device, config.run.precision):
             tokens = model.tokenize({name: batch[name] for name in model.config.inputs})
             scores = model.attention_scores(tokens)
-        on_object = object_tokens(batch["semseg"], tokens.grid, objects)
+        on_object = scene_object_tokens(batch["semseg"], tokens.grid)
         seen = on_object.any(dim=1)
         shares = [top_attended_object_share(scores[name].float(), on_object)[seen].sum() for name in scores]
         chance = on_object.double().mean(dim=1)[seen].sum()

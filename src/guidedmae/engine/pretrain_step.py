@@ -16,7 +16,7 @@ from torch import nn
 from guidedmae.infra.schedule import START, Progress
 from guidedmae.losses import LossConfig, PatchLosses, modality_patch_losses, reconstruction_losses
 from guidedmae.masking.strategy import MaskChoice, MaskingStrategy
-from guidedmae.models.multimae import MultiMAE
+from guidedmae.models.multimae import MultiMAE, Tokens
 
 __all__ = ["MaskedAutoencoderStep", "StepOutput"]
 
@@ -41,17 +41,25 @@ class MaskedAutoencoderStep(nn.Module):
         self.strategy = strategy
         self.loss = loss
 
+    def reconstruct(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator, progress: Progress = START
+    ) -> tuple[Tokens, MaskChoice, dict[str, torch.Tensor]]:
+        """The forward pass without the losses: the tokens of the model's inputs the batch holds, the
+        masks the strategy chooses and every output's reconstruction (the `ui` page also shows images
+        given without some modality, which have no target for every output)."""
+        inputs = {name: batch[name] for name in self.model.config.inputs if name in batch}
+        tokens = self.model.tokenize(inputs)
+        choice = self.strategy(self.model, tokens, generator, progress, batch.get("index"), batch.get("view"))
+        encoded = self.model.encode(tokens.embeddings, choice.selection.ids_keep)
+        return tokens, choice, self.model.decode(encoded, tokens, choice.selection)
+
     def forward(
         self, batch: dict[str, torch.Tensor], generator: torch.Generator, progress: Progress = START
     ) -> StepOutput:
         """batch: model-ready tensors (rgb normalized, depth standardized, semseg ids at 1/4), which are
         both the inputs and the targets, and the samples' "index" where the loader gives it;
         generator: CPU generator for the masking randomness; progress: where the run is."""
-        inputs = {name: batch[name] for name in self.model.config.inputs}
-        tokens = self.model.tokenize(inputs)
-        choice = self.strategy(self.model, tokens, generator, progress, batch.get("index"), batch.get("view"))
-        encoded = self.model.encode(tokens.embeddings, choice.selection.ids_keep)
-        preds = self.model.decode(encoded, tokens, choice.selection)
+        tokens, choice, preds = self.reconstruct(batch, generator, progress)
         losses, patch_losses = reconstruction_losses(
             preds,
             batch,

@@ -184,3 +184,25 @@ class VisibleBudget(nn.Module):
         if self.masking.budget != "adaptive":
             return {}
         return {f"alpha_{name}": alpha for name, alpha in zip(self.modalities, self.alphas())}
+
+
+class FixedBudget(VisibleBudget):
+    """The same visible counts for every sample, chosen rather than drawn: the `ui` page shows strategies
+    side by side on one split of one image's budget (a Dirichlet draw made once, or the user's counts)."""
+
+    def __init__(self, masking, modalities: Sequence[str], counts: Sequence[int]) -> None:
+        super().__init__(masking, modalities)
+        self.counts = tuple(int(count) for count in counts)
+
+    def forward(
+        self, batch_size: int, tokens_per_modality: Sequence[int], generator: torch.Generator
+    ) -> torch.Tensor:
+        """[B, M] the fixed counts for each sample; generator unused (nothing is drawn)."""
+        if len(self.counts) != len(tokens_per_modality) or any(
+            not 0 <= count <= tokens for count, tokens in zip(self.counts, tokens_per_modality)
+        ):
+            raise ValueError(
+                f"visible counts {list(self.counts)} for modalities of {list(tokens_per_modality)} tokens; "
+                "expected one count per modality, each at most its tokens"
+            )
+        return torch.tensor(self.counts, dtype=torch.long).expand(batch_size, -1).clone()
