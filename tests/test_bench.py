@@ -118,6 +118,7 @@ def test_a_subset_of_strategies_without_warm_up_has_no_memory_reading(capsys, ti
     assert rows["random"][4] == "n/a"  # without a warm-up round there is no CPU memory reading
 
 
+@pytest.mark.slow  # a short pretraining first, then the benchmark: ~40 s on 2 cores
 def test_a_trained_checkpoint_is_timed_with_its_own_model_and_budget(capsys, tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_CONFIG)

@@ -144,7 +144,18 @@ STATEFUL_MASKING = {
 }
 
 
-@pytest.mark.parametrize("masking", list(STATEFUL_MASKING))
+# Every strategy whose state lives beside the model resumes bit-exactly; two of them (about 15 s each on
+# 2 cores) run with the slow tests only: the cache and the scout restore through the same saved-state path.
+SLOW_RESUMES = ("cached", "scout")
+
+
+@pytest.mark.parametrize(
+    "masking",
+    [
+        pytest.param(name, marks=pytest.mark.slow) if name in SLOW_RESUMES else name
+        for name in STATEFUL_MASKING
+    ],
+)
 def test_resume_after_sigkill_ends_bit_exactly_where_an_uninterrupted_run_ends(tmp_path, masking):
     config = tiny_config(tmp_path)
     settings = ["schedule.total_epochs=6", "log.picture_every=0", "log.every=1", *STATEFUL_MASKING[masking]]

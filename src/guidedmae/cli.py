@@ -96,15 +96,29 @@ def build_parser() -> argparse.ArgumentParser:
         known = set(subparsers.choices)
         module.add_parser(subparsers)
         for name in set(subparsers.choices) - known:
-            subparsers.choices[name].epilog = "examples:\n" + _examples(module.__doc__, name)
-            subparsers.choices[name].formatter_class = argparse.RawDescriptionHelpFormatter
+            _add_examples(subparsers.choices[name], module.__doc__, name)
     return parser
 
 
+def _add_examples(parser: argparse.ArgumentParser, docstring: str, command: str) -> None:
+    """The command's examples after its options, and its own sub-commands' (`data synth`) after theirs."""
+    parser.epilog = "examples:\n" + _examples(docstring, command)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, subparser in action.choices.items():
+                _add_examples(subparser, docstring, f"{command} {name}")
+
+
 def _examples(docstring: str, command: str) -> str:
-    """The indented `guidedmae COMMAND ...` lines of a command module's docstring."""
-    lines = [line for line in docstring.splitlines() if line.startswith("    ") and f" {command}" in line]
-    return "\n".join(lines)
+    """The example lines of a command module's docstring (`guidedmae COMMAND ...`, `torchrun ... -m
+    guidedmae COMMAND ...`), indented."""
+    lines = [line.strip() for line in docstring.splitlines()]
+    return "\n".join(
+        "    " + line
+        for line in lines
+        if line.startswith(("guidedmae ", "torchrun ")) and f"guidedmae {command} " in line + " "
+    )
 
 
 def _one_line(error: BaseException) -> str:

@@ -1,8 +1,10 @@
 """`guidedmae data synth|nyuv2|shard`: write data sets in the MultiMAE folder layout, and shard them.
 
-guidedmae data synth --out data/synth --n 1000 --size 224 --split train
-guidedmae data nyuv2 --mat nyu_depth_v2_labeled.mat --out data/nyuv2
-guidedmae data shard --root data/synth --split train --out shards/synth
+    guidedmae data synth --out data/synth --n 1000 --size 224 --split train
+    guidedmae data nyuv2 --mat nyu_depth_v2_labeled.mat --out data/nyuv2
+    guidedmae data shard --root data/synth --split train --out shards/synth
+
+Every file is written atomically, so an interrupted writer is finished by running it again (docs/data.md).
 """
 
 import argparse

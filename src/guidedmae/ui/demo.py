@@ -9,7 +9,7 @@
 
 Every step is the training code's: the held-out data's reading and centre crop (data.folder,
 data.transforms), the Dirichlet budget (drawn once, then shared by both strategies), the strategies'
-modules (bench's variants), MaskedAutoencoderStep's forward pass, viz's figure, and the premise as
+modules (bench's variants), MaskedAutoencoderStep's forward pass, the pictures module's figure, and the premise as
 pretraining's evaluation measures it.
 """
 
@@ -85,7 +85,7 @@ class Side:
     """What one strategy did to the image."""
 
     strategy: str  # the strategy as it describes itself: attention-low-noise0.25
-    figure: Image.Image  # viz's grid: input | scores | masked input | prediction | prediction + visible
+    figure: Image.Image  # the picture grid: input | scores | masked input | prediction | prediction + visible
     visible: dict[str, int]  # visible tokens per given modality
     masked_share: float  # masked tokens / tokens of the given modalities
     object_share: dict[str, float]  # scenes: per modality, the share of its masked tokens on objects
