@@ -346,3 +346,20 @@ def test_a_killed_studys_orphaned_run_is_waited_for_not_failed(tmp_path, capsys)
     printed = capsys.readouterr().out
     assert "failed" not in printed and "blocked" not in printed
     assert (tmp_path / "out" / "attention" / "seed-0" / "results.json").is_file()
+
+
+def test_ctrl_c_during_a_local_submission_arrives_once_the_run_is_recorded():
+    """A Ctrl-C while a local run is submitted waits (pending) until the run is among those the study stops;
+    the run's processes are started with Ctrl-C blocked, so only the study sees it."""
+    from types import SimpleNamespace
+
+    from guidedmae.study.launch import _ctrl_c_held
+
+    study = SimpleNamespace(launch=SimpleNamespace(launcher="local"))
+    recorded = []
+    check = "import signal; print(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))"
+    with pytest.raises(KeyboardInterrupt), _ctrl_c_held(study):
+        os.kill(os.getpid(), signal.SIGINT)
+        child = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+        recorded.append(child.stdout.strip())
+    assert recorded == ["True"]

@@ -13,7 +13,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,16 +130,25 @@ def _can_start(run: Run, outcomes: dict[str, Outcome]) -> bool:
     )
 
 
-def _submit(executor, study: StudyConfig, run: Run, overrides: list[str]):
-    """Submit one run. A local run starts with Ctrl-C ignored: a terminal's Ctrl-C reaches every process of
-    its group, and the study, not each job, stops the runs (see _cancel), so nothing prints a traceback."""
+@contextmanager
+def _ctrl_c_held(study: StudyConfig) -> Iterator[None]:
+    """Ctrl-C held while a local run is submitted and recorded. The run's processes inherit SIGINT blocked
+    and never see it: a terminal's Ctrl-C reaches every process of its group, and the study, not each job,
+    stops the runs (see _cancel), so nothing prints a traceback. The study's own Ctrl-C (whichever of its
+    threads the signal lands on) is noted and raised once the run is recorded among those it stops."""
     if study.launch.launcher != "local" or threading.current_thread() is not threading.main_thread():
-        return executor.submit(execute_run, run.kind, run.config, overrides)
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the job's processes
+        yield
+        return
+    noted = []
+    previous_handler = signal.signal(signal.SIGINT, lambda number, frame: noted.append(number))
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # what forked children inherit
     try:
-        return executor.submit(execute_run, run.kind, run.config, overrides)
+        yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+        signal.signal(signal.SIGINT, previous_handler)
+    if noted:
+        raise KeyboardInterrupt
 
 
 def _held_elsewhere(run: Run) -> bool:
@@ -199,8 +209,9 @@ def launch(
                     and not _held_elsewhere(run)
                 ):
                     overrides = [*run.overrides, *_threads(study, sharing)]
-                    job = _submit(executor, study, run, overrides)
-                    running[run.name] = (run, job, time.monotonic())
+                    with _ctrl_c_held(study):
+                        job = executor.submit(execute_run, run.kind, run.config, overrides)
+                        running[run.name] = (run, job, time.monotonic())
                 else:
                     continue
                 pending.remove(run)
