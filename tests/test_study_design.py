@@ -371,3 +371,19 @@ def test_ctrl_c_during_a_local_submission_arrives_once_the_run_is_recorded():
         child = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
         recorded.append(child.stdout.strip())
     assert recorded == ["True"]
+
+
+def test_ctrl_c_ignored_by_the_study_stays_ignored_while_a_run_is_submitted():
+    """A study started with Ctrl-C ignored (a shell's `&`) is not stopped by one that lands mid-submission."""
+    from types import SimpleNamespace
+
+    from guidedmae.study.launch import _ctrl_c_held
+
+    study = SimpleNamespace(launch=SimpleNamespace(launcher="local"))
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _ctrl_c_held(study):
+            os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -135,8 +135,13 @@ def _ctrl_c_held(study: StudyConfig) -> Iterator[None]:
     """Ctrl-C held while a local run is submitted and recorded. The run's processes inherit SIGINT blocked
     and never see it: a terminal's Ctrl-C reaches every process of its group, and the study, not each job,
     stops the runs (see _cancel), so nothing prints a traceback. The study's own Ctrl-C (whichever of its
-    threads the signal lands on) is noted and raised once the run is recorded among those it stops."""
-    if study.launch.launcher != "local" or threading.current_thread() is not threading.main_thread():
+    threads the signal lands on) is noted and raised once the run is recorded among those it stops. A study
+    started with Ctrl-C ignored (by a shell's `&`) keeps ignoring it here too."""
+    if (
+        study.launch.launcher != "local"
+        or threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    ):
         yield
         return
     noted = []
