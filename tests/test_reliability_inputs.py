@@ -61,9 +61,8 @@ def test_an_environment_variable_is_refused_on_the_command_line_unseen(tmp_path,
     monkeypatch.setenv("GUIDEDMAE_TEST_TOKEN", "s3cr3t")
     for override in ("log.wandb.project=${oc.env:GUIDEDMAE_TEST_TOKEN}", "out_dir=/x/${ oc.env : HOME }"):
         assert main(["pretrain", str(tiny_config(tmp_path)), f"out_dir={tmp_path / 'run'}", override]) == 1
-        line = one_line_error(
-            capsys, f"command line {override!r}: ${{oc.env:...}} is not taken on the command"
-        )
+        line = one_line_error(capsys, f"command line {override!r}: ")
+        assert "holds an interpolation ('${...}'), which is never resolved here" in line
         assert "stored in config.yaml and sent to the trackers" in line and "s3cr3t" not in line
     assert not (tmp_path / "run").exists()
 

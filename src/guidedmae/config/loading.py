@@ -9,16 +9,17 @@ an empty or non-finite value, a missing required value or a value out of range i
 the key and where it came from, raised when the config is loaded: before anything is built.
 
 Values are YAML, in files and overrides alike; an override whose value YAML cannot read (`seed=[`,
-`out_dir=*x`) is a ConfigError naming it. Interpolations (`${data.root}/val`, `${oc.env:VAR}`) in a file
-are resolved when the config is loaded: the resolved value is what the run's config.yaml, its
+`out_dir=*x`) is a ConfigError naming it. Interpolations (`${data.root}/val`, `${oc.env:VAR}`) in a config
+file are resolved when the config is loaded: the resolved value is what the run's config.yaml, its
 checkpoints and its trackers (W&B, MLflow) receive, so never interpolate a secret; a variable that is
-not set is a ConfigError naming the key. On the command line `${oc.env:VAR}` is refused: the shell
-expands `$VAR` where the value can be seen, and an override should show what the run will store.
+not set is a ConfigError naming the key. An override is never resolved: a value that holds `${` once
+YAML has decoded it (however it was escaped: `\x24{`, `\u0024{`, ...) is refused, as is one in a saved
+config or in a file loaded with `interpolations=False` (study files, whose overrides reach every run).
+The shell expands `$VAR` where the value can be seen; an override shows what the run will store.
 """
 
 import functools
 import math
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -41,8 +42,9 @@ __all__ = [
 ]
 
 EXTENDS = "extends"
-# OmegaConf's environment resolver, however spaced: `${oc.env:VAR}`, `${ oc.env : VAR, default }`.
-ENV_INTERPOLATION = re.compile(r"\$\{\s*oc\.env\s*:")
+# What starts an OmegaConf interpolation (`${key}`, `${oc.env:VAR}`, `${oc.decode:...}`) in a decoded string:
+# OmegaConf resolves nothing else, so a string without it is taken as written.
+INTERPOLATION = "${"
 
 
 class ConfigError(ValueError):
@@ -98,10 +100,41 @@ def _check_finite(values, source: str, prefix: str = "") -> None:
         _check_finite(value, source, f"{name}.")
 
 
+def _interpolation(value, prefix: str = "") -> tuple[str, str] | None:
+    """(key, text) of the first string in a decoded value (keys included) that OmegaConf would resolve."""
+    if isinstance(value, str):
+        return (prefix.rstrip("."), value) if INTERPOLATION in value else None
+    if isinstance(value, dict):
+        items = [(f"{prefix}{key}", item) for key, item in value.items()]
+        keys = [(f"{prefix}{key}", str(key)) for key in value]
+    elif isinstance(value, list):
+        items, keys = [(f"{prefix.rstrip('.')}[{index}]", item) for index, item in enumerate(value)], []
+    else:
+        return None
+    for name, text in keys:
+        if INTERPOLATION in text:
+            return name, text
+    for name, item in items:
+        found = _interpolation(item, f"{name}.")
+        if found:
+            return found
+    return None
+
+
+def _refuse_interpolations(value, source: str, why: str) -> None:
+    found = _interpolation(OmegaConf.to_container(value) if isinstance(value, DictConfig) else value)
+    if found:
+        key, text = found
+        raise ConfigError(
+            f"{source}: {key}={text!r} holds an interpolation ('${{...}}'), which is never resolved here: {why}"
+        )
+
+
 def _parse_override(item: str) -> DictConfig:
-    """One `key=value` override as a config, its value read as YAML; a ConfigError naming it if YAML cannot."""
+    """One `key=value` override as a config, its value read as YAML and taken as written; a ConfigError
+    naming it if YAML cannot read it or if, decoded, it holds an interpolation."""
     try:
-        return OmegaConf.from_dotlist([item])
+        parsed = OmegaConf.from_dotlist([item])
     except yaml.YAMLError as error:
         key, value = item.split("=", 1)
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
@@ -109,17 +142,33 @@ def _parse_override(item: str) -> DictConfig:
             f"command line {item!r}: {value!r} is not a valid value (YAML: {problem}); "
             f"to give it as text, quote it within the override: \"{key}='{value}'\""
         ) from error
+    except (OmegaConfBaseException, TypeError) as error:
+        raise ConfigError(f"command line {item!r}: {_describe(error)}") from error
+    _refuse_interpolations(
+        parsed,
+        f"command line {item!r}",
+        "an override is stored in config.yaml and sent to the trackers as written; let the shell "
+        "expand a variable ($VAR), or interpolate in a config file",
+    )
+    return parsed
 
 
 def load_config(
-    schema: type[Config], path: str | Path | None, overrides: Sequence[str] = (), base: Mapping | None = None
+    schema: type[Config],
+    path: str | Path | None,
+    overrides: Sequence[str] = (),
+    base: Mapping | None = None,
+    interpolations: bool = True,
 ) -> Config:
     """The typed config: dataclass defaults <- base (if any) <- YAML file (if any) <- `key=value` overrides.
 
-    base: a saved config dict, e.g. the one a checkpoint holds (evaluating a run with its own config).
+    base: a saved config dict, e.g. the one a checkpoint holds (evaluating a run with its own config);
+    saved values are resolved ones, so an interpolation in it is refused.
+    interpolations: whether the file's interpolations are resolved (False: refused, naming the key).
     """
     merged = _defaults(schema)
     if base is not None:
+        _refuse_interpolations(dict(base), "saved config", "a saved config holds resolved values")
         try:
             merged = OmegaConf.merge(merged, base)
         except OmegaConfBaseException as error:
@@ -128,6 +177,10 @@ def load_config(
     if path is not None:
         try:
             loaded = _load_yaml(Path(path))
+            if not interpolations:
+                _refuse_interpolations(
+                    loaded, str(path), "its values are taken as written (and its overrides reach every run)"
+                )
             required = OmegaConf.missing_keys(loaded)
             merged = OmegaConf.merge(merged, loaded)
         except OmegaConfBaseException as error:
@@ -140,19 +193,13 @@ def load_config(
         raise ConfigError(
             f"command line {empty[0]!r}: no value after '='; give one, or write {empty[0]}null to unset it"
         )
-    environment = [item for item in overrides if ENV_INTERPOLATION.search(item)]
-    if environment:
-        raise ConfigError(
-            f"command line {environment[0]!r}: ${{oc.env:...}} is not taken on the command line: the "
-            "variable's value would be stored in config.yaml and sent to the trackers without showing here; "
-            "let the shell expand it ($VAR), or interpolate it in a config file"
-        )
+    parsed = [_parse_override(item) for item in overrides]
     try:  # all at once: every merge copies the whole config (a study resolves hundreds)
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
-    except (OmegaConfBaseException, TypeError, yaml.YAMLError):
-        for item in overrides:  # one at a time, so that the error names the override
+        merged = OmegaConf.merge(merged, *parsed)
+    except (OmegaConfBaseException, TypeError):
+        for item, value in zip(overrides, parsed):  # one at a time, so that the error names the override
             try:
-                merged = OmegaConf.merge(merged, _parse_override(item))
+                merged = OmegaConf.merge(merged, value)
             except OmegaConfBaseException as error:
                 raise ConfigError(f"command line {item!r}: {_describe(error)}") from error
             except TypeError as error:  # e.g. `list.0.key=...`: dotted keys cannot index into lists

@@ -177,7 +177,7 @@ class StudyConfig:
 
 def load_study(path: str | Path, overrides: list[str] = ()) -> tuple[StudyConfig, Path]:
     """The study of a file (with dotted overrides) and the folder its config paths are relative to."""
-    study = load_config(StudyConfig, path, overrides)
+    study = load_config(StudyConfig, path, overrides, interpolations=False)
     return study, Path(path).resolve().parent
 
 
