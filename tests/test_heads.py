@@ -6,7 +6,8 @@ from conftest import tiny_config
 
 from guidedmae.models import MultiMAE
 from guidedmae.models.heads import LinearHead, spread_layers, token_map, unfold_predictions
-from guidedmae.models.task_model import FineTuneModel, HeadConfig, build_head, encoder_layer_id
+from guidedmae.models.task_model import FineTuneModel, encoder_layer_id
+from guidedmae.tasks import HeadConfig, build_head
 
 SMALL_DENSE = dict(
     num_classes=7, dim=64, preds_per_patch=16, depth=1, feature_dim=16, layer_dims=(8, 8, 16, 16)

@@ -12,6 +12,7 @@ from torchmetrics.regression import MeanAbsolutePercentageError, MeanSquaredErro
 from guidedmae.metrics import (
     ClassificationMeter,
     DepthMeter,
+    NormalsMeter,
     SegmentationMeter,
     confusion_matrix,
     depth_scores,
@@ -173,3 +174,17 @@ def test_top_attended_object_share_counts_objects_among_the_r_most_attended():
     # R = 2 object tokens; the two most attended are tokens 0 (object) and 1 (not).
     assert shares[0].item() == 0.5 and math.isnan(shares[1].item()) and shares[2].item() == 1.0
     assert top_attended_object_share(-scores[:1], on_object[:1]).item() == 0.5
+
+
+def test_normal_angles_are_measured_in_degrees_over_valid_pixels():
+    target = torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1).expand(1, 3, 1, 4)
+    angles = torch.deg2rad(torch.tensor([0.0, 10.0, 20.0, 90.0]))
+    prediction = torch.stack([torch.sin(angles), torch.zeros(4), torch.cos(angles)]).view(1, 3, 1, 4) * 3
+    valid = torch.tensor([[[[True, True, True, False]]]])  # the 90-degree pixel is not scored
+    meter = NormalsMeter()
+    meter.update(prediction, target, valid)
+    scores = meter.compute()
+    assert scores["angle_mean"] == pytest.approx(10.0, abs=1e-3)
+    assert scores["angle_median"] == pytest.approx(10.05)  # the 0.1-degree bin holding 10
+    assert scores["angle_rmse"] == pytest.approx(((0 + 100 + 400) / 3) ** 0.5, abs=1e-3)
+    assert scores["within_11.25"] == pytest.approx(200 / 3) and scores["within_30"] == 100

@@ -182,6 +182,27 @@ def test_pretraining_and_finetuning_with_rgb_depth_semseg_and_normals(tmp_path, 
     assert set(results["metrics"]) == {"top1", "top5"}
 
 
+def test_surface_normals_are_a_fine_tuning_task_scored_in_degrees(tmp_path, layout):
+    config = config_file(tmp_path, FINETUNE, layout, ["rgb"])
+    overrides = [f"out_dir={tmp_path / 'normals'}", "head.task=normals", "head.kind=linear",
+                 "data.augment.semseg_stride=1"]  # fmt: skip
+    assert main(["finetune", str(config), *overrides]) == 0
+    results = json.loads((tmp_path / "normals" / "results.json").read_text())
+    metrics = results["metrics"]
+    assert results["task"] == "normals"
+    assert set(metrics) == {
+        "angle_mean",
+        "angle_median",
+        "angle_rmse",
+        "within_11.25",
+        "within_22.5",
+        "within_30",
+    }
+    assert 0 < metrics["angle_mean"] < 180 and 0 <= metrics["within_11.25"] <= metrics["within_30"] <= 100
+    weights = torch.load(tmp_path / "normals" / "checkpoint-last.pt", weights_only=True)["model"]
+    assert weights["head.classifier.weight"].shape[:2] == (3, 32)  # x, y, z per pixel
+
+
 def test_pretraining_finetuning_and_export_with_a_declared_two_channel_npy_modality(tmp_path, layout):
     run, results = pretrain_and_finetune(tmp_path, layout, ["rgb", "flow"], {"flow": FLOW})
     lines = [r for r in read_metrics(run / "metrics.jsonl") if "loss" in r]

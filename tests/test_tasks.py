@@ -3,7 +3,17 @@
 import pytest
 import torch
 
-from guidedmae.tasks import TaskConfig, berhu_loss, l1_loss, reduce_zero_label, target_of, task_loss
+from guidedmae.tasks import TASKS, TaskConfig
+from guidedmae.tasks.depth import berhu_loss, l1_loss
+from guidedmae.tasks.semseg import reduce_zero_label
+
+
+def target_of(task: str, batch, config):
+    return TASKS[task].target(batch, config)
+
+
+def task_loss(task: str, output, target, config, label_smoothing: float = 0.0):
+    return TASKS[task].loss(output, target, config, label_smoothing)
 
 
 def test_berhu_is_l1_below_the_threshold_and_scaled_l2_above_it():

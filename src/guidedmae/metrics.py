@@ -10,11 +10,14 @@ the result equals that of one process over the whole split (up to float64 roundi
                       and left out of the mean
     depth             over all valid pixels of the split: RMSE = sqrt(mean (d - d*)^2),
                       AbsRel = mean |d - d*| / d*, delta_k = share with max(d / d*, d* / d) < 1.25^k
+    normals           angle between predicted and target normals over all valid pixels: mean, median
+                      (to 0.1 degree), RMSE, share within 11.25, 22.5 and 30 degrees
 """
 
 import math
 
 import torch
+import torch.nn.functional as F
 
 DEPTH_THRESHOLD_BASE = 1.25
 MIN_DEPTH = 1e-6  # predictions are clamped to this before ratios (a depth head may output <= 0)
@@ -173,6 +176,52 @@ class DepthMeter:
 
     def compute(self) -> dict[str, float]:
         return depth_scores(self.totals)
+
+
+ANGLE_THRESHOLDS = (11.25, 22.5, 30.0)  # degrees: the surface-normal benchmarks' (NYUv2) accuracy levels
+ANGLE_BINS = 1800  # 0.1-degree bins over [0, 180]: the median's resolution
+
+
+def normal_angles(predictions: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Angles in degrees [P] between predicted and target normals [B, 3, H, W] at the valid pixels
+    [B, 1, H, W]; both are scaled to unit length first (a head's output has any length)."""
+    cosine = F.cosine_similarity(predictions.float(), targets.float(), dim=1, eps=1e-6)  # [B, H, W]
+    return torch.rad2deg(torch.arccos(cosine[valid[:, 0]].clamp(-1, 1)))
+
+
+class NormalsMeter:
+    """Angular errors of surface normals over all valid pixels (percent within each threshold, mean,
+    median, RMSE in degrees). totals = [pixels, sum, sum of squares, within each threshold, histogram]."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.totals = torch.zeros(3 + len(ANGLE_THRESHOLDS) + ANGLE_BINS, dtype=torch.float64, device=device)
+
+    def update(self, predictions: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> None:
+        angles = normal_angles(predictions.detach(), targets, valid).double().to(self.totals.device)
+        self.totals[0] += angles.numel()
+        self.totals[1] += angles.sum()
+        self.totals[2] += angles.square().sum()
+        for index, threshold in enumerate(ANGLE_THRESHOLDS):
+            self.totals[3 + index] += (angles < threshold).sum()
+        bins = (angles / 180 * ANGLE_BINS).long().clamp_max(ANGLE_BINS - 1)
+        self.totals[3 + len(ANGLE_THRESHOLDS) :] += torch.bincount(bins, minlength=ANGLE_BINS).double()
+
+    def compute(self) -> dict[str, float]:
+        count = self.totals[0].item()
+        if count == 0:
+            return {"angle_mean": math.nan}
+        histogram = self.totals[3 + len(ANGLE_THRESHOLDS) :]
+        median_bin = int(
+            torch.searchsorted(histogram.cumsum(0), torch.tensor(count / 2, dtype=torch.float64))
+        )
+        scores = {
+            "angle_mean": self.totals[1].item() / count,
+            "angle_median": (median_bin + 0.5) * 180 / ANGLE_BINS,
+            "angle_rmse": math.sqrt(self.totals[2].item() / count),
+        }
+        for index, threshold in enumerate(ANGLE_THRESHOLDS):
+            scores[f"within_{threshold:g}"] = 100 * self.totals[3 + index].item() / count
+        return scores
 
 
 def format_iou_table(confusion: torch.Tensor, class_names: list[str] | None = None) -> str:
