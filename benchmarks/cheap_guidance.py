@@ -27,17 +27,13 @@ from dataclasses import replace
 import torch
 from torch.utils.data import default_collate
 
-from guidedmae.commands.bench import add_arguments, bench_model
 from guidedmae.data.datasets import SyntheticScenes
 from guidedmae.data.transforms import AugmentConfig
-from guidedmae.engine.bench import (
-    MODALITIES,
-    cpu_name,
-    mask_agreement,
-    synthetic_batch,
-    time_strategies,
-)
+from guidedmae.engine.bench import mask_agreement, time_strategies
+from guidedmae.engine.bench_setup import MODALITIES, BenchSettings, bench_model, synthetic_batch
 from guidedmae.engine.from_checkpoint import load_model, load_step
+from guidedmae.infra.machine import cpu_name
+from guidedmae.infra.options import add_options, settings_from
 from guidedmae.masking import MaskingConfig, build_strategy
 from guidedmae.masking.strategies import AttentionOptions, CachedAttentionOptions
 from guidedmae.models import MultiMAE
@@ -104,7 +100,7 @@ def teach_scout(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
+    add_options(parser, BenchSettings)
     parser.add_argument(
         "--grids", type=int, nargs="+", default=[4], help="coarse grids to try (cells per side)"
     )
@@ -128,7 +124,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    model, masking, name = bench_model(args)
+    model, masking, name = bench_model(settings_from(args, BenchSettings))
     model = model.train()
     variants = guidance_variants(masking, args.grids)
     image_size = model.config.image_size

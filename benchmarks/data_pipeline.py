@@ -144,7 +144,7 @@ def main() -> None:
         print(json.dumps(measure(args.root, args.split, args.shards)))
         return
     from guidedmae.data.shards import write_shards
-    from guidedmae.engine.bench import cpu_name  # this checkout's (a baseline may predate it)
+    from guidedmae.infra.machine import cpu_name  # this checkout's (a baseline may predate it)
 
     with tempfile.TemporaryDirectory() as temp:
         root = args.root

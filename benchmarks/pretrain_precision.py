@@ -19,8 +19,10 @@ from pathlib import Path
 import torch
 
 from guidedmae.config import PretrainConfig, load_config
-from guidedmae.engine.bench import cpu_name, synchronize, synthetic_batch, train_step
+from guidedmae.engine.bench import synchronize, train_step
+from guidedmae.engine.bench_setup import synthetic_batch
 from guidedmae.engine.pretrain_step import MaskedAutoencoderStep
+from guidedmae.infra.machine import cpu_name
 from guidedmae.infra.optim import OptimConfig, build_optimizer, set_lr
 from guidedmae.losses import LossConfig
 from guidedmae.masking import MaskingConfig, build_strategy

@@ -229,7 +229,7 @@ def main() -> None:
             )
         print(json.dumps(seconds))
         return
-    from guidedmae.engine.bench import cpu_name  # this checkout's (a baseline may predate it)
+    from guidedmae.infra.machine import cpu_name  # this checkout's (a baseline may predate it)
 
     # name -> (src put first on PYTHONPATH, extra arguments of its measuring interpreter)
     versions = {"this checkout": (None, [])}

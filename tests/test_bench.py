@@ -12,8 +12,7 @@ import pytest
 
 from guidedmae.cli import main
 from guidedmae.config import config_to_dict
-from guidedmae.engine.bench import strategy_variants
-from guidedmae.masking import MaskingConfig
+from guidedmae.masking import MaskingConfig, strategy_variants
 from guidedmae.masking.strategies import AttentionOptions
 from tests.conftest import tiny_config
 

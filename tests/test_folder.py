@@ -397,3 +397,22 @@ def test_nyuv2_conversion_rejects_files_of_another_shape(tmp_path):
         convert_nyuv2(tmp_path / "v5.mat", tmp_path / "out", progress=False)
     with pytest.raises(FileNotFoundError, match="missing.mat"):
         convert_nyuv2(tmp_path / "missing.mat", tmp_path / "out", progress=False)
+
+
+def test_nyuv2_is_a_source_that_names_the_conversion_until_its_folder_exists(tmp_path):
+    from guidedmae.config import FinetuneConfig, load_config
+    from guidedmae.data.sources import build_dataset
+
+    root = tmp_path / "nyu"
+    overrides = ["data.source=nyuv2", f"data.root={root}", "head.task=semseg", "head.num_classes=40",
+                 "data.augment.semseg_stride=1", "task.reduce_zero_label=true", "data.eval_split=test"]  # fmt: skip
+    config = load_config(FinetuneConfig, None, overrides)
+    with pytest.raises(FileNotFoundError, match="guidedmae data nyuv2 --mat"):
+        build_dataset(config.data, "train", MODALITIES, train=True)
+    write_nyu_mat(tmp_path / "nyu.mat", count=4, height=8, width=8)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": [1, 2, 3], "test": [4]}))
+    convert_nyuv2(tmp_path / "nyu.mat", root, split_file=split, progress=False)
+    assert len(build_dataset(config.data, "train", MODALITIES, train=True)) == 3
+    with pytest.raises(ValueError, match="data.source=nyuv2 has no normals"):
+        load_config(FinetuneConfig, None, [*overrides, "model.inputs=[rgb,normals]"])

@@ -1,16 +1,32 @@
-"""Masked reconstruction losses: hand-computed values and agreement with the official formulas."""
+"""Masked reconstruction losses: hand-computed values and agreement with the official formulas, all
+through the training path (reconstruction_losses)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from guidedmae.losses import (
-    masked_cross_entropy,
-    masked_l1,
-    masked_mse,
-    normalize_patches,
-    reconstruction_losses,
-)
+from guidedmae.losses import normalize_patches, reconstruction_losses
+
+
+def _one_output(output: str, source: str, pred, target, mask, patch_size: int) -> torch.Tensor:
+    """The training path's loss of one output (None mask: every patch counts)."""
+    masks = {} if mask is None else {source: mask}
+    return reconstruction_losses({output: pred}, {source: target}, masks, patch_size)[output]
+
+
+def masked_mse(pred, target, mask, patch, normalize_target=False):
+    """rgb's loss (MSE), or norm_rgb's (MSE to the patch-normalized target)."""
+    return _one_output("norm_rgb" if normalize_target else "rgb", "rgb", pred, target, mask, patch)
+
+
+def masked_l1(pred, target, mask, patch):
+    """depth's loss."""
+    return _one_output("depth", "depth", pred, target, mask, patch)
+
+
+def masked_cross_entropy(logits, target, mask, patch):
+    """semseg's loss: its class map is at 1/4 of the image, so the model's patch is 4x the map's."""
+    return _one_output("semseg", "semseg", logits, target, mask, 4 * patch)
 
 
 def official_masked_loss(per_pixel_loss: torch.Tensor, mask: torch.Tensor, patch: int) -> torch.Tensor:

@@ -74,49 +74,9 @@ def _absolute_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred.float() - target.float()).abs().mean(dim=1)
 
 
-def _cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -100, label_smoothing: float = 0.0
-) -> torch.Tensor:
+def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """[B, K, H, W] logits, [B, H, W] ids -> [B, H, W] per-pixel cross-entropy."""
-    return F.cross_entropy(
-        logits.float(),
-        target.long(),
-        reduction="none",
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-    )
-
-
-def masked_mse(
-    pred: torch.Tensor,
-    target: torch.Tensor,
-    mask: torch.Tensor | None,
-    patch: int,
-    normalize_target: bool = False,
-) -> torch.Tensor:
-    """Mean squared error over channels, then masked_mean. pred, target: [B, C, H, W]."""
-    if normalize_target:
-        target = normalize_patches(target, patch)
-    return masked_mean(_squared_error(pred, target), mask, patch)
-
-
-def masked_l1(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, patch: int
-) -> torch.Tensor:
-    """Absolute error over channels, then masked_mean. pred, target: [B, C, H, W]."""
-    return masked_mean(_absolute_error(pred, target), mask, patch)
-
-
-def masked_cross_entropy(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    mask: torch.Tensor | None,
-    patch: int,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-) -> torch.Tensor:
-    """Per-pixel cross-entropy, then masked_mean. logits: [B, K, H, W], target: [B, H, W] class ids."""
-    return masked_mean(_cross_entropy(logits, target, ignore_index, label_smoothing), mask, patch)
+    return F.cross_entropy(logits.float(), target.long(), reduction="none")
 
 
 def _pixel_loss(loss: str, pred: torch.Tensor, target: torch.Tensor, patch: int) -> torch.Tensor:

@@ -9,10 +9,9 @@ from pathlib import Path
 from guidedmae.commands.common import OVERRIDES_HELP
 from guidedmae.config import PretrainConfig, load_config
 from guidedmae.engine.pretrain import pretraining_set
-from guidedmae.engine.start import steps_per_epoch
+from guidedmae.engine.start import run_schedule, steps_per_epoch
 from guidedmae.infra.files import check_output
-from guidedmae.infra.optim import peak_lr
-from guidedmae.infra.schedule import LRSchedule, plot_schedule
+from guidedmae.infra.schedule import plot_schedule
 
 __all__ = ["add_parser"]
 
@@ -28,8 +27,8 @@ def _run(args: argparse.Namespace) -> int:
     per_epoch = args.steps_per_epoch or steps_per_epoch(
         len(pretraining_set(config)), config.data.batch_size, args.world_size, accum_steps
     )
-    total_batch = config.data.batch_size * args.world_size * accum_steps
-    schedule = LRSchedule(config.schedule, peak_lr(config.optim, total_batch), per_epoch)
+    total_batch = config.total_batch(args.world_size)
+    schedule = run_schedule(config, args.world_size, per_epoch)
     warmup_end = max(schedule.warmup_steps - 1, 0)
     rows = [
         ("schedule start (epoch 0)", 0),

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from guidedmae.data.mixup import MixupConfig
 from guidedmae.data.modalities import DERIVED_TARGETS, declare_all
 from guidedmae.data.scenes import LABELS as SCENE_LABELS
-from guidedmae.data.scenes import NUM_SEMSEG_CLASSES, RENDERED_MODALITIES
+from guidedmae.data.sources import get_source
 from guidedmae.data.transforms import AugmentConfig
 from guidedmae.infra.optim import OptimConfig, validate_optim
 from guidedmae.infra.precision import PRECISIONS
@@ -23,8 +23,7 @@ from guidedmae.infra.trackers import MlflowConfig, WandbConfig
 from guidedmae.losses import LossConfig
 from guidedmae.masking.config import MaskingConfig, validate_masking
 from guidedmae.models.architecture import MultiMAEConfig
-from guidedmae.models.task_model import HeadConfig
-from guidedmae.tasks import EvalConfig, TaskConfig
+from guidedmae.tasks import EvalConfig, HeadConfig, TaskConfig
 
 __all__ = [
     "CheckpointConfig",
@@ -41,9 +40,7 @@ __all__ = [
     "TrainingConfig",
 ]
 
-PRETRAIN_SOURCES = ("synthetic", "folder", "shards")
 ON_ERROR = ("raise", "skip")
-FINETUNE_SOURCES = ("synthetic", "folder", "shards", "ade20k")
 
 
 # -- sections shared by every job -----------------------------------------------------------------
@@ -72,8 +69,9 @@ class ModelSettings(MultiMAEConfig):
 
 @dataclass
 class DataConfig:
-    sources: ClassVar[tuple[str, ...]] = PRETRAIN_SOURCES  # fine-tuning accepts more
-    # synthetic: scenes rendered on the fly | folder: the MultiMAE layout | shards: its tar shards
+    job: ClassVar[str] = "pretrain"  # the sources allowed are those serving this job (data.sources)
+    # synthetic: scenes rendered on the fly | folder: the MultiMAE layout | shards: its tar shards |
+    # nyuv2: the converted NYUv2 layout | ade20k: ADEChallengeData2016 (fine-tuning only)
     source: str = "synthetic"
     root: str = ""  # folder: root of root/<split>/<modality>/<class>/<name>.<ext>; shards: of root/<split>/
     split: str = "train"  # folder, shards
@@ -88,18 +86,17 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        if self.source not in self.sources:
-            raise ValueError(f"data.source={self.source!r}; expected one of {self.sources}")
-        if self.source != "synthetic" and not self.root:
+        source = get_source(self.source, self.job)
+        if source.reads_root and not self.root:
             raise ValueError(f"data.source={self.source} needs data.root (the folder holding the data set)")
-        if self.source == "synthetic" and self.root:
+        if not source.reads_root and self.root:
             raise ValueError(
-                f"data.root={self.root!r} is not read: data.source=synthetic renders its scenes; "
+                f"data.root={self.root!r} is not read: data.source={self.source} renders its data; "
                 "set data.source=folder to train on that folder"
             )
-        if self.source == "synthetic" and self.split != "train":
+        if not source.reads_root and self.split != "train":
             raise ValueError(
-                f"data.split={self.split!r} does not apply to data.source=synthetic (it has no splits)"
+                f"data.split={self.split!r} does not apply to data.source={self.source} (it has no splits)"
             )
         if self.on_error not in ON_ERROR:
             raise ValueError(f"data.on_error={self.on_error!r}; expected one of {ON_ERROR}")
@@ -168,22 +165,27 @@ class CheckpointConfig:
             )
 
 
-def _check_modalities(config) -> MultiMAEConfig:
+def _check_modalities(config, targets: tuple[str, ...] = ()) -> MultiMAEConfig:
     """The `modalities:` declarations must be valid, name every input and output the model does not have
-    built in, and be data the source can give; returns the model's architecture."""
+    built in, and be data the source can give (with `targets`, a task's); returns the architecture."""
     declared = declare_all(config.modalities)
     architecture = config.model.architecture(config.modalities)
     used = {architecture.modality(name).name for name in (*architecture.inputs, *architecture.outputs)}
-    rendered = set(RENDERED_MODALITIES)  # ADE20K has fewer: its own check names them
-    if config.data.source in ("synthetic", "ade20k") and used - rendered:
+    used |= set(targets)
+    source = get_source(config.data.source)
+    if source.modalities is None:
+        return architecture
+    missing = sorted(used - set(source.modalities))
+    if missing:
         raise ValueError(
-            f"data.source={config.data.source} has no {', '.join(sorted(used - rendered))}: declared "
-            "modalities come from data.source=folder or shards"
+            f"data.source={config.data.source} has no {', '.join(missing)} (it gives "
+            f"{', '.join(source.modalities)}); other modalities come from data.source=folder or shards"
         )
-    changed = sorted(set(declared) & rendered & used)
-    if config.data.source == "synthetic" and changed:
+    changed = sorted(set(declared) & used)
+    if changed:
         raise ValueError(
-            f"modalities: {', '.join(changed)} changed; the synthetic scenes give the built-in ones only"
+            f"modalities: {', '.join(changed)} changed; data.source={config.data.source} gives the built-in "
+            "ones only"
         )
     return architecture
 
@@ -204,7 +206,7 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         """What every training config must satisfy beyond its sections' own checks."""
-        _check_modalities(self)
+        _check_modalities(self, self._targets())
         validate_optim(self.optim)
         validate_schedule(self.schedule)
         if self.data.augment.size != self.model.image_size:
@@ -213,6 +215,14 @@ class TrainingConfig:
             )
         if self.seed < 0:
             raise ValueError(f"seed={self.seed}; expected a non-negative integer")
+
+    def _targets(self) -> tuple[str, ...]:
+        """Modalities the job reads beyond the model's inputs and outputs (a fine-tuning task's target)."""
+        return ()
+
+    def total_batch(self, world_size: int) -> int:
+        """Samples per optimizer step over `world_size` processes (what the peak lr scales with)."""
+        return self.data.batch_size * world_size * self.optim.accum_steps
 
 
 # -- pretraining --------------------------------------------------------------------------------
@@ -261,10 +271,11 @@ class PretrainConfig(TrainingConfig):
         super().__post_init__()
         validate_masking(self.masking, self.model)
         semseg_used = "semseg" in (*self.model.inputs, *self.model.outputs)
-        if self.data.source == "synthetic" and semseg_used and self.model.semseg_classes < NUM_SEMSEG_CLASSES:
+        known = get_source(self.data.source).classes(self.data).get("semseg")
+        if semseg_used and known and self.model.semseg_classes < known:
             raise ValueError(
-                f"model.semseg_classes={self.model.semseg_classes} is fewer than the synthetic scenes' "
-                f"{NUM_SEMSEG_CLASSES} classes"
+                f"model.semseg_classes={self.model.semseg_classes} is fewer than the {known} classes of "
+                f"data.source={self.data.source}"
             )
 
 
@@ -285,7 +296,7 @@ class FinetuneModelSettings(ModelSettings):
 class FinetuneDataConfig(DataConfig):
     """The train split (DataConfig's fields) and the evaluation split."""
 
-    sources: ClassVar[tuple[str, ...]] = FINETUNE_SOURCES
+    job: ClassVar[str] = "finetune"
     eval_split: str = "val"  # folder / ade20k
     eval_num_samples: int = 1000  # synthetic: scenes of the evaluation series
     eval_scene_seed: int = 0  # synthetic: a series of the held-out population, never seen in training
@@ -297,14 +308,15 @@ class FinetuneDataConfig(DataConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.source == "synthetic" and self.eval_split != "val":
+        renders = not get_source(self.source).reads_root
+        if renders and self.eval_split != "val":
             raise ValueError(
-                f"data.eval_split={self.eval_split!r} does not apply to data.source=synthetic: its held-out "
+                f"data.eval_split={self.eval_split!r} does not apply to data.source={self.source}: its held-out "
                 "scenes are the series data.eval_scene_seed"
             )
         if self.label not in SCENE_LABELS:
             raise ValueError(f"data.label={self.label!r}; expected one of {tuple(SCENE_LABELS)}")
-        if self.label != "shape" and self.source != "synthetic":
+        if self.label != "shape" and not renders:
             raise ValueError(
                 f"data.label={self.label!r} is a label of the synthetic scenes; data.source={self.source} "
                 "takes its labels from the data (class folders)"
@@ -354,41 +366,35 @@ class FinetuneConfig(TrainingConfig):
             )
         _check_task_data(self)
 
+    def _targets(self) -> tuple[str, ...]:
+        task = self.head.task_record
+        return (task.target_key,) if task.dense else ()
+
 
 def _check_task_data(config: FinetuneConfig) -> None:
     """The task's target and the inputs must come out of the data as the task needs them."""
-    task, inputs, augment = config.head.task, config.model.inputs, config.data.augment
-    if task in ("semseg", "depth") and task in inputs:
+    task, inputs, augment = config.head.task_record, config.model.inputs, config.data.augment
+    task.check(config)
+    if "depth" in inputs and augment.depth != "standardize":
         raise ValueError(
-            f"head.task={task} predicts {task}: it cannot also be in model.inputs {list(inputs)}"
-        )
-    depth_mode = "metres" if task == "depth" else "standardize"
-    if ("depth" in inputs or task == "depth") and augment.depth != depth_mode:
-        role = (
-            "the depth target (metres)" if task == "depth" else "the depth input (MultiMAE standardizes it)"
-        )
-        raise ValueError(f"data.augment.depth={augment.depth!r}; {role} needs {depth_mode!r}")
-    if task == "semseg" and augment.semseg_stride != 1:
-        raise ValueError(
-            f"data.augment.semseg_stride={augment.semseg_stride}; semseg targets are full resolution: set 1"
+            f"data.augment.depth={augment.depth!r}; the depth input needs 'standardize' (MultiMAE standardizes it)"
         )
     if "semseg" in inputs and augment.semseg_stride != 4:
         raise ValueError(
             f"data.augment.semseg_stride={augment.semseg_stride}; semseg inputs are at 1/4: set 4"
         )
-    if config.mixup.enabled and task != "classification":
+    if config.mixup.enabled and not task.mixes_labels:
         raise ValueError(
-            f"mixup / cutmix mix image labels; head.task={task} has none (set mixup.mixup=0 cutmix=0)"
+            f"mixup / cutmix mix image labels; head.task={task.name} has none (set mixup.mixup=0 cutmix=0)"
         )
-    if config.data.source == "ade20k" and (set(inputs) - {"rgb"} or task != "semseg"):
+    source = get_source(config.data.source)
+    if task.target_key == "label" and not source.image_labels:
         raise ValueError(
-            "data.source=ade20k has rgb and semseg only: use model.inputs=[rgb] and head.task=semseg"
+            f"head.task={task.name} needs image labels; data.source={config.data.source} has none"
         )
-    if config.data.source == "synthetic":
-        labels = SCENE_LABELS[config.data.label]
-        classes = {"semseg": NUM_SEMSEG_CLASSES, "classification": len(labels)}.get(task)
-        if classes is not None and config.head.num_classes != classes:
-            what = "classes" if task == "semseg" else f"{config.data.label} labels"
-            raise ValueError(
-                f"head.num_classes={config.head.num_classes}; the synthetic scenes have {classes} {what}"
-            )
+    classes = source.classes(config.data).get(task.target_key)
+    if classes is not None and task.out_channels(config.head.num_classes) != classes:
+        what = "classes" if task.dense else f"{config.data.label} labels"
+        raise ValueError(
+            f"head.num_classes={config.head.num_classes}; data.source={config.data.source} has {classes} {what}"
+        )

@@ -12,7 +12,9 @@
 
 Every source gets the same arguments; `train` picks the augmentation (random crops and flips) or the
 evaluation transform. Pretraining, fine-tuning, evaluation, the k-NN probe, bench, visualize and the
-viewer all build their data here.
+viewer all build their data here, and the configs check a data section against the `Source` record:
+the jobs it serves, the modalities it can give, whether it reads data.root, what its classes are.
+Adding a source is one function and one entry in SOURCES.
 """
 
 from collections.abc import Callable, Sequence
@@ -23,9 +25,18 @@ from torch.utils.data import Dataset
 
 from guidedmae.data.datasets import ADE20KDataset, FolderDataset, ShardDataset, SyntheticScenes
 from guidedmae.data.modalities import Modality
+from guidedmae.data.scenes import (
+    FIRST_SHAPE_CLASS,
+    LABELS,
+    NUM_SEMSEG_CLASSES,
+    RENDERED_MODALITIES,
+    SEMSEG_CLASSES,
+)
 from guidedmae.data.transforms import AugmentConfig
 
-__all__ = ["SOURCES", "ClassIds", "build_dataset"]
+__all__ = ["JOBS", "SOURCES", "ClassIds", "Source", "build_dataset", "get_source"]
+
+JOBS = ("pretrain", "finetune")
 
 
 @dataclass(frozen=True)
@@ -114,13 +125,47 @@ def _nyuv2(request: Request) -> Dataset:
     return _folder(request)
 
 
-SOURCES: dict[str, Callable[[Request], Dataset]] = {
-    "synthetic": _synthetic,
-    "folder": _folder,
-    "shards": _shards,
-    "ade20k": _ade20k,
-    "nyuv2": _nyuv2,
+@dataclass(frozen=True)
+class Source:
+    """A data source: how its data set is built, and what the configs may ask of it."""
+
+    build: Callable[[Request], Dataset]
+    jobs: tuple[str, ...] = JOBS  # the jobs it serves (JOBS' names)
+    modalities: tuple[str, ...] | None = None  # the modalities it gives; None = any (declared ones too)
+    reads_root: bool = True  # whether it reads data.root (else it renders; data.split does not apply)
+    image_labels: bool = True  # whether samples carry an image-level "label" (class folders, scenes)
+    # Known classes per target key ("label", "semseg"), from the data section (None = unknown)
+    classes: Callable[[object], dict[str, int]] = lambda data: {}
+    # Class names per target key and which of the semseg classes are objects (the scenes')
+    class_names: Callable[[object], dict[str, tuple[str, ...]]] = lambda data: {}
+    object_classes: tuple[str, ...] = ()
+
+
+SOURCES: dict[str, Source] = {
+    "synthetic": Source(
+        _synthetic,
+        modalities=RENDERED_MODALITIES,
+        reads_root=False,
+        classes=lambda data: {
+            "semseg": NUM_SEMSEG_CLASSES,
+            "label": len(LABELS[getattr(data, "label", "shape")]),
+        },
+        class_names=lambda data: {"semseg": SEMSEG_CLASSES, "label": LABELS[getattr(data, "label", "shape")]},
+        object_classes=SEMSEG_CLASSES[FIRST_SHAPE_CLASS:],
+    ),
+    "folder": Source(_folder),
+    "shards": Source(_shards),
+    "ade20k": Source(_ade20k, jobs=("finetune",), modalities=("rgb", "semseg"), image_labels=False),
+    "nyuv2": Source(_nyuv2, modalities=("rgb", "depth", "semseg")),
 }
+
+
+def get_source(name: str, job: str | None = None) -> Source:
+    """The source called `name` (data.source), serving `job` if given; a ValueError naming what is allowed."""
+    allowed = [key for key, source in SOURCES.items() if job is None or job in source.jobs]
+    if name not in allowed:
+        raise ValueError(f"data.source={name!r}; expected one of {tuple(allowed)}")
+    return SOURCES[name]
 
 
 def build_dataset(
@@ -137,7 +182,6 @@ def build_dataset(
     data: a DataConfig; train: data.augment's random augmentation, else the evaluation transform;
     seed: the augmentations' seed (a run's seed); class_ids: what stored class maps may hold.
     """
-    if data.source not in SOURCES:
-        raise ValueError(f"data.source={data.source!r}; expected one of {sorted(SOURCES)}")
+    source = get_source(data.source)
     augment = data.augment if train else replace(data.augment, train=False)
-    return SOURCES[data.source](Request(data, split, train, modalities, augment, seed, class_ids))
+    return source.build(Request(data, split, train, modalities, augment, seed, class_ids))

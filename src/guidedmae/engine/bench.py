@@ -22,46 +22,24 @@ attention maps, and the agreements, mean little. Learned strategies are measured
 agreement here is an untaught one (benchmarks/cheap_guidance.py teaches it first).
 """
 
-import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
-from pathlib import Path
 from typing import TextIO
 
 import torch
 from torch import nn
-from torch.utils.data import default_collate
 
-from guidedmae.config import DataConfig
-from guidedmae.data.sources import build_dataset
-from guidedmae.data.transforms import AugmentConfig
 from guidedmae.engine.fit import apply_gradients, forward_backward
 from guidedmae.engine.pretrain_step import MaskedAutoencoderStep
 from guidedmae.infra.optim import OptimConfig, build_optimizer, param_groups, set_lr
 from guidedmae.infra.schedule import START
 from guidedmae.losses import LossConfig
-from guidedmae.masking import STRATEGIES, MaskingConfig, build_strategy
+from guidedmae.masking import BASELINE, MaskingConfig, build_strategy
 from guidedmae.masking.strategies import AttentionOptions
-from guidedmae.models.architecture import MultiMAEConfig
 from guidedmae.models.multimae import MultiMAE
-
-MODALITIES = ("rgb", "depth", "semseg")
-BASELINE = "random"  # the strategy every row is compared with
-
-
-def strategy_variants(base: MaskingConfig, model: MultiMAEConfig) -> dict[str, MaskingConfig]:
-    """Every registered strategy's variants (random masking, the baseline, first), by table name, each
-    with the budget (visible tokens, Dirichlet alphas) of `base` and its options over their defaults."""
-    variants = {}
-    for name in sorted(STRATEGIES, key=lambda name: name != BASELINE):
-        cls = STRATEGIES[name]
-        for row, options in cls.variants(model).items():
-            sections = {name: replace(cls.options_class(), **options)} if hasattr(base, name) else {}
-            variants[row] = replace(base, strategy=name, **sections)
-    return variants
 
 
 @dataclass
@@ -72,19 +50,6 @@ class Measurement:
     @property
     def median(self) -> float:
         return statistics.median(self.seconds)
-
-
-def synthetic_batch(
-    batch_size: int, image_size: int, seed: int = 0, epoch: int = 0
-) -> dict[str, torch.Tensor]:
-    """The first `batch_size` synthetic scenes, augmented as for pretraining in `epoch`: {modality:
-    [B, ...]}, and the samples' "index" and "view" (what strategies that remember samples read)."""
-    data = DataConfig(
-        source="synthetic", num_samples=batch_size, scene_seed=seed, augment=AugmentConfig(image_size)
-    )
-    scenes = build_dataset(data, "train", MODALITIES, train=True, seed=seed)
-    scenes.set_epoch(epoch)
-    return default_collate([scenes[index] for index in range(batch_size)])
 
 
 @torch.no_grad()
@@ -178,17 +143,6 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     forward_backward(step, batch, generator, START, precision)
     apply_gradients(optimizer, None, 0.0)
-
-
-def cpu_name() -> str:
-    """The CPU's model name (what every throughput figure must say it comes from)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def synchronize(device: torch.device) -> None:

@@ -24,7 +24,7 @@ from guidedmae.data.transforms import AugmentConfig, class_map_stride, keeps_uni
 from guidedmae.infra.distributed import DistributedContext, all_reduce_sum
 from guidedmae.infra.precision import autocast
 from guidedmae.models.task_model import FineTuneModel
-from guidedmae.tasks import EvalConfig, TaskConfig, new_meter, target_of, update_meter
+from guidedmae.tasks import EvalConfig, Task, TaskConfig
 
 
 def _resize_map(image: torch.Tensor, size: tuple[int, int], class_map: bool) -> torch.Tensor:
@@ -153,7 +153,7 @@ def shard_loader(
 def evaluate(
     model: FineTuneModel,
     dataset: Dataset,
-    task: str,
+    task: Task,
     num_classes: int,
     task_config: TaskConfig,
     eval_config: EvalConfig,
@@ -177,16 +177,16 @@ def evaluate(
         if class_maps:
             raise ValueError(f"eval.mode=sliding crops image-like inputs only; {class_maps} are class maps")
         batch_size = 1
-    meter = new_meter(task, num_classes, task_config, context.device)
+    meter = task.meter(num_classes, task_config, context.device)
     for batch in shard_loader(dataset, batch_size, num_workers, context):
         batch = {name: value.to(context.device, non_blocking=True) for name, value in batch.items()}
         inputs = {name: batch[name] for name in inputs_of}
         with autocast(context.device, precision):
-            if eval_config.mode == "sliding" and task != "classification":
+            if eval_config.mode == "sliding" and task.dense:
                 output = sliding_window(model, inputs, window, stride)
             else:
                 output = model(inputs)
-        update_meter(meter, task, output, target_of(task, batch, task_config), task_config)
+        task.update(meter, output, task.target(batch, task_config), task_config)
     meter.totals = all_reduce_sum(context, meter.totals)
     model.train(was_training)
     return meter

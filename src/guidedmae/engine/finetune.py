@@ -13,19 +13,18 @@ What is fine-tuning's own; the runner (guidedmae.engine.fit) does the rest:
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from guidedmae.config import FinetuneConfig, load_config
 from guidedmae.data.mixup import mix_batch
-from guidedmae.data.scenes import FIRST_SHAPE_CLASS, SEMSEG_CLASSES, SHAPES
+from guidedmae.data.sources import get_source
 from guidedmae.engine.evaluate import evaluate
 from guidedmae.engine.finetune_setup import build_model, evaluation_set, split_name, training_set
 from guidedmae.engine.fit import fit
 from guidedmae.engine.job import Job, JobParts, LoopState, RunResult, Training
-from guidedmae.engine.knn import knn_probe
+from guidedmae.engine.knn import KnnJob
 from guidedmae.infra.checkpoints import CheckpointError, build_to_fit, read_checkpoint, state_dict_of
 from guidedmae.infra.distributed import (
     DistributedContext,
@@ -36,10 +35,8 @@ from guidedmae.infra.distributed import (
 from guidedmae.infra.optim import layer_decay_groups
 from guidedmae.infra.run_log import RunLogger
 from guidedmae.infra.schedule import START, Progress
-from guidedmae.metrics import format_iou_table, iou_per_class
 from guidedmae.models.pretrained import InitReport, load_pretrained
 from guidedmae.models.task_model import FineTuneModel
-from guidedmae.tasks import target_of, task_loss
 
 __all__ = ["FinetuneJob", "FinetuneStep", "evaluate_checkpoint", "finetune", "training_set"]
 
@@ -57,7 +54,7 @@ class FinetuneStep(nn.Module):
     def __init__(self, model: FineTuneModel, config: FinetuneConfig):
         super().__init__()
         self.model = model
-        self.task, self.num_classes = config.head.task, config.head.num_classes
+        self.task, self.num_classes = config.head.task_record, config.head.num_classes
         self.task_config, self.mixup = config.task, config.mixup
 
     def forward(
@@ -65,11 +62,11 @@ class FinetuneStep(nn.Module):
     ) -> FinetuneOutput:
         """batch: loader tensors (inputs and target); generator: CPU generator of the mixing."""
         inputs = {name: batch[name] for name in self.model.encoder.config.inputs}
-        target = target_of(self.task, batch, self.task_config)
-        if self.task == "classification" and self.mixup.enabled:
+        target = self.task.target(batch, self.task_config)
+        if self.task.mixes_labels and self.mixup.enabled:
             inputs, target = mix_batch(inputs, target, self.num_classes, self.mixup, generator)
         output = self.model(inputs)
-        loss = task_loss(self.task, output, target, self.task_config, self.mixup.label_smoothing)
+        loss = self.task.loss(output, target, self.task_config, self.mixup.label_smoothing)
         return FinetuneOutput({"total": loss}, output)
 
 
@@ -80,7 +77,7 @@ def _evaluate_split(
     return evaluate(
         model,
         dataset,
-        config.head.task,
+        config.head.task_record,
         config.head.num_classes,
         config.task,
         config.eval,
@@ -91,29 +88,11 @@ def _evaluate_split(
     )
 
 
-def class_names(config: FinetuneConfig) -> list[str] | None:
-    if config.data.source == "synthetic":
-        return list(SEMSEG_CLASSES) if config.head.task == "semseg" else list(SHAPES)
-    return None
-
-
 def _scores_of(meter, config: FinetuneConfig) -> dict:
-    """The meter's metrics, plus per-class IoU for semseg."""
-    scores = {"metrics": meter.compute()}
-    if config.head.task == "semseg":
-        names = class_names(config) or [str(index) for index in range(config.head.num_classes)]
-        ious = iou_per_class(meter.confusion).tolist()
-        scores["per_class_iou"] = {
-            name: None if np.isnan(iou) else 100 * iou for name, iou in zip(names, ious)
-        }
-        scores["iou_table"] = format_iou_table(meter.confusion, names)
-        if config.data.source == "synthetic":  # the objects' IoU, apart from floor, wall and sky
-            objects = {name: scores["per_class_iou"][name] for name in SEMSEG_CLASSES[FIRST_SHAPE_CLASS:]}
-            scores["metrics"].update({f"iou/{name}": iou for name, iou in objects.items() if iou is not None})
-            found = [iou for iou in objects.values() if iou is not None]
-            if found:
-                scores["metrics"]["miou_objects"] = sum(found) / len(found)
-    return scores
+    """The task's scores from its meter, with the class names the data source knows (per-class IoU)."""
+    source, task = get_source(config.data.source), config.head.task_record
+    names = source.class_names(config.data).get(task.target_key)
+    return task.scores(meter, list(names) if names else None, source.object_classes)
 
 
 class FinetuneJob(Job):
@@ -167,9 +146,7 @@ class FinetuneJob(Job):
 def finetune(config: FinetuneConfig) -> RunResult:
     """Run (or resume) a fine-tuning or linear probe, or the k-NN probe (head.kind=knn, which trains
     nothing); returns its final evaluation and where its outputs are."""
-    if config.head.head_kind == "knn":
-        return knn_probe(config)
-    return fit(FinetuneJob(config))
+    return fit(KnnJob(config) if config.head.head_kind == "knn" else FinetuneJob(config))
 
 
 def evaluate_checkpoint(

@@ -8,18 +8,20 @@ from torch.utils.data import Dataset, Subset
 
 from guidedmae.config import FinetuneConfig
 from guidedmae.data.modalities import Modality, declare_all, get_modality
-from guidedmae.data.sources import ClassIds, build_dataset
+from guidedmae.data.sources import ClassIds, build_dataset, get_source
 from guidedmae.data.subset import balanced_subset
 from guidedmae.engine.evaluate import WholeImages
 from guidedmae.models.multimae import MultiMAE
-from guidedmae.models.task_model import FineTuneModel, build_head
+from guidedmae.models.task_model import FineTuneModel
+from guidedmae.tasks import build_head
 
 __all__ = ["build_model", "data_modalities", "evaluation_set", "split_name", "training_set"]
 
 
 def data_modalities(config: FinetuneConfig) -> list[Modality]:
     """The modalities a batch holds: the inputs, and the target if it is an image (the label always comes)."""
-    target = () if config.head.task == "classification" else (config.head.task,)
+    task = config.head.task_record
+    target = (task.target_key,) if task.dense else ()
     declared = declare_all(config.modalities)
     return [get_modality(name, declared) for name in dict.fromkeys([*config.model.inputs, *target])]
 
@@ -45,10 +47,7 @@ def _semseg_ids(config: FinetuneConfig) -> dict:
     (one more before reduce_zero_label shifts them down) and task.ignore_index."""
     if "semseg" in config.model.inputs:
         return {"semseg_classes": config.model.semseg_classes}
-    if config.head.task == "semseg":
-        shift = 1 if config.task.reduce_zero_label else 0
-        return {"semseg_classes": config.head.num_classes + shift, "ignore_index": config.task.ignore_index}
-    return {}
+    return config.head.task_record.class_ids(config.head.num_classes, config.task)
 
 
 class EpochSubset(Subset):
@@ -63,7 +62,8 @@ def training_set(config: FinetuneConfig) -> Dataset:
     dataset = _build_split(config, train=True)
     if config.data.fraction == 1 and not config.data.per_class:
         return dataset
-    if config.head.task == "classification":
+    task = config.head.task_record
+    if not task.dense:
         indices = balanced_subset(
             dataset.labels(),
             config.seed,
@@ -71,7 +71,7 @@ def training_set(config: FinetuneConfig) -> Dataset:
             per_class=config.data.per_class or None,
         )
     elif config.data.per_class:
-        raise ValueError(f"data.per_class needs image labels; head.task={config.head.task} has none")
+        raise ValueError(f"data.per_class needs image labels; head.task={task.name} has none")
     else:  # dense tasks: a seeded uniform share of the images
         rng = np.random.default_rng(config.seed)
         count = max(1, round(config.data.fraction * len(dataset)))
@@ -97,6 +97,6 @@ def build_model(config: FinetuneConfig) -> FineTuneModel:
 
 
 def split_name(config: FinetuneConfig) -> str:
-    if config.data.source == "synthetic":
+    if not get_source(config.data.source).reads_root:
         return f"{config.data.eval_num_samples} held-out scenes (series {config.data.eval_scene_seed})"
     return f"{config.data.root} {config.data.eval_split}"

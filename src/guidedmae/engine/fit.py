@@ -59,7 +59,8 @@ def fit(job: Job) -> RunResult:
         with own_run_folder(Path(job.config.out_dir), context):
             training, state, logger = start(job, context)
             try:
-                state = train(training, state, logger)
+                if job.trains:
+                    state = train(training, state, logger)
                 scores = job.finish(training, state, logger)
                 identical = _verify_identical_weights(context, training, logger)
                 if context.is_main:  # written last: a run folder with results.json holds a finished run

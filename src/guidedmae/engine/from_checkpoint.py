@@ -32,10 +32,9 @@ __all__ = ["load_model", "load_step", "load_strategy_state"]
 
 def _official_config(architecture: MultiMAEConfig) -> PretrainConfig:
     """Settings to picture an official model: synthetic scenes at its size, MultiMAE's visible budget."""
-    num_tokens = len(architecture.inputs) * (architecture.image_size // architecture.patch_size) ** 2
     return PretrainConfig(
         model=ModelSettings(**{f.name: getattr(architecture, f.name) for f in fields(MultiMAEConfig)}),
-        masking=MaskingConfig(num_visible=num_tokens // 6),
+        masking=MaskingConfig(num_visible=architecture.multimae_num_visible),
         data=DataConfig(augment=AugmentConfig(size=architecture.image_size)),
     )
 

@@ -34,7 +34,8 @@ class JobParts:
     """What a job builds for the runner."""
 
     model: nn.Module  # what checkpoints hold under "model"
-    step: nn.Module  # (batch, generator, progress) -> output with .losses["total"]
+    step: nn.Module  # (batch, generator, progress) -> output with .losses["total"]; a job that trains
+    # nothing gives its model
     dataset: Dataset  # the training set
     param_groups: list[dict]  # AdamW groups over every trained parameter (weight decay, lr scales)
     saved: dict[str, nn.Module] = field(default_factory=dict)  # state kept beside the model, by key
@@ -77,13 +78,16 @@ class Training:
     @property
     def total_batch(self) -> int:
         """Samples per optimizer step over all processes."""
-        return self.config.data.batch_size * self.context.world_size * self.config.optim.accum_steps
+        return self.config.total_batch(self.context.world_size)
 
 
 class Job(ABC):
     """A training command's own parts; see the module docstring."""
 
     kind: ClassVar[str]  # "pretraining", "fine-tuning": names the run in its log
+    # False for a job that only evaluates (the k-NN probe): the run is started and finished as every
+    # other (lock, config.yaml, logs, results.json), but no step is taken and no checkpoint written.
+    trains: ClassVar[bool] = True
 
     def __init__(self, config: TrainingConfig) -> None:
         self.config = config

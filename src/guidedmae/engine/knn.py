@@ -6,40 +6,35 @@ Every training image, under the evaluation transform, is encoded once; its poole
 all tokens, or the global token: head.pool), L2-normalized, go into the bank. Each evaluation image
 votes among its head.knn_k most cosine-similar bank entries, each vote weighing
 exp(similarity / head.knn_temperature) (DINO: k = 20, T = 0.07); top-1 and top-5 of the votes. Under
-torchrun every process encodes its share of both splits and the bank is gathered. The run folder gets
-what a fine-tuning run writes, without checkpoints: config.yaml, metrics.jsonl, results.json.
+torchrun every process encodes its share of both splits and the bank is gathered. It is a job that trains
+nothing (KnnJob): guidedmae.engine.fit starts and finishes it as every run, so its folder gets what a
+fine-tuning run writes, without checkpoints: config.yaml, metrics.jsonl, results.json.
 """
 
-from dataclasses import asdict, replace
-from pathlib import Path
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from guidedmae.config import FinetuneConfig, config_to_dict, save_config
+from guidedmae.config import FinetuneConfig
 from guidedmae.engine.evaluate import shard_loader
 from guidedmae.engine.finetune_setup import build_model, evaluation_set, split_name, training_set
-from guidedmae.engine.job import CONFIG_FILE, RESULTS, RunResult
-from guidedmae.engine.start import own_run_folder
+from guidedmae.engine.job import Job, JobParts, LoopState, Training
 from guidedmae.infra.distributed import (
     DistributedContext,
     all_gather_objects,
     all_gather_tensors,
     all_reduce_sum,
-    close_distributed,
-    init_distributed,
-    threads_per_process,
 )
-from guidedmae.infra.files import write_json
+from guidedmae.infra.optim import layer_decay_groups
 from guidedmae.infra.precision import autocast
 from guidedmae.infra.run_log import RunLogger
-from guidedmae.infra.trackers import build_trackers
 from guidedmae.metrics import ClassificationMeter
-from guidedmae.models.pretrained import load_pretrained
+from guidedmae.models.pretrained import InitReport, load_pretrained
 from guidedmae.models.task_model import FineTuneModel
 
-__all__ = ["knn_probe", "knn_votes"]
+__all__ = ["KnnJob", "knn_votes"]
 
 VOTE_CHUNK = 1024  # queries voting at once: a [chunk, bank] similarity matrix
 
@@ -91,14 +86,17 @@ def knn_votes(
 
 
 @torch.no_grad()
-def _knn_scores(model: FineTuneModel, config: FinetuneConfig, context: DistributedContext) -> dict:
+def _knn_scores(
+    model: FineTuneModel,
+    bank_set: Dataset,
+    eval_set: Dataset,
+    config: FinetuneConfig,
+    context: DistributedContext,
+) -> dict:
     """Top-1 / top-5 of the votes over the evaluation split; the bank from every process's share."""
-    # The bank holds the training images as the evaluation sees its own: no augmentation.
-    augment = replace(config.data.augment, train=False)
-    unaugmented = replace(config, data=replace(config.data, augment=augment))
-    bank_features, bank_labels = _pooled_features(model, training_set(unaugmented), config, context)
+    bank_features, bank_labels = _pooled_features(model, bank_set, config, context)
     bank, bank_labels = _gathered(context, bank_features), _gathered(context, bank_labels)
-    queries, labels = _pooled_features(model, evaluation_set(config), config, context)
+    queries, labels = _pooled_features(model, eval_set, config, context)
     meter = ClassificationMeter(context.device)
     head = config.head
     for start in range(0, len(queries), VOTE_CHUNK):
@@ -108,41 +106,40 @@ def _knn_scores(model: FineTuneModel, config: FinetuneConfig, context: Distribut
         )
         meter.update(votes, labels[chunk])
     meter.totals = all_reduce_sum(context, meter.totals)
-    return {"metrics": meter.compute(), "bank": len(bank)}
+    return {"metrics": meter.compute()}
 
 
-def knn_probe(config: FinetuneConfig) -> RunResult:
-    """Run the k-NN probe of `config` (head.kind=knn) in its own run folder; returns its scores."""
-    context = init_distributed(config.run.device)
-    out_dir = Path(config.out_dir)
-    try:
-        with own_run_folder(out_dir, context):
-            torch.set_num_threads(threads_per_process(config.run.threads, context))
-            model = build_model(config)
-            report = load_pretrained(model.encoder, config.model.init) if config.model.init else None
-            scores = _knn_scores(model.to(context.device).eval(), config, context)
-            bank = scores.pop("bank")
-            if context.is_main:
-                logger = RunLogger(
-                    out_dir, 0, trackers=build_trackers(config.log, out_dir, config_to_dict(config))
-                )
-                try:
-                    save_config(config, out_dir / CONFIG_FILE)
-                    if report is not None:
-                        logger.event("init", report.describe(), **asdict(report))
-                    shown = ", ".join(f"{name} {value:.4g}" for name, value in scores["metrics"].items())
-                    head = config.head
-                    logger.event(
-                        "eval",
-                        f"k-NN (k={head.knn_k}, T={head.knn_temperature}) on {bank} training samples, "
-                        f"{split_name(config)}: {shown}",
-                        step=0,
-                        **scores["metrics"],
-                    )
-                    results = {"task": "classification", "step": 0, **scores}
-                    logger.results(results, write_json(out_dir / RESULTS, results))
-                finally:
-                    logger.close()
-    finally:
-        close_distributed(context)
-    return RunResult(out_dir, 0, True, {"task": "classification", **scores})
+class KnnJob(Job):
+    """The k-NN probe as a job that trains nothing: fit starts and finishes it as every run."""
+
+    kind = "k-NN probe"
+    trains = False
+    config: FinetuneConfig
+
+    def build(self, context: DistributedContext) -> JobParts:
+        config = self.config
+        self.model = build_model(config)
+        # The bank holds the training images as the evaluation sees its own: no augmentation.
+        augment = replace(config.data.augment, train=False)
+        self.bank_set = training_set(replace(config, data=replace(config.data, augment=augment)))
+        self.eval_set = evaluation_set(config)
+        groups = layer_decay_groups(self.model, config.optim.weight_decay, config.optim.layer_decay)
+        return JobParts(self.model, self.model, self.bank_set, groups)
+
+    def initialize(self, model: FineTuneModel, path: str) -> InitReport:
+        return load_pretrained(model.encoder, path)
+
+    def describe(self, training: Training) -> str:
+        head = self.config.head
+        return (
+            f"k={head.knn_k}, T={head.knn_temperature}; {len(self.bank_set)} training samples in the bank, "
+            f"{len(self.eval_set)} evaluation samples"
+        )
+
+    def finish(self, training: Training, state: LoopState, logger: RunLogger) -> dict:
+        scores = _knn_scores(self.model.eval(), self.bank_set, self.eval_set, self.config, training.context)
+        shown = ", ".join(f"{name} {value:.4g}" for name, value in scores["metrics"].items())
+        logger.event(
+            "eval", f"k-NN, {split_name(self.config)}: {shown}", step=state.step, **scores["metrics"]
+        )
+        return {"task": self.config.head.task, **scores}

@@ -36,7 +36,7 @@ from guidedmae.infra.run_log import RunLogger
 from guidedmae.infra.schedule import LRSchedule
 from guidedmae.infra.trackers import build_trackers
 
-__all__ = ["own_run_folder", "start", "steps_per_epoch"]
+__all__ = ["own_run_folder", "run_schedule", "start", "steps_per_epoch"]
 
 # Independent random streams derived from the run seed: derived_generator(seed, rank, stream). The step
 # stream drives the step's own draws (masks, mixup); the torch stream seeds the global generator, from
@@ -78,6 +78,12 @@ def steps_per_epoch(num_samples: int, batch_size: int, world_size: int, accum_st
     return steps
 
 
+def run_schedule(config, world_size: int, per_epoch: int) -> LRSchedule:
+    """The lr schedule a run of `config` follows on `world_size` processes, `per_epoch` steps an epoch:
+    its peak lr scaled by the total batch (what `guidedmae schedule` prints)."""
+    return LRSchedule(config.schedule, peak_lr(config.optim, config.total_batch(world_size)), per_epoch)
+
+
 def start(job: Job, context: DistributedContext) -> tuple[Training, LoopState, RunLogger]:
     """Build (or restore) the run of `job` up to its next step; returns what the loop runs on, where it
     stands, and the run's logger (rank 0 writes; every rank holds one)."""
@@ -97,8 +103,9 @@ def start(job: Job, context: DistributedContext) -> tuple[Training, LoopState, R
     parts.step.to(device)
 
     batch_size, accum_steps = config.data.batch_size, config.optim.accum_steps
-    per_epoch = steps_per_epoch(len(parts.dataset), batch_size, context.world_size, accum_steps)
-    total_batch = batch_size * context.world_size * accum_steps
+    per_epoch = (
+        steps_per_epoch(len(parts.dataset), batch_size, context.world_size, accum_steps) if job.trains else 1
+    )
     training = Training(
         context=context,
         config=config,
@@ -106,7 +113,7 @@ def start(job: Job, context: DistributedContext) -> tuple[Training, LoopState, R
         step=parts.step,
         optimizer=build_optimizer(parts.model, config.optim, parts.param_groups),
         scaler=grad_scaler(device, config.run.precision),
-        schedule=LRSchedule(config.schedule, peak_lr(config.optim, total_batch), per_epoch),
+        schedule=run_schedule(config, context.world_size, per_epoch),
         dataset=parts.dataset,
         generator=derived_generator(config.seed, context.rank, STEP_STREAM),
         saved=parts.saved,
@@ -125,9 +132,11 @@ def start(job: Job, context: DistributedContext) -> tuple[Training, LoopState, R
     if candidates and resume_path is None:
         raise UnreadableCheckpoint(f"no checkpoint of {out_dir} can be read: {'; '.join(skipped)}")
 
-    if context.is_distributed:
+    if context.is_distributed and job.trains:
         training.step = _distributed(parts.step, device)
-    if config.run.compile:  # a compiled wrapper: pictures and evaluations keep the eager modules
+    if (
+        config.run.compile and job.trains
+    ):  # a compiled wrapper: pictures and evaluations keep the eager modules
         training.step = torch.compile(training.step)
 
     trackers = build_trackers(config.log, out_dir, config_to_dict(config)) if context.is_main else []
@@ -161,6 +170,10 @@ def _write_run_config(config, out_dir: Path, resumed_step: int | None) -> Path:
 
 def _log_start(logger: RunLogger, job: Job, training: Training) -> None:
     schedule, config = training.schedule, job.config
+    if not job.trains:
+        where = f"{training.context.world_size} x {training.context.device} ({config.run.precision})"
+        logger.event("start", f"{job.kind}: nothing trained, on {where}; {job.describe(training)}")
+        return
     trainable = sum(p.numel() for group in training.optimizer.param_groups for p in group["params"])
     logger.event(
         "start",

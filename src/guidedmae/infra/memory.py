@@ -4,8 +4,8 @@ large buffers over and over.
 glibc's malloc gives every freed block above its mmap threshold back to the OS, and trims its heap when
 the free memory at its top exceeds the trim threshold. A loader worker (each sample's ~2 MB of decoded
 images and crops) and a training step (its activations, weight casts and gradients, freed at the end of
-every step) then get fresh zeroed pages for the same buffers each time: 150-300 page faults per sample in
-a worker, ~60,000 (~7% of the time) per MultiMAE-B bf16 step on a CPU. Raising both thresholds keeps the
+every step) then get fresh zeroed pages for the same buffers each time (measured per sample and per step:
+docs/results/2026-12-02-data-pipeline.md, 2026-12-02-train-step.md). Raising both thresholds keeps the
 freed memory for reuse; a process then holds on to its peak, as PyTorch's CUDA caching allocator does.
 Only glibc has these settings, and only where the environment sets none of its own: elsewhere (and for a
 user's own settings) nothing changes.

@@ -91,9 +91,8 @@ def build_optimizer(
     """AdamW over `groups` (default: `param_groups(model)`); the lr is set by the schedule before every step.
 
     The fused kernel where torch has one (CPU and CUDA): one pass over all parameters instead of ~5
-    per-parameter operations each; same results up to float rounding. MultiMAE-B's AdamW step on one AMD
-    EPYC core: 0.12 s instead of 0.64 s (the whole fp32 training step there is ~16 s, so ~3% of it; the
-    share grows where matmuls are faster: bf16 units, GPUs).
+    per-parameter operations each; same results up to float rounding (measured: docs/results/
+    2026-12-02-train-step.md).
     """
     validate_optim(config)
     groups = param_groups(model, config.weight_decay) if groups is None else groups

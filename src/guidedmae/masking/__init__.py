@@ -5,7 +5,13 @@ Layer: may import guidedmae.infra, data, models and losses (the per-patch losses
 """
 
 from guidedmae.masking.budget import sample_visible_counts
-from guidedmae.masking.config import MaskingConfig, build_strategy, validate_masking
+from guidedmae.masking.config import (
+    BASELINE,
+    MaskingConfig,
+    build_strategy,
+    strategy_variants,
+    validate_masking,
+)
 from guidedmae.masking.priority import (
     attention_priorities,
     gumbel_priorities,
@@ -24,6 +30,7 @@ from guidedmae.masking.strategy import (
 from guidedmae.models.selection import Selection, from_masks, from_priorities
 
 __all__ = [
+    "BASELINE",
     "STRATEGIES",
     "MaskChoice",
     "MaskingConfig",
@@ -41,5 +48,6 @@ __all__ = [
     "register",
     "reveal_hints",
     "sample_visible_counts",
+    "strategy_variants",
     "validate_masking",
 ]

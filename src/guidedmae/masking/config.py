@@ -12,7 +12,7 @@ A strategy's section is its options dataclass (see its module in masking/strateg
 strategy gets its section here without any edit of this file.
 """
 
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass, replace
 
 from guidedmae.infra.distributed import DistributedContext
 from guidedmae.masking import strategies  # noqa: F401 - registers every strategy
@@ -24,8 +24,11 @@ __all__ = [
     "MaskingBase",
     "MaskingConfig",
     "build_strategy",
+    "strategy_variants",
     "validate_masking",
 ]
+
+BASELINE = "random"  # the strategy every other is compared with (bench, the viewer)
 
 
 BUDGETS = ("dirichlet", "mixture", "adaptive")
@@ -96,7 +99,7 @@ def _check_strategy(config, model) -> type[MaskingStrategy]:
 
 
 def _check_budget(config, model) -> None:
-    num_tokens = len(model.inputs) * (model.image_size // model.patch_size) ** 2
+    num_tokens = model.num_input_tokens
     if not 0 <= config.num_visible <= num_tokens:
         raise ValueError(
             f"masking.num_visible={config.num_visible}; expected 0..{num_tokens} (all input tokens)"
@@ -187,3 +190,16 @@ def build_strategy(
     Its options are checked here; the budget against the token count when a run's config is loaded.
     """
     return _check_strategy(config, model)(config, model, num_samples, context or DistributedContext())
+
+
+def strategy_variants(base, model) -> dict:
+    """Every registered strategy's variants (random masking, the baseline, first), by row name, each a
+    MaskingConfig with the budget (visible tokens, Dirichlet alphas) of `base` and its options over their
+    defaults; model: the MultiMAEConfig the variants are for."""
+    variants = {}
+    for name in sorted(STRATEGIES, key=lambda name: name != BASELINE):
+        cls = STRATEGIES[name]
+        for row, options in cls.variants(model).items():
+            sections = {name: replace(cls.options_class(), **options)} if hasattr(base, name) else {}
+            variants[row] = replace(base, strategy=name, **sections)
+    return variants

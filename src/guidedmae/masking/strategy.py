@@ -6,7 +6,7 @@
 
 Every strategy shares one mechanism (`MaskingStrategy.forward`): the Dirichlet budget draws how many
 tokens of each modality stay visible, the strategy ranks the tokens (`propose`: a priority per token,
-higher = masked first) and `select.from_priorities` turns ranks and counts into masks. A strategy sees
+higher = masked first) and `models.selection.from_priorities` turns ranks and counts into masks. A strategy sees
 the detached token embeddings, the model (for an attention pass), the budget, a generator, the run's
 progress and the batch's sample indices. It may return an auxiliary loss (added to the step's loss, so
 the run's optimizer trains the strategy's own parameters), keep weights and buffers (saved in
@@ -24,7 +24,7 @@ import math
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -39,11 +39,9 @@ from guidedmae.masking.priority import (
     gumbel_priorities,
     mix_with_random,
 )
+from guidedmae.models.architecture import MultiMAEConfig
+from guidedmae.models.multimae import MultiMAE, Tokens
 from guidedmae.models.selection import Selection, from_priorities
-
-if TYPE_CHECKING:  # models import masking.select: a run-time import here would be circular
-    from guidedmae.models.architecture import MultiMAEConfig
-    from guidedmae.models.multimae import MultiMAE, Tokens
 
 __all__ = [
     "STRATEGIES",

@@ -54,7 +54,7 @@ class PatchInputAdapter(nn.Module):
     `stride` is the modality's resolution divisor (1 for rgb/depth); its patch is patch_size // stride
     pixels, so every modality lands on the same token grid. The projection keeps the official Conv2d
     (its names and shapes) but runs as one matrix product over the patches: the same values to float
-    rounding, and 1.3-6x faster than the convolution, forward and backward, on a CPU in bf16.
+    rounding, and faster than the convolution on a CPU in bf16 (docs/results/2026-12-02-train-step.md).
     """
 
     # The official adapters resize their position table bicubically (images) or bilinearly (class maps).

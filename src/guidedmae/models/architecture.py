@@ -68,6 +68,21 @@ class MultiMAEConfig:
         """The record of input or output `name` (norm_rgb: rgb's)."""
         return get_modality(name, declare_all(self.modalities))
 
+    @property
+    def tokens_per_modality(self) -> int:
+        """Patch tokens of one input modality: the (image_size / patch_size)^2 grid (196 for MultiMAE-B)."""
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def num_input_tokens(self) -> int:
+        """Patch tokens of all input modalities, the global tokens left out (588 for MultiMAE-B)."""
+        return len(self.inputs) * self.tokens_per_modality
+
+    @property
+    def multimae_num_visible(self) -> int:
+        """MultiMAE's visible budget at this size: its encoder sees 98 of 588 tokens, 1/6 of them."""
+        return self.num_input_tokens // 6
+
 
 # Encoder sizes of the ViT family; decoders keep MultiMAE's 256 x 2 unless overridden.
 PRESETS: dict[str, dict[str, int]] = {

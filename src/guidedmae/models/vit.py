@@ -72,11 +72,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(Dh)) v for q [B, H, N, Dh], k and v [B, H, M, Dh] -> [B, H, N, Dh].
 
     On a CPU in bf16, when gradients flow and the map has at most 256 x 256 entries, as explicit matrix
-    products: forward and backward, the CPU flash kernel takes 2-5x as long there at MultiMAE's lengths
-    (99-token encoder, 196-token decoders; measured on an Intel Xeon with AMX, where the products run on
-    the bf16 units). The softmax then runs in bf16, as in the official code under autocast. Elsewhere the
-    fused kernel: in fp32 the explicit products made MultiMAE-B's training step 8% slower (fp16 would
-    overflow in them), without gradients and for longer sequences it is faster, and it stores no N x M map.
+    products: the CPU flash kernel's backward is much slower there at MultiMAE's lengths (99-token encoder,
+    196-token decoders). The softmax then runs in bf16, as in the official code under autocast. Elsewhere
+    the fused kernel: in fp32 the explicit products made MultiMAE-B's step slower (fp16 would overflow in
+    them), without gradients and for longer sequences it is faster, and it stores no N x M map. Measured:
+    docs/results/2026-12-02-train-step.md.
     """
     trained = any(t.requires_grad for t in (q, k, v))
     small = q.shape[-2] * k.shape[-2] <= SMALL_ATTENTION_MAP

@@ -25,7 +25,6 @@ from guidedmae.data.datasets import check_class_maps
 from guidedmae.data.folder import IMAGE_ERRORS, read_sample
 from guidedmae.data.pseudolabel import Labeller, model_folder
 from guidedmae.data.transforms import augment_sample
-from guidedmae.engine.bench import strategy_variants
 from guidedmae.engine.from_checkpoint import load_model, load_strategy_state
 from guidedmae.engine.pretrain import STRATEGY_KEY, pretraining_set, scene_object_tokens
 from guidedmae.engine.pretrain_step import MaskedAutoencoderStep
@@ -37,6 +36,7 @@ from guidedmae.masking import (
     MaskingStrategy,
     build_strategy,
     sample_visible_counts,
+    strategy_variants,
 )
 from guidedmae.masking.budget import FixedBudget
 from guidedmae.masking.config import CurriculumConfig

@@ -9,16 +9,13 @@ subset of heads per sample, AttMask's hints, and a cheaper pass over a coarser t
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from guidedmae.masking.priority import reveal_hints
 from guidedmae.masking.strategy import MaskingContext, MaskingStrategy, Proposal, check_selection, register
-
-if TYPE_CHECKING:  # models import masking.select: a run-time import here would be circular
-    from guidedmae.models.multimae import Tokens
+from guidedmae.models.multimae import Tokens
 
 SCORES = ("global", "received")
 
