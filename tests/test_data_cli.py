@@ -44,7 +44,7 @@ def test_synth_writes_the_scenes_in_the_folder_layout(tmp_path, capsys):
     assert len(samples) == 5 and set(classes) <= set(SHAPES)
     for sample in samples:
         index = int(sample.key.split("/")[1])
-        scene = render_scene(2, index, 24, held_out=True)  # a split other than train: held-out scenes
+        scene = render_scene(2, index, 24, population="val")  # the val split: the held-out scenes
         assert sample.key == f"{SHAPES[scene.label]}/{index:06d}"
         read = read_sample(sample.paths)
         np.testing.assert_array_equal(read["rgb"], scene.rgb)

@@ -1,6 +1,7 @@
 """Study designs: no leak between training and evaluation data, replicates, bases, arm defaults, folder
 names, stale runs, and the statistics of the tables (corrections, equivalence, power, low-data contrasts)."""
 
+import json
 import math
 import os
 import signal
@@ -13,14 +14,14 @@ from pathlib import Path
 import pytest
 
 from guidedmae.cli import main
-from guidedmae.config import PretrainConfig
+from guidedmae.config import PretrainConfig, load_config
 from guidedmae.engine.finetune_setup import evaluation_set, training_set
 from guidedmae.engine.pretrain import pretraining_set
 from guidedmae.study.leaks import check_no_leak, data_footprint
 from guidedmae.study.runner import load_planned
 from guidedmae.study.stats import equivalence_p, holm, mde, paired_difference, seeds_needed
 from guidedmae.study.tables import StudyTables, collect, comparisons, format_markdown, power
-from tests.test_pretrain import ROOT
+from tests.test_pretrain import ROOT, tiny_config
 from tests.test_study import write_study
 
 SHIPPED = sorted((ROOT / "configs" / "study").glob("*.yaml"))
@@ -35,7 +36,7 @@ def _synthetic_data(config) -> tuple[tuple, tuple]:
     else:
         whole = replace(config, data=replace(config.data, fraction=1.0, per_class=0))
         training, evaluation = training_set(whole), evaluation_set(config)
-    return (training.held_out, training.series), (evaluation.held_out, evaluation.series)
+    return (training.population, training.series), (evaluation.population, evaluation.series)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[path.stem for path in SHIPPED])
@@ -55,11 +56,11 @@ def test_no_shipped_study_evaluates_on_scenes_any_of_its_runs_trains_on(path, tm
         if config.data.source != "synthetic" or key in checked:
             continue
         checked.add(key)
-        (train_held_out, train_series), (eval_held_out, eval_series) = _synthetic_data(config)
-        assert not train_held_out and eval_held_out
+        (train_population, train_series), (eval_population, eval_series) = _synthetic_data(config)
+        assert (train_population, eval_population) == ("train", "val")
         assert footprints[name] == (
-            {("synthetic", "training", train_series)},
-            {("synthetic", "held-out", eval_series)},
+            {("synthetic", "train", train_series)},
+            {("synthetic", "val", eval_series)},
         )
     # Seeds are replicates on one data set: every pretraining run of a study trains on the same scenes.
     pretraining = {frozenset(footprints[run.name][0]) for run in runs if run.kind == "pretrain"}
@@ -70,9 +71,58 @@ def test_held_out_scenes_are_never_training_scenes_whatever_the_seeds():
     from guidedmae.data.scenes import scene_layout
 
     training = {repr(scene_layout(seed, index)) for seed in range(4) for index in range(16)}
-    held_out = {repr(scene_layout(seed, index, held_out=True)) for seed in range(4) for index in range(16)}
-    assert len(training) == len(held_out) == 64 and not training & held_out
+    held_out = {repr(scene_layout(seed, index, "val")) for seed in range(4) for index in range(16)}
+    test = {repr(scene_layout(seed, index, "test")) for seed in range(4) for index in range(16)}
+    assert len(training) == len(held_out) == len(test) == 64
+    assert not training & held_out and not training & test and not held_out & test
     assert repr(scene_layout(3, 5)) == repr(scene_layout(3, 5))  # each population is deterministic
+
+
+def test_series_beyond_32_bits_are_refused_so_that_populations_cannot_collide():
+    from guidedmae.data.scenes import scene_layout
+
+    # Before the bound, training series 2^64 + 5 * 2^96 scene 1 was held-out series 2^64 scene 5.
+    with pytest.raises(
+        ValueError, match=rf"seed={2**64 + 5 * 2**96}, index=1; expected whole numbers 0..2\^32-1"
+    ):
+        scene_layout(2**64 + 5 * 2**96, 1)
+    with pytest.raises(ValueError, match="index=4294967296"):
+        scene_layout(0, 2**32, "val")
+
+
+def test_a_folder_that_data_synth_wrote_is_named_by_its_scenes_in_the_leak_check(tmp_path, capsys):
+    # A split written from the training scenes, used as a run's held-out set: the check sees through the
+    # folder to the scenes its manifest lists, though the names differ.
+    assert main(["data", "synth", "--out", str(tmp_path / "data"), "--n", "4", "--size", "16",
+                 "--split", "heldout", "--seed", "0"]) == 0  # fmt: skip
+    manifest = json.loads((tmp_path / "data" / "heldout" / "manifest.json").read_text())
+    assert manifest["synthetic_scenes"] == [{"population": "heldout", "series": 0, "count": 4}]
+    from guidedmae.data.writers import write_synthetic
+
+    write_synthetic(tmp_path / "data", n=4, size=16, split="heldout", seed=0, progress=False)
+    write_synthetic(tmp_path / "data", n=2, size=16, split="copy", seed=0, progress=False)
+    (tmp_path / "data" / "copy" / "manifest.json").write_text(
+        json.dumps({"synthetic_scenes": [{"population": "train", "series": 0, "count": 2}]})
+    )  # a folder of training scenes, as a manifest says
+    config = load_config(
+        PretrainConfig,
+        tiny_config(tmp_path),
+        ["data.source=folder", f"data.root={tmp_path / 'data'}", "data.split=heldout", "eval.split=copy"],
+    )
+    training, evaluation = data_footprint(config)
+    assert ("synthetic", "heldout", 0) in training and ("synthetic", "train", 0) in evaluation
+    synthetic = load_config(PretrainConfig, tiny_config(tmp_path), [])
+    assert data_footprint(synthetic)[0] & evaluation == {("synthetic", "train", 0)}
+
+
+def test_splits_written_by_data_synth_are_populations_of_their_own(tmp_path):
+    from guidedmae.data.writers import write_synthetic
+
+    for split in ("val", "test"):
+        write_synthetic(tmp_path, n=3, size=16, split=split, seed=0, progress=False)
+    val = sorted(path.read_bytes() for path in (tmp_path / "val" / "rgb").rglob("*.png"))
+    test = sorted(path.read_bytes() for path in (tmp_path / "test" / "rgb").rglob("*.png"))
+    assert len(val) == len(test) == 3 and not set(val) & set(test)
 
 
 def test_a_study_that_evaluates_on_its_training_split_is_refused(tmp_path, capsys):

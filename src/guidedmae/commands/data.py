@@ -60,7 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument(
         "--split",
         default="train",
-        help="split folder name (default train); other splits hold held-out scenes, never training ones",
+        help="split folder name (default train); every split is its own population of scenes: train what "
+        "runs train on, val the held-out scenes they are evaluated on, any other name scenes of its own",
     )
     synth.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
     synth.add_argument("--workers", type=int, default=1, help="processes rendering in parallel (default 1)")

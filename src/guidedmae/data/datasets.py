@@ -16,8 +16,15 @@ from torch.utils.data import Dataset
 
 from guidedmae.data.folder import check_class_ids, index_ade20k, index_folder, read_ade20k_sample, read_sample
 from guidedmae.data.modalities import Modality, resolve
+from guidedmae.data.scenes import (
+    HELD_OUT,
+    RENDERED_MODALITIES,
+    TRAINING,
+    count_label,
+    render_scene,
+    scene_labels,
+)
 from guidedmae.data.scenes import LABELS as SCENE_LABELS
-from guidedmae.data.scenes import RENDERED_MODALITIES, count_label, render_scene, scene_labels
 from guidedmae.data.seeding import derived_generator
 from guidedmae.data.shards import read_shard_index
 from guidedmae.data.transforms import AugmentConfig, augment_sample
@@ -123,11 +130,15 @@ class SyntheticScenes(AugmentedDataset):
     def __len__(self) -> int:
         return self.n
 
+    @property
+    def population(self) -> str:
+        return HELD_OUT if self.held_out else TRAINING
+
     def labels(self) -> np.ndarray:
-        return scene_labels(self.series, range(self.n), self.label, self.held_out)
+        return scene_labels(self.series, range(self.n), self.label, self.population)
 
     def load(self, index: int) -> dict:
-        scene = render_scene(self.series, index, self.size, self.held_out)
+        scene = render_scene(self.series, index, self.size, self.population)
         arrays = {"rgb": scene.rgb, "depth": scene.depth, "semseg": scene.semseg}
         label = scene.label if self.label == "shape" else count_label(scene.objects_in_view)
         return {**{name: arrays[name] for name in self.modalities}, "label": label}

@@ -1,6 +1,10 @@
 """Writing data sets in the MultiMAE folder layout (root/<split>/<modality>/<class>/<name>.png): one sample,
 or the synthetic scenes. Files are written atomically (a temp file, then a rename), so an interrupted
 writer never leaves a half-written image under its final name.
+
+A split of synthetic scenes carries a manifest (root/<split>/manifest.json) naming the scenes it holds,
+by population and series, once all of them are written: what a study's leak check compares with the
+scenes other runs train on.
 """
 
 import os
@@ -15,8 +19,18 @@ from tqdm import tqdm
 
 from guidedmae.data.folder import DEPTH_SCALE
 from guidedmae.data.scenes import SHAPES, render_scene
+from guidedmae.infra.files import read_json, write_json
 
-__all__ = ["encode_depth", "save_image_atomic", "write_sample", "write_synthetic"]
+__all__ = [
+    "MANIFEST",
+    "encode_depth",
+    "read_manifest",
+    "save_image_atomic",
+    "write_sample",
+    "write_synthetic",
+]
+
+MANIFEST = "manifest.json"
 
 
 def save_image_atomic(array: np.ndarray, path: Path) -> None:
@@ -69,8 +83,8 @@ def write_sample(
         save_image_atomic(array, path)
 
 
-def _write_synthetic_scene(index: int, out: Path, split: str, size: int, seed: int, held_out: bool) -> None:
-    scene = render_scene(seed, index, size, held_out)
+def _write_synthetic_scene(index: int, out: Path, split: str, size: int, seed: int) -> None:
+    scene = render_scene(seed, index, size, population=split)
     sample = {"rgb": scene.rgb, "depth": scene.depth, "semseg": scene.semseg}
     write_sample(out, split, SHAPES[scene.label], f"{index:06d}", sample)
 
@@ -85,18 +99,17 @@ def write_synthetic(
     workers: int = 1,
     progress: bool = True,
 ) -> int:
-    """Render scenes 0..n-1 of `seed` into out/<split>/<modality>/<shape>/<index>.png; returns n.
+    """Render scenes 0..n-1 of `seed` into out/<split>/<modality>/<shape>/<index>.png, then record them in
+    out/<split>/manifest.json; returns n.
 
-    The split "train" holds training scenes; every other split holds scenes of the held-out population
-    (guidedmae.data.scenes.scene_layout), so a written train split never shares a scene with a test split,
-    whatever the seeds. The class folder is the scene's label (SHAPES[label]). Re-running rewrites identical files
-    atomically, so an interrupted run is finished by running it again.
+    Every split is its own population (guidedmae.data.scenes.scene_layout): "train" the scenes runs train
+    on, "val" the held-out scenes they are evaluated on, any other name scenes of its own, so two splits
+    never share a scene, whatever the seeds. The class folder is the scene's label (SHAPES[label]).
+    Re-running rewrites identical files atomically, so an interrupted run is finished by running it again.
     """
     if n < 1 or size < 1 or workers < 1:
         raise ValueError(f"n, size and workers must be positive, got n={n} size={size} workers={workers}")
-    write_one = partial(
-        _write_synthetic_scene, out=Path(out), split=split, size=size, seed=seed, held_out=split != "train"
-    )
+    write_one = partial(_write_synthetic_scene, out=Path(out), split=split, size=size, seed=seed)
     with tqdm(total=n, desc=f"synthetic {split}", unit="scene", disable=not progress) as bar:
         if workers == 1:
             for index in range(n):
@@ -106,4 +119,30 @@ def write_synthetic(
             with Pool(workers) as pool:
                 for _ in pool.imap_unordered(write_one, range(n), chunksize=max(1, n // (workers * 16))):
                     bar.update()
+    _record_scenes(Path(out) / split, split, seed, n)
     return n
+
+
+def read_manifest(folder: Path) -> list[dict]:
+    """The synthetic scenes a split folder holds, as its manifest lists them ([] without a manifest):
+    [{"population": split name, "series": seed, "count": scenes 0..count-1}]."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return []
+    manifest = read_json(path)
+    entries = manifest.get("synthetic_scenes") if isinstance(manifest, dict) else None
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and {"population", "series", "count"} <= set(e) for e in entries
+    ):
+        raise ValueError(f"{path}: expected {{'synthetic_scenes': [{{population, series, count}}, ...]}}")
+    return entries
+
+
+def _record_scenes(folder: Path, population: str, series: int, count: int) -> None:
+    """Add scenes 0..count-1 of `series` to the folder's manifest (merged with what it lists)."""
+    entries = [e for e in read_manifest(folder) if (e["population"], e["series"]) != (population, series)]
+    previous = [
+        e["count"] for e in read_manifest(folder) if (e["population"], e["series"]) == (population, series)
+    ]
+    entries.append({"population": population, "series": series, "count": max([count, *previous])})
+    write_json(folder / MANIFEST, {"written_by": "guidedmae data synth", "synthetic_scenes": entries})

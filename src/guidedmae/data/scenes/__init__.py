@@ -7,8 +7,9 @@ it (Lambertian, with an ambient term) and the objects cast shadows on the floor,
 other. Every pixel's ray is intersected analytically with each primitive (quadrics for the sphere,
 cylinder and cone, slabs for the box, a quartic solved in closed form for the torus).
 
-A scene depends only on (seed, index) and its population: training series and held-out series never
-share a scene, whatever their seeds (`held_out=True` draws from the held-out population). The image size only changes the sampling: pixels are the
+A scene depends only on (seed, index) and its population, named by the split that holds it: "train"
+(what runs train on), "val" (the held-out scenes they are evaluated on) and any other split name never
+share a scene, whatever their seeds. The image size only changes the sampling: pixels are the
 centres of a fixed field of view, so (seed, index) at 64x64 and at 224x224 is the same scene. Its
 image labels (the shape class covering the most pixels of a fixed 64x64 view, and the number of
 objects in that view) are the same at every size too, and `scene_labels` gives them without rendering.
@@ -34,7 +35,10 @@ from guidedmae.data.scenes.labels import (
 from guidedmae.data.scenes.layout import (
     FIELD_OF_VIEW,
     GAMMA,
+    HELD_OUT,
+    SERIES_LIMIT,
     TEXTURES,
+    TRAINING,
     Camera,
     Layout,
     Light,
@@ -65,6 +69,7 @@ __all__ = [
     "FIRST_SHAPE_CLASS",
     "FLOOR",
     "GAMMA",
+    "HELD_OUT",
     "LABELS",
     "LABEL_SIZE",
     "MIN_SIZE",
@@ -91,5 +96,7 @@ __all__ = [
     "sample_layout",
     "scene_labels",
     "view_instance",
+    "SERIES_LIMIT",
+    "TRAINING",
     "scene_layout",
 ]

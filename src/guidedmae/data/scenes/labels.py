@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from guidedmae.data.scenes.cast import cast_primary_rays, world_rays
-from guidedmae.data.scenes.layout import Layout, SceneObject, scene_layout
+from guidedmae.data.scenes.layout import TRAINING, Layout, SceneObject, scene_layout
 from guidedmae.data.scenes.shapes import SHAPES, SHAPES_TABLE
 
 # Pixels per side of the labelled view: at least MIN_SIZE (16), so that some object always covers
@@ -63,15 +63,15 @@ def layout_label(layout: Layout) -> int:
 
 
 def scene_labels(
-    seed: int, indices: Iterable[int], kind: str = "shape", held_out: bool = False
+    seed: int, indices: Iterable[int], kind: str = "shape", population: str = TRAINING
 ) -> np.ndarray:
-    """int64 [N] labels `kind` (see LABELS) of scenes `indices` of the series `seed` (held-out population
-    if held_out), without rendering."""
+    """int64 [N] labels `kind` (see LABELS) of scenes `indices` of the series `seed` of a population (see
+    scene_layout), without rendering."""
     if kind not in LABELS:
         raise ValueError(f"unknown scene label {kind!r}; expected one of {tuple(LABELS)}")
     labels = []
     for index in indices:
-        layout = scene_layout(seed, index, held_out)
+        layout = scene_layout(seed, index, population)
         instance = view_instance(layout)
         if kind == "shape":
             labels.append(label_of(layout.objects, instance))

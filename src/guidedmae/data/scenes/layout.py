@@ -6,6 +6,7 @@ World frame: metres, y up, the camera above the origin looking towards +z, where
 import colorsys
 import dataclasses
 import functools
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -215,18 +216,33 @@ def sample_layout(rng: np.random.Generator) -> Layout:
             return Layout(camera, light, room, tuple(placed))
 
 
-# The spawn key of held-out scenes. A seed sequence with a spawn key pads its entropy before appending the
-# key, so no (seed, index) of a training series can give the sequence of any held-out scene.
+# The populations of scenes, by the split name that holds them: runs train on "train" and are evaluated on
+# "val" (the held-out scenes); every other split name is a population of its own. A seed sequence with a
+# spawn key pads its entropy before appending the key, so no (seed, index) of one population gives the
+# sequence of a scene of another, as long as seed and index are one 32-bit word each (SERIES_LIMIT).
+TRAINING, HELD_OUT = "train", "val"
 HELD_OUT_KEY = 1
+OTHER_SPLIT_KEY = 2
+SERIES_LIMIT = 2**32
 
 
-def scene_layout(seed: int, index: int, held_out: bool = False) -> Layout:
-    """The layout of scene `index` of the series `seed`: the same whatever order or process asks.
+def population_key(population: str) -> tuple[int, ...]:
+    """The seed sequence's spawn key of a population (a split name)."""
+    if population == TRAINING:
+        return ()
+    if population == HELD_OUT:
+        return (HELD_OUT_KEY,)
+    return (OTHER_SPLIT_KEY, zlib.crc32(population.encode()))
 
-    Training and held-out scenes are two populations (held_out): a held-out series shares no scene with
-    any training series, whatever the seeds, so evaluating on held-out scenes never scores training scenes.
+
+def scene_layout(seed: int, index: int, population: str = TRAINING) -> Layout:
+    """The layout of scene `index` of the series `seed` of a population: the same whatever order or
+    process asks.
+
+    Populations never share a scene, whatever the seeds: "train" (what runs train on), "val" (the held-out
+    scenes they are evaluated on), and any other split name. Seeds and indices are below 2^32.
     """
-    if seed < 0 or index < 0:
-        raise ValueError(f"seed and index must be non-negative integers, got seed={seed} index={index}")
-    sequence = np.random.SeedSequence([seed, index], spawn_key=(HELD_OUT_KEY,) if held_out else ())
+    if not (0 <= seed < SERIES_LIMIT and 0 <= index < SERIES_LIMIT):
+        raise ValueError(f"seed={seed}, index={index}; expected whole numbers 0..2^32-1")
+    sequence = np.random.SeedSequence([seed, index], spawn_key=population_key(population))
     return sample_layout(np.random.default_rng(sequence))

@@ -12,7 +12,16 @@ from guidedmae.data.scenes.cast import (
     world_rays,
 )
 from guidedmae.data.scenes.labels import LABEL_SIZE, label_of, objects_in_view, view_instance
-from guidedmae.data.scenes.layout import GAMMA, TEXTURES, Layout, Light, Room, SceneObject, scene_layout
+from guidedmae.data.scenes.layout import (
+    GAMMA,
+    TEXTURES,
+    TRAINING,
+    Layout,
+    Light,
+    Room,
+    SceneObject,
+    scene_layout,
+)
 from guidedmae.data.scenes.shapes import FIRST_SHAPE_CLASS, FLOOR
 
 SKY_HORIZON = np.array([0.60, 0.72, 0.85], np.float32)  # linear rgb of the sky at the horizon
@@ -166,12 +175,14 @@ def _image_size(size: int | tuple[int, int]) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def render_scene(seed: int, index: int, size: int | tuple[int, int] = 64, held_out: bool = False) -> Scene:
-    """Scene `index` of the series `seed` (of the held-out population if held_out, see scene_layout),
-    rendered at size (square) or (height, width) pixels.
+def render_scene(
+    seed: int, index: int, size: int | tuple[int, int] = 64, population: str = TRAINING
+) -> Scene:
+    """Scene `index` of the series `seed` of a population (see scene_layout), rendered at size (square) or
+    (height, width) pixels.
 
-    Deterministic per (seed, index, held_out), whatever order or process renders it; the size only
+    Deterministic per (seed, index, population), whatever order or process renders it; the size only
     changes the sampling of the same scene. Sizes below MIN_SIZE raise ValueError.
     """
     height, width = _image_size(size)
-    return render_layout(scene_layout(seed, index, held_out), height, width)
+    return render_layout(scene_layout(seed, index, population), height, width)
