@@ -329,6 +329,7 @@ def test_bad_masking_configs_name_the_key_and_the_expected_values(change, messag
 def test_an_unknown_strategy_is_named_with_the_registered_ones():
     with pytest.raises(
         ValueError,
-        match=r"masking.strategy='loss'; expected one of \('attention', 'block', 'cached_attention', 'loss_memory', 'predicted_loss', 'random', 'scout_attention'\)",
+        match=r"masking.strategy='loss'; expected one of \('attention', 'block', 'cached_attention', 'color_noise', 'loss_memory', 'multiblock', 'objects', "
+        r"'predicted_loss', 'random', 'scout_attention'\)",
     ):
         validate_masking(MaskingConfig(strategy="loss"), tiny_config())

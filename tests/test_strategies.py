@@ -20,7 +20,9 @@ from guidedmae.masking.source_cells import token_cells
 from guidedmae.masking.strategies import (
     AttentionOptions,
     CachedAttentionOptions,
+    ColorNoiseOptions,
     LossMemoryOptions,
+    MultiBlockOptions,
     PredictedLossOptions,
     ScoutAttentionOptions,
 )
@@ -477,6 +479,10 @@ STRATEGY_CONFIGS = [
     MaskingConfig(strategy="attention", curriculum=CurriculumConfig(shape="cosine"), random_images=0.3),
     MaskingConfig(strategy="attention", budget="adaptive"),
     MaskingConfig(strategy="random", budget="mixture", alpha_mixture=[[1.0, 2.0, 3.0], [3.0, 1.0, 1.0]]),
+    MaskingConfig(
+        strategy="color_noise", color_noise=ColorNoiseOptions(color="red", sigma=0.5, sigma_wide=1.0)
+    ),
+    MaskingConfig(strategy="multiblock", multiblock=MultiBlockOptions(blocks=2)),
 ]
 
 

@@ -239,16 +239,23 @@ def format_iou_table(confusion: torch.Tensor, class_names: list[str] | None = No
     return "\n".join(lines)
 
 
-def object_tokens(
+def object_fraction(
     class_map: torch.Tensor, grid: tuple[int, int], object_classes: torch.Tensor
 ) -> torch.Tensor:
-    """Which tokens lie on objects: bool [B, rows * cols], True where more than half of the token's patch of
-    class_map [B, H, W] (class ids, H and W multiples of the grid) holds one of object_classes [K]."""
+    """The share of each token's patch of class_map [B, H, W] (class ids, H and W multiples of the grid)
+    that holds one of object_classes [K]: float [B, rows * cols]."""
     batch, height, width = class_map.shape
     rows, cols = grid
     on_object = torch.isin(class_map, object_classes.to(class_map.device)).float()
-    patches = on_object.view(batch, rows, height // rows, cols, width // cols)
-    return (patches.mean(dim=(2, 4)) > 0.5).flatten(1)
+    return on_object.view(batch, rows, height // rows, cols, width // cols).mean(dim=(2, 4)).flatten(1)
+
+
+def object_tokens(
+    class_map: torch.Tensor, grid: tuple[int, int], object_classes: torch.Tensor
+) -> torch.Tensor:
+    """Which tokens lie on objects: bool [B, rows * cols], True where more than half of the token's patch
+    holds an object class (see object_fraction)."""
+    return object_fraction(class_map, grid, object_classes) > 0.5
 
 
 def top_attended_object_share(scores: torch.Tensor, on_object: torch.Tensor) -> torch.Tensor:

@@ -271,7 +271,17 @@ class PretrainConfig(TrainingConfig):
         super().__post_init__()
         validate_masking(self.masking, self.model)
         semseg_used = "semseg" in (*self.model.inputs, *self.model.outputs)
-        known = get_source(self.data.source).classes(self.data).get("semseg")
+        source = get_source(self.data.source)
+        if (
+            self.masking.strategy == "objects"
+            and not self.masking.objects.classes
+            and not source.object_classes
+        ):
+            raise ValueError(
+                f"masking.strategy=objects: data.source={self.data.source} does not say which semseg classes "
+                "are objects; list them in masking.objects.classes"
+            )
+        known = source.classes(self.data).get("semseg")
         if semseg_used and known and self.model.semseg_classes < known:
             raise ValueError(
                 f"model.semseg_classes={self.model.semseg_classes} is fewer than the {known} classes of "

@@ -80,7 +80,13 @@ def mask_agreement(
             primer = MaskedAutoencoderStep(earlier_model or model, strategy, LossConfig()).train()
             primer(earlier, torch.Generator().manual_seed(seed))
         choice = strategy(
-            model, tokens, torch.Generator().manual_seed(seed), START, batch["index"], batch["view"]
+            model,
+            tokens,
+            torch.Generator().manual_seed(seed),
+            START,
+            batch["index"],
+            batch["view"],
+            batch.get("semseg"),
         )
         return {name: ~mask for name, mask in choice.selection.masks.items()}
 

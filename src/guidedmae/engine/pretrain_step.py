@@ -1,7 +1,7 @@
 """One pretraining forward pass as a module, so that DistributedDataParallel can wrap all of it.
 
 tokens    = model.tokenize(inputs)                                  once, with gradients
-choice    = strategy(model, tokens, generator, progress, indices)   reads the tokens detached
+choice    = strategy(model, tokens, generator, progress, ...)     reads the tokens detached
 encoded   = model.encode(tokens.embeddings, ids_keep)               visible tokens from the same tensor
 preds     = model.decode(encoded, tokens, selection)
 losses    = reconstruction_losses(preds, batch, masks)                also per patch
@@ -49,7 +49,15 @@ class MaskedAutoencoderStep(nn.Module):
         given without some modality, which have no target for every output)."""
         inputs = {name: batch[name] for name in self.model.config.inputs if name in batch}
         tokens = self.model.tokenize(inputs)
-        choice = self.strategy(self.model, tokens, generator, progress, batch.get("index"), batch.get("view"))
+        choice = self.strategy(
+            self.model,
+            tokens,
+            generator,
+            progress,
+            batch.get("index"),
+            batch.get("view"),
+            batch.get("semseg"),
+        )
         encoded = self.model.encode(tokens.embeddings, choice.selection.ids_keep)
         return tokens, choice, self.model.decode(encoded, tokens, choice.selection)
 

@@ -1,8 +1,8 @@
 """Masking strategies as small modules, found by name in a registry.
 
     strategy = build_strategy(config.masking, model.config)     # config.masking.strategy names the class
-    choice = strategy(model, tokens, generator, progress, indices)
-    strategy.observe(choice, patch_losses, indices)              # after the step's forward pass
+    choice = strategy(model, tokens, generator, progress, indices, views, class_map)
+    strategy.observe(choice, patch_losses)                       # after the step's forward pass
 
 Every strategy shares one mechanism (`MaskingStrategy.forward`): the Dirichlet budget draws how many
 tokens of each modality stay visible, the strategy ranks the tokens (`propose`: a priority per token,
@@ -73,6 +73,9 @@ class MaskingContext:
     progress: Progress  # where the run is
     indices: torch.Tensor | None  # [B] the samples' indices in the data set (None outside training)
     views: torch.Tensor | None  # [B, 5] each sample's crop box in its source image and flip (data.transforms)
+    # [B, h, w] the batch's semseg class ids, where it holds them: what an oracle that knows where the
+    # objects are reads (masking.strategy=objects); no other strategy looks at labels
+    class_map: torch.Tensor | None = None
 
 
 @dataclass
@@ -181,14 +184,18 @@ class MaskingStrategy(nn.Module):
         progress: Progress = START,
         indices: torch.Tensor | None = None,
         views: torch.Tensor | None = None,
+        class_map: torch.Tensor | None = None,
     ) -> MaskChoice:
         """Masks for one batch: budget -> priorities (-> curriculum) -> selection. tokens: the batch's
-        Tokens; indices: [B] sample indices; views: [B, 5] crop boxes and flips (data.transforms)."""
+        Tokens; indices: [B] sample indices; views: [B, 5] crop boxes and flips (data.transforms);
+        class_map: [B, h, w] the batch's semseg, if it has one (see MaskingContext)."""
         batch_size = tokens.embeddings.shape[0]
         visible_counts = self.budget(
             batch_size, [tokens.tokens_per_modality] * len(tokens.modalities), generator
         )
-        context = MaskingContext(tokens.detach(), model, visible_counts, generator, progress, indices, views)
+        context = MaskingContext(
+            tokens.detach(), model, visible_counts, generator, progress, indices, views, class_map
+        )
         proposal = self.propose(context)
         priorities = proposal.priorities
         share = self.guided_share(batch_size, progress, generator)
