@@ -18,7 +18,9 @@ from guidedmae.metrics import (
     depth_scores,
     depth_sums,
     format_iou_table,
+    hidden_object_share,
     iou_per_class,
+    object_auc,
     object_tokens,
     segmentation_scores,
     top_attended_object_share,
@@ -188,3 +190,22 @@ def test_normal_angles_are_measured_in_degrees_over_valid_pixels():
     assert scores["angle_median"] == pytest.approx(10.05)  # the 0.1-degree bin holding 10
     assert scores["angle_rmse"] == pytest.approx(((0 + 100 + 400) / 3) ** 0.5, abs=1e-3)
     assert scores["within_11.25"] == pytest.approx(200 / 3) and scores["within_30"] == 100
+
+
+def test_object_auc_is_the_chance_an_object_token_outscores_another_ties_half():
+    scores = torch.tensor(
+        [[0.1, 0.9, 0.5, 0.5], [1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 1.0], [0.0, 1.0, 2.0, 3.0]]
+    )
+    on_object = torch.tensor(
+        [[False, True, True, False], [True, False, False, False], [True, False, True, False], [False] * 4]
+    )
+    auc = object_auc(scores, on_object)
+    # 0.9 beats both, 0.5 beats 0.1 and ties 0.5: 3.5 of 4 pairs; the lowest token: 0; all tied: 0.5
+    assert auc[:3].tolist() == [0.875, 0.0, 0.5] and auc[3].isnan()
+
+
+def test_hidden_object_share_counts_the_hidden_object_tokens():
+    hidden = torch.tensor([[True, True, False, False], [True, False, False, False]])
+    on_object = torch.tensor([[True, False, True, False], [False, False, False, False]])
+    shares = hidden_object_share(hidden, on_object)
+    assert shares[0].item() == 0.5 and shares[1].isnan()

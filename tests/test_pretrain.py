@@ -312,10 +312,23 @@ def test_the_held_out_losses_use_the_same_random_and_block_masks_in_every_run(tm
     )
     assert metrics["eval_own/loss"] != metrics["eval_random/loss"]  # attention masks other patches
     assert metrics["eval_block/loss"] not in (metrics["eval_random/loss"], metrics["eval_own/loss"])
-    # The premise on the held-out scenes: shares of tokens, per input modality, and the objects' share.
+    # The premise on the held-out scenes: shares of tokens and AUCs per input modality, the random-init
+    # encoder's shares, the objects' share (chance) and the best ranking by position alone.
     premise = {key: value for key, value in metrics.items() if key.startswith("premise/")}
-    assert set(premise) == {"premise/rgb", "premise/depth", "premise/semseg", "premise/chance"}
+    modalities = ("rgb", "depth", "semseg")
+    assert set(premise) == {
+        *(f"premise/{kind}{name}" for kind in ("", "auc_", "init_") for name in modalities),
+        "premise/chance",
+        "premise/position",
+    }
     assert all(0 <= value <= 1 for value in premise.values()) and 0 < premise["premise/chance"] < 0.5
+    assert premise["premise/position"] > premise["premise/chance"]  # objects sit mid-image
+    # What each kind of mask hides of the object tokens, per modality: random masks hide about the
+    # masked share (12 of 48 tokens visible: 3/4) of them.
+    for masks in ("random", "block", "own"):
+        assert all(0 <= metrics[f"eval_{masks}/hidden_objects_{name}"] <= 1 for name in modalities)
+    hidden_by_random = [metrics[f"eval_random/hidden_objects_{name}"] for name in modalities]
+    assert 0.6 < sum(hidden_by_random) / 3 < 0.9
     # Scored on the same random (block) masks, the same weights give the same loss in any run: score one
     # run's final weights with the other run's set-up.
     config_a = load_config(PretrainConfig, runs["attention"] / "config.yaml")

@@ -268,3 +268,40 @@ def top_attended_object_share(scores: torch.Tensor, on_object: torch.Tensor) -> 
     ranks = scores.argsort(dim=1, descending=True).argsort(dim=1)  # [B, N] 0 = most attended
     on_top = (on_object & (ranks < count[:, None])).sum(dim=1)
     return torch.where(count > 0, on_top.double() / count.clamp_min(1), torch.nan)
+
+
+def object_auc(scores: torch.Tensor, on_object: torch.Tensor) -> torch.Tensor:
+    """Per sample, the probability that an object token outscores a token off the objects (ties count
+    half): the area under the ROC curve of the scores as an object detector. 0.5 is chance, 1 every object
+    token first. scores: [B, N]; on_object: bool [B, N]. float64 [B], NaN without both kinds of token."""
+    ranks = _average_ranks(scores.double())  # 1 = lowest
+    objects = on_object.sum(dim=1).double()
+    others = on_object.shape[1] - objects
+    rank_sum = (ranks * on_object).sum(dim=1)
+    auc = (rank_sum - objects * (objects + 1) / 2) / (objects * others)
+    return torch.where((objects > 0) & (others > 0), auc, torch.nan)
+
+
+def _average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Ranks 1..N of each row of values [B, N], tied values sharing their mean rank."""
+    order = values.argsort(dim=1)
+    sorted_values = values.gather(1, order)
+    positions = torch.arange(1, values.shape[1] + 1, dtype=torch.float64, device=values.device).expand_as(
+        values
+    )
+    # The mean position of each run of equal values: cumulative sums at the run's boundaries.
+    new_run = torch.ones_like(sorted_values, dtype=torch.bool)
+    new_run[:, 1:] = sorted_values[:, 1:] != sorted_values[:, :-1]
+    run = new_run.long().cumsum(dim=1) - 1  # [B, N] run index of every sorted position
+    sums = torch.zeros_like(positions).scatter_add_(1, run, positions)
+    counts = torch.zeros_like(positions).scatter_add_(1, run, torch.ones_like(positions))
+    mean_rank = (sums / counts.clamp_min(1)).gather(1, run)
+    return torch.empty_like(mean_rank).scatter_(1, order, mean_rank)
+
+
+def hidden_object_share(hidden: torch.Tensor, on_object: torch.Tensor) -> torch.Tensor:
+    """Per sample, the share of its object tokens that a mask hides: hidden, on_object bool [B, N] ->
+    float64 [B], NaN without object tokens."""
+    count = on_object.sum(dim=1)
+    share = (hidden & on_object).sum(dim=1).double() / count.clamp_min(1)
+    return torch.where(count > 0, share, torch.nan)

@@ -7,8 +7,9 @@ What is pretraining's own; the runner (guidedmae.engine.fit) does the rest:
     dataset  = synthetic scenes or the MultiMAE folder layout
     pictures of a fixed batch every log.picture_every steps and at the end (rank 0)
     held-out evaluation every eval.every steps and at the end: the reconstruction losses under fixed
-    random masks, fixed block masks (neutral: no run trains on them) and the run's own strategy; on the
-    synthetic scenes also the premise (how often the most attended tokens lie on objects)
+    random masks, fixed block masks (neutral: no run trains on them) and the run's own strategy; where the
+    data names its object classes (the synthetic scenes) also the premise and the share of the object
+    tokens each kind of mask hides (guidedmae.engine.premise)
 """
 
 from dataclasses import replace
@@ -19,33 +20,29 @@ from torch.utils.data import Dataset, Subset, default_collate
 
 from guidedmae.config import PretrainConfig
 from guidedmae.data.modalities import Modality
-from guidedmae.data.scenes import FIRST_SHAPE_CLASS, NUM_SEMSEG_CLASSES
 from guidedmae.data.seeding import derived_generator
 from guidedmae.data.sources import ClassIds, build_dataset
 from guidedmae.engine.evaluate import shard_loader
 from guidedmae.engine.fit import fit
 from guidedmae.engine.job import Job, JobParts, LoopState, RunResult, Training
+from guidedmae.engine.premise import (
+    hidden_object_shares,
+    object_class_ids,
+    premise_measures,
+    random_init_premise,
+)
 from guidedmae.engine.pretrain_step import MaskedAutoencoderStep
 from guidedmae.infra.distributed import DistributedContext, all_reduce_sum
 from guidedmae.infra.optim import param_groups
 from guidedmae.infra.precision import autocast
 from guidedmae.infra.run_log import RunLogger
 from guidedmae.masking.config import MaskingConfig, build_strategy
-from guidedmae.metrics import object_tokens, top_attended_object_share
 from guidedmae.models.architecture import MultiMAEConfig
 from guidedmae.models.multimae import MultiMAE
 from guidedmae.models.pretrained import InitReport, load_pretrained
 from guidedmae.pictures import reconstruction_figure, save_png
 
-__all__ = [
-    "PICTURES",
-    "PretrainJob",
-    "pretraining_set",
-    "picture_batch",
-    "pretrain",
-    "save_reconstruction",
-    "scene_object_tokens",
-]
+__all__ = ["PICTURES", "PretrainJob", "picture_batch", "pretrain", "pretraining_set", "save_reconstruction"]
 
 PICTURES = "pictures"
 PICTURE_STREAM = 3  # derived_generator(seed, 0, PICTURE_STREAM): the masks of every picture
@@ -153,6 +150,8 @@ class PretrainJob(Job):
             for name in ("random", "block")
         }
         self.eval_steps["own"] = self.step
+        self.object_classes = object_class_ids(config) if self.held_out is not None else None
+        self.init_premise: dict[str, float] | None = None  # the random-init encoder's, measured once
         return JobParts(
             model=model,
             step=self.step,
@@ -177,12 +176,17 @@ class PretrainJob(Job):
         """The held-out losses under the fixed random and block masks and the run's own strategy, and the
         premise on synthetic scenes (every rank)."""
         progress = training.schedule.progress(min(state.step, training.schedule.run_steps - 1))
-        values = {}
+        values, classes, context = {}, self.object_classes, training.context
         for name, step in self.eval_steps.items():
-            losses = held_out_losses(step, self.held_out, self.config, training.context, progress)
+            losses = held_out_losses(step, self.held_out, self.config, context, progress, classes)
             values.update({f"eval_{name}/{key}": value for key, value in losses.items()})
-        if self.config.data.source == "synthetic" and "semseg" in self.held_out.modalities:
-            premise = premise_shares(self.step.model, self.held_out, self.config, training.context)
+        if classes is not None:
+            if self.init_premise is None:
+                self.init_premise = random_init_premise(self.config, self.held_out, context, classes)
+            premise = {
+                **premise_measures(self.step.model, self.held_out, self.config, context, classes),
+                **self.init_premise,
+            }
             values.update({f"premise/{key}": value for key, value in premise.items()})
         logger.scalars(state.step, values)
         shown = ", ".join(f"{key} {value:.4g}" for key, value in values.items() if key.endswith("/loss"))
@@ -217,61 +221,44 @@ def held_out_losses(
     config: PretrainConfig,
     context: DistributedContext,
     progress,
+    object_classes: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Mean reconstruction losses over a held-out split ({"loss": total, "loss_<output>": ...}), every
-    process its share (summed over processes), masks drawn from a generator seeded eval.mask_seed.
-    The samples' indices stay out of the batch: a strategy that remembers training samples has not
-    seen these."""
+    process its share (summed over processes), masks drawn from a generator seeded eval.mask_seed; with
+    object_classes, also the share of each modality's object tokens the masks hide (hidden_objects_<m>,
+    over the images with objects). The samples' indices stay out of the batch: a strategy that remembers
+    training samples has not seen these."""
     was_training = step.training
     step.eval()
     generator = torch.Generator().manual_seed(config.eval.mask_seed)
-    sums, count = None, 0
+    grid = (config.model.image_size // config.model.patch_size,) * 2
+    sums: dict[str, torch.Tensor] = {}  # name -> [sum, count]
+
+    def add(name: str, values: torch.Tensor, skip_nan: bool = False) -> None:
+        """Sum and count of values [B]; shares skip the NaN of images without objects, losses never."""
+        values = values.double().flatten()
+        kept = values[~values.isnan()] if skip_nan else values
+        count = torch.tensor(float(len(kept)), dtype=torch.float64, device=kept.device)
+        total = torch.stack([kept.sum(), count])
+        sums[name] = total if name not in sums else sums[name] + total
+
     for batch in shard_loader(dataset, config.eval.batch_size or config.data.batch_size, 0, context):
         batch = {name: value.to(context.device) for name, value in batch.items() if name != "index"}
         with autocast(context.device, config.run.precision):
-            losses = step(batch, generator, progress).losses
-        values = torch.stack([losses["total"], *(value for name, value in losses.items() if name != "total")])
+            output = step(batch, generator, progress)
         size = len(next(iter(batch.values())))
-        sums = values.detach().double() * size if sums is None else sums + values.detach().double() * size
-        count += size
-        names = ["loss", *(f"loss_{name}" for name in losses if name != "total")]
-    totals = torch.cat([sums, torch.tensor([count], dtype=torch.float64, device=sums.device)])
-    totals = all_reduce_sum(context, totals)
+        for name, value in output.losses.items():
+            add("loss" if name == "total" else f"loss_{name}", value.detach().expand(size))
+        if object_classes is not None and "semseg" in batch:
+            masks = output.choice.selection.masks
+            for name, shares in hidden_object_shares(masks, batch["semseg"], grid, object_classes).items():
+                add(name, shares, skip_nan=True)
+    names = list(sums)
+    totals = all_reduce_sum(context, torch.stack([sums[name] for name in names]))
     step.train(was_training)
-    return dict(zip(names, (totals[:-1] / totals[-1]).tolist()))
-
-
-def scene_object_tokens(semseg: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Which tokens of synthetic scenes lie on objects (not background, floor or wall): semseg [B, H, W]
-    scene class ids -> bool [B, rows * cols]."""
-    return object_tokens(semseg, grid, torch.arange(FIRST_SHAPE_CLASS, NUM_SEMSEG_CLASSES))
-
-
-@torch.no_grad()
-def premise_shares(
-    model: MultiMAE, dataset: Dataset, config: PretrainConfig, context: DistributedContext
-) -> dict[str, float]:
-    """The method's premise, measured on held-out synthetic scenes: per input modality, the share of each
-    image's R most attended tokens (R = its object tokens) that lie on objects, and `chance`: the objects'
-    share of the tokens, which a ranking blind to objects scores. Means over images with an object token."""
-    was_training = model.training
-    model.eval()
-    sums = None
-    for batch in shard_loader(dataset, config.eval.batch_size or config.data.batch_size, 0, context):
-        batch = {name: value.to(context.device) for name, value in batch.items()}
-        with autocast(context.device, config.run.precision):
-            tokens = model.tokenize({name: batch[name] for name in model.config.inputs})
-            scores = model.attention_scores(tokens)
-        on_object = scene_object_tokens(batch["semseg"], tokens.grid)
-        seen = on_object.any(dim=1)
-        shares = [top_attended_object_share(scores[name].float(), on_object)[seen].sum() for name in scores]
-        chance = on_object.double().mean(dim=1)[seen].sum()
-        values = torch.stack([*shares, chance, seen.sum().double()])
-        sums = values if sums is None else sums + values
-    sums = all_reduce_sum(context, sums)
-    model.train(was_training)
-    names = [*tokens.modalities, "chance"]
-    return {name: (value / sums[-1]).item() for name, value in zip(names, sums[:-1])}
+    return {
+        name: (total[0] / total[1]).item() if total[1] else float("nan") for name, total in zip(names, totals)
+    }
 
 
 def pretrain(config: PretrainConfig) -> RunResult:

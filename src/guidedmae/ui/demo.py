@@ -26,7 +26,8 @@ from guidedmae.data.folder import IMAGE_ERRORS, read_sample
 from guidedmae.data.pseudolabel import Labeller, model_folder
 from guidedmae.data.transforms import augment_sample
 from guidedmae.engine.from_checkpoint import load_model, load_strategy_state
-from guidedmae.engine.pretrain import STRATEGY_KEY, pretraining_set, scene_object_tokens
+from guidedmae.engine.premise import object_class_ids, scene_object_tokens
+from guidedmae.engine.pretrain import STRATEGY_KEY, pretraining_set
 from guidedmae.engine.pretrain_step import MaskedAutoencoderStep
 from guidedmae.infra.checkpoints import CheckpointError
 from guidedmae.infra.distributed import resolve_device
@@ -295,7 +296,7 @@ class Demo:
         attention = self.model.attention_scores(tokens)  # {modality: [1, N]}
         on_object = None
         if image.scene and "semseg" in batch:
-            on_object = scene_object_tokens(batch["semseg"], tokens.grid)[0]  # [N]
+            on_object = scene_object_tokens(batch["semseg"], tokens.grid, object_class_ids(self.config))[0]
         sides = tuple(
             self._side(batch, strategy, modalities, counts, budget.seed, attention, on_object)
             for strategy in strategies

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from guidedmae.data.scenes import FIRST_SHAPE_CLASS, NUM_SEMSEG_CLASSES
 from guidedmae.masking.priority import generator_device, mix_with_random
 from guidedmae.masking.strategy import MaskingContext, MaskingStrategy, Proposal, register
 from guidedmae.metrics import object_fraction
 
 # The synthetic scenes' object classes (the shapes; not background, floor or wall): the default.
-SCENE_OBJECT_CLASSES = (3, 4, 5, 6, 7)
+SCENE_OBJECT_CLASSES = tuple(range(FIRST_SHAPE_CLASS, NUM_SEMSEG_CLASSES))
 TIE_BREAK = 1e-3  # below 1 / 256, the smallest step of an object share on a 16 x 16 patch
 
 
