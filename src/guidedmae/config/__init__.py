@@ -6,6 +6,12 @@ The schemas compose the config sections of the modules they configure. Layer: ma
 guidedmae.infra, data, models, losses, tasks and masking; never the engine.
 """
 
+from guidedmae.config.finetune import (
+    FinetuneConfig,
+    FinetuneDataConfig,
+    FinetuneModelSettings,
+    FinetuneOptimConfig,
+)
 from guidedmae.config.loading import (
     ConfigError,
     config_differences,
@@ -17,10 +23,6 @@ from guidedmae.config.loading import (
 from guidedmae.config.schema import (
     CheckpointConfig,
     DataConfig,
-    FinetuneConfig,
-    FinetuneDataConfig,
-    FinetuneModelSettings,
-    FinetuneOptimConfig,
     LogConfig,
     ModelSettings,
     PretrainConfig,
