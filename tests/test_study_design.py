@@ -288,7 +288,9 @@ def test_the_dry_run_sizes_the_seeds_from_finished_pilot_runs(tmp_path, capsys):
     printed = capsys.readouterr().out
     line = next(line for line in printed.splitlines() if line.startswith("| pretrain: eval_random/loss |"))
     cells = [cell.strip() for cell in line.strip("|").split("|")]
-    assert cells[2] == "2" and cells[4] == "0.001" and (cells[5].isdigit() or cells[5] == "> 1000")
+    # metric | sd | n (units) | k (arms compared) | MDE | margin | units for the margin
+    assert cells[2] == "2" and cells[3] == "1" and cells[5] == "0.001"
+    assert cells[6].isdigit() or cells[6] == "> 1000"
     tables = collect(*load_planned(study, ["evaluations=[]"]))
     assert set(tables.replicates) == {"s0", "s1"}
     assert Path(tmp_path / "out").is_dir()
@@ -437,3 +439,30 @@ def test_ctrl_c_ignored_by_the_study_stays_ignored_while_a_run_is_submitted():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_sanity_arms_stand_alone_and_stay_out_of_the_power_of_the_design():
+    # Two compared arms and one sanity check, 4 units: the sanity arm's p is its own, the compared arms'
+    # are Holm-corrected over 2, and the power pools the compared arms' spread only.
+    values = {
+        "baseline": {f"s{i}": 10.0 for i in range(4)},
+        "guided": {f"s{i}": 10.0 + d for i, d in enumerate((1.0, 1.2, 0.8, 1.1))},
+        "other": {f"s{i}": 10.0 + d for i, d in enumerate((0.1, -0.1, 0.2, 0.0))},
+        "longer": {f"s{i}": 10.0 + d for i, d in enumerate((5.0, -5.0, 6.0, -4.0))},
+    }
+    tables = StudyTables(
+        list(values), [f"s{i}" for i in range(4)], {"guided": "baseline", "other": "baseline",
+        "longer": "baseline"}, sanity={"longer"}, values={"m": values},
+    )  # fmt: skip
+    compared = comparisons(tables)["m"]
+    assert compared["longer"]["p_holm"] == compared["longer"]["p"]
+    raw = {arm: compared[arm]["p"] for arm in ("guided", "other")}
+    assert holm(raw) == {arm: compared[arm]["p_holm"] for arm in raw}
+    (row,) = power(tables, comparisons(tables))
+    pooled = math.sqrt((compared["guided"]["sd"] ** 2 + compared["other"]["sd"] ** 2) / 2)
+    assert row["comparisons"] == 2 and row["sd"] == pytest.approx(pooled)
+    assert row["mde"] == pytest.approx(mde(pooled, 4, 2))
+    assert (
+        "over those of the 2 compared arms that have one (longer: sanity checks, uncorrected)"
+        in format_markdown(tables, compared={"m": compared})
+    )

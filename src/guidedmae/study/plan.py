@@ -62,6 +62,9 @@ class ArmSpec:
     overrides: list[str] = field(default_factory=list)
     pretrain: bool = True
     control: str = ""  # the arm its paired differences are to (its matched control); "" = the baseline
+    # A check of the set-up (does continuing move anything? does the lr matter?), not one of the study's
+    # questions: its test stands alone (uncorrected) and its spread stays out of the power of the design.
+    sanity: bool = False
 
 
 @dataclass

@@ -10,9 +10,10 @@ under fixed random masks, fixed block masks and its own strategy, and the premis
 low-data contrast `<evaluation> f<small>-f<large>: <name>`, the value at the smallest fraction minus the
 value at the largest: its paired difference to the control is the interaction (does the arm gain more
 with little data?). A cell is `mean ± sd (n)` over the replicates that finished. The statistics are those
-of guidedmae.study.stats; per metric, the arms' p values are Holm-corrected, and the verdict is
-"different" (corrected p < 0.05), "equivalent ±m" (corrected TOST p < 0.05 for the study's margin m) or
-"inconclusive".
+of guidedmae.study.stats; per metric, the p values of the arms compared (those with a p value; sanity arms,
+checks of the set-up, stand alone) are Holm-corrected, and the verdict is "different" (corrected p < 0.05),
+"equivalent ±m" (corrected TOST p < 0.05 for the study's margin m) or "inconclusive". The power table pools
+the spread of the compared arms' differences only.
 """
 
 import json
@@ -53,6 +54,7 @@ class StudyTables:
     replicates: list[str]  # s<seed>, or b<base>-s<seed> with several bases
     controls: dict[str, str]  # compared arm -> the arm its differences are to
     margins: dict[str, float] = field(default_factory=dict)  # the study's, by metric or name
+    sanity: set[str] = field(default_factory=set)  # arms that check the set-up: no correction, no power
     values: dict[str, dict[str, dict[str, float]]] = field(
         default_factory=dict
     )  # metric -> arm -> replicate -> value
@@ -101,7 +103,13 @@ def _add_contrasts(tables: StudyTables) -> None:
 def collect(study: StudyConfig, runs: list[Run]) -> StudyTables:
     """The metrics of every finished run of an arm (the base is the arms' common start, not a column)."""
     replicates = list(dict.fromkeys(run.replicate for run in runs if run.arm))
-    tables = StudyTables([arm.name for arm in study.arms], replicates, study.controls(), dict(study.margins))
+    tables = StudyTables(
+        [arm.name for arm in study.arms],
+        replicates,
+        study.controls(),
+        dict(study.margins),
+        {arm.name for arm in study.arms if arm.sanity},
+    )
     for run in runs:
         if not run.arm:
             continue
@@ -146,8 +154,11 @@ def comparisons(tables: StudyTables) -> dict[str, dict[str, dict | None]]:
         tost = {
             arm: equivalence_p(d, margin) if margin is not None else None for arm, d in differences.items()
         }
-        p_holm = holm({arm: d and d["p"] for arm, d in differences.items()})
-        tost_holm = holm(tost)
+        family = [arm for arm in differences if arm not in tables.sanity]
+        p_holm = holm({arm: differences[arm] and differences[arm]["p"] for arm in family})
+        tost_holm = holm({arm: tost[arm] for arm in family})
+        for arm in tables.sanity & set(differences):  # a check of the set-up stands alone
+            p_holm[arm], tost_holm[arm] = differences[arm] and differences[arm]["p"], tost[arm]
         for arm, difference in differences.items():
             if difference is not None:
                 difference.update(p_holm=p_holm[arm], tost_p=tost[arm], tost_p_holm=tost_holm[arm])
@@ -157,12 +168,17 @@ def comparisons(tables: StudyTables) -> dict[str, dict[str, dict | None]]:
 
 
 def power(tables: StudyTables, compared: dict[str, dict[str, dict | None]]) -> list[dict]:
-    """Per metric: the sd of the paired differences' units (pooled over the arms), the units they have,
-    the minimum detectable effect at 80% power (alpha 0.05 over the arms compared) and, with a margin,
-    the units (seeds, or bases) that would detect a difference of the margin."""
+    """Per metric: the sd of the paired differences' units (pooled over the compared arms, sanity arms
+    left out), the units they have, the minimum detectable effect at 80% power (alpha 0.05 over the arms
+    compared on the metric, as Holm's first step) and, with a margin, the units (seeds, or bases) that
+    would detect a difference of the margin."""
     rows = []
     for metric, differences in compared.items():
-        found = [d for d in differences.values() if d is not None and d["sd"] is not None]
+        found = [
+            d
+            for arm, d in differences.items()
+            if arm not in tables.sanity and d is not None and d["sd"] is not None
+        ]
         if not found:
             continue
         sd = math.sqrt(sum(d["sd"] ** 2 for d in found) / len(found))
@@ -173,9 +189,10 @@ def power(tables: StudyTables, compared: dict[str, dict[str, dict | None]]) -> l
                 "metric": metric,
                 "sd": sd,
                 "n": n,
-                "mde": mde(sd, n, len(differences)),
+                "comparisons": len(found),
+                "mde": mde(sd, n, len(found)),
                 "margin": margin,
-                "needed": seeds_needed(sd, margin, len(differences)) if margin is not None else None,
+                "needed": seeds_needed(sd, margin, len(found)) if margin is not None else None,
             }
         )
     return rows
@@ -204,16 +221,18 @@ def format_power(tables: StudyTables, compared: dict | None = None) -> str:
     """The power table: what the design detects, and the seeds a margin needs."""
     rows = power(tables, compared if compared is not None else comparisons(tables))
     lines = [
-        f"power: sd of the paired differences' units, units n, minimum detectable effect at {POWER:.0%} power "
-        f"(alpha {ALPHA} over the arms compared), the study's margin and the units that detect it\n",
-        "| metric | sd | n | MDE | margin | units for the margin |",
-        "|---|---|---|---|---|---|",
+        f"power: sd of the paired differences' units (pooled over the compared arms, sanity arms left out), "
+        f"units n, arms compared k, minimum detectable effect at {POWER:.0%} power (alpha {ALPHA} / k), the "
+        "study's margin and the units that detect it\n",
+        "| metric | sd | n | k | MDE | margin | units for the margin |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         margin = "-" if row["margin"] is None else f"{row['margin']:g}"
         needed = "-" if row["margin"] is None else str(row["needed"] or "> 1000")
         lines.append(
-            f"| {row['metric']} | {row['sd']:.3g} | {row['n']} | {row['mde']:.3g} | {margin} | {needed} |"
+            f"| {row['metric']} | {row['sd']:.3g} | {row['n']} | {row['comparisons']} | {row['mde']:.3g} | "
+            f"{margin} | {needed} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -230,10 +249,12 @@ def format_markdown(tables: StudyTables, per_seed: bool = False, compared: dict 
     others = list(tables.controls)
     compared = compared if compared is not None else comparisons(tables)
     if others:
+        compared_arms = [arm for arm in others if arm not in tables.sanity]
+        sanity = f" ({', '.join(sorted(tables.sanity))}: sanity checks, uncorrected)" if tables.sanity else ""
         parts += [
             "\npaired difference to the control: mean [95% CI, Student t over units] sd of the units; "
-            f"Holm-corrected p over the {len(others)} arms; verdict (equivalence: TOST within the study's "
-            "margin)\n",
+            f"p Holm-corrected per metric over those of the {len(compared_arms)} compared arms that have one"
+            f"{sanity}; verdict (equivalence: TOST within the study's margin)\n",
             "| metric | " + " | ".join(others) + " |\n|---|" + "---|" * len(others),
             "| (control) | " + " | ".join(tables.controls.values()) + " |",
         ]
