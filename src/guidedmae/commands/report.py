@@ -11,7 +11,8 @@ from guidedmae.infra.files import check_output
 from guidedmae.infra.run_log import METRICS
 from guidedmae.pictures import save_png
 from guidedmae.report import RESULTS, curves_figure, read_run, summary_table
-from guidedmae.study.runner import STUDY_FILE, load_planned
+from guidedmae.study.plan import STUDY_FILE
+from guidedmae.study.runner import load_planned
 from guidedmae.study.tables import collect, format_markdown, write_tables
 
 __all__ = ["add_parser"]

@@ -3,16 +3,22 @@
 guidedmae study configs/study/seed_cpu_quick.yaml                  # on this machine, sequentially
 guidedmae study configs/study/seed_cpu.yaml --dry-run              # the plan, what is done, the power
 guidedmae study configs/study/seed_multimae_b.yaml --launcher slurm --partition gpu --gpus-per-node 8
+guidedmae study runs/study/part-a runs/study/part-b --merge runs/study/merged   # parts run elsewhere
 """
 
 import argparse
 
+from guidedmae.study.merge import merge_studies
 from guidedmae.study.runner import run_study
 
 __all__ = ["add_parser"]
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.merge:
+        written = merge_studies([args.study, *args.overrides], args.merge)
+        print(f"merged into {args.merge}: " + ", ".join(str(path) for path in written))
+        return 0
     flags = {
         "launcher": args.launcher,
         "parallel": args.parallel,
@@ -43,6 +49,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan, what is done and estimates")
     parser.add_argument("--redo", action="store_true", help="run again finished runs whose config changed")
+    parser.add_argument(
+        "--merge",
+        metavar="OUT",
+        help="merge the study folders given (parts of one study run with other seeds or base seeds, by the "
+        "same code) into OUT: new, empty, or one of them",
+    )
     parser.add_argument("--launcher", choices=("local", "slurm", "debug"), help="sets launch.launcher")
     parser.add_argument("--parallel", type=int, help="runs at once (sets launch.parallel)")
     parser.add_argument("--partition", help="Slurm partition (sets launch.partition)")

@@ -27,10 +27,11 @@ from guidedmae.config import (
 from guidedmae.engine.job import RESULTS
 from guidedmae.infra.checkpoints import LAST
 
-__all__ = ["LAUNCHERS", "Run", "StudyConfig", "load_study", "plan", "stale_runs"]
+__all__ = ["LAUNCHERS", "STUDY_FILE", "Run", "StudyConfig", "load_study", "plan", "stale_runs"]
 
 # How a run is executed, not what it computes: a finished run that differs only in these is not redone.
 EXECUTION_KEYS = ("resume:", "run.threads:")
+STUDY_FILE = "study.yaml"  # the resolved study, in its out_dir: what `guidedmae report STUDY_DIR` reads
 
 LAUNCHERS = ("local", "slurm", "debug")
 BASE = "base"
@@ -65,6 +66,9 @@ class ArmSpec:
     # A check of the set-up (does continuing move anything? does the lr matter?), not one of the study's
     # questions: its test stands alone (uncorrected) and its spread stays out of the power of the design.
     sanity: bool = False
+    # With pretrain: false, evaluate random weights instead of the base's: the floor a downstream metric
+    # must rise well above for the benchmark to have room (the headroom check).
+    random_init: bool = False
 
 
 @dataclass
@@ -127,6 +131,10 @@ class StudyConfig:
         for arm in self.arms:
             if arm.control and (arm.control not in names or arm.control == arm.name):
                 raise ValueError(f"arms {arm.name}: control={arm.control!r}; expected another arm of {names}")
+            if arm.random_init and arm.pretrain:
+                raise ValueError(
+                    f"arms {arm.name}: random_init=true evaluates random weights; it needs pretrain: false"
+                )
         for key, seeds in (("seeds", self.seeds), ("base.seeds", self.base.seeds)):
             if len(set(seeds)) != len(seeds) or (seeds and min(seeds) < 0):
                 raise ValueError(f"{key}={list(seeds)}; expected distinct non-negative seeds")
@@ -241,11 +249,26 @@ class Run:
         if not written.is_file():
             return []
         try:
-            saved = config_to_dict(load_config(self.schema, written))
+            saved = _relocated(config_to_dict(load_config(self.schema, written)), self)
         except ConfigError as error:
             return [f"{written} no longer loads: {error}"]
         planned = config_to_dict(self.resolved())
         return [line for line in config_differences(saved, planned) if not line.startswith(EXECUTION_KEYS)]
+
+
+def _relocated(saved: dict, run: Run) -> dict:
+    """A run's saved config as if written where the study now is: the paths inside the study folder
+    (out_dir, model.init of a run that continues another) follow a study folder moved or merged elsewhere."""
+    written_at, now_at = Path(saved["out_dir"]), run.out_dir()
+    if written_at.parts[-len(Path(run.name).parts) :] != Path(run.name).parts:
+        return saved
+    old_root = Path(*written_at.parts[: -len(Path(run.name).parts)])
+    new_root = Path(*now_at.parts[: -len(Path(run.name).parts)])
+    init = saved.get("model", {}).get("init")
+    if init and Path(init).is_relative_to(old_root):
+        saved["model"]["init"] = str(new_root / Path(init).relative_to(old_root))
+    saved["out_dir"] = str(now_at)
+    return saved
 
 
 def _path(base: Path, name: str) -> str:
@@ -273,7 +296,9 @@ def _arm_runs(
     """An arm's continuation of one base with one seed, and its evaluations."""
     replicate = f"seed-{seed}" if base_seed < 0 else f"base-{base_seed}/seed-{seed}"
     arm_dir = f"{arm.name}/{replicate}"
-    if base:
+    if arm.random_init:
+        weights, base = "", None
+    elif base:
         weights = str(base.out_dir() / LAST)
     else:
         weights = _path(folder, study.base.checkpoint) if study.base.checkpoint else ""

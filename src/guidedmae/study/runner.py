@@ -18,12 +18,11 @@ from guidedmae.infra.files import atomic_write, lock_folder, make_folder
 from guidedmae.infra.run_log import METRICS, run_seconds
 from guidedmae.study.launch import Outcome, launch
 from guidedmae.study.leaks import check_no_leak
-from guidedmae.study.plan import Run, load_study, plan, stale_runs
+from guidedmae.study.merge import write_provenance
+from guidedmae.study.plan import STUDY_FILE, Run, load_study, plan, stale_runs
 from guidedmae.study.tables import collect, format_markdown, format_power, write_tables
 
-__all__ = ["STUDY_FILE", "load_planned", "run_study"]
-
-STUDY_FILE = "study.yaml"  # the resolved study, in its out_dir: what `guidedmae report STUDY_DIR` reads
+__all__ = ["load_planned", "run_study"]
 
 
 def load_planned(path: str | Path, overrides: list[str] = ()):
@@ -142,6 +141,12 @@ def run_study(path: str | Path, overrides: list[str], dry_run: bool = False, red
                 print(f"{each.name}: stale, previous run moved to {_move_aside(each)}")
         study_yaml = _study_yaml(study, Path(path))
         atomic_write(out_dir / STUDY_FILE, lambda file: file.write(study_yaml.encode()))
+        earlier = write_provenance(out_dir)
+        if earlier:
+            print(
+                f"note: {out_dir} holds runs of other code ({earlier}); its tables now mix versions, and it "
+                "cannot be merged with other parts"
+            )
         done = [sum(each.status() == "finished" for each in runs)]
         outcomes = launch(study, runs, out_dir / "logs", lambda outcome: _report(outcome, done, len(runs)))
     tables = collect(study, runs)
