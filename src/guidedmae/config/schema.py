@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from guidedmae.data.modalities import DERIVED_TARGETS, declare_all
 from guidedmae.data.sources import get_source
 from guidedmae.data.transforms import AugmentConfig
+from guidedmae.infra.backends import BackendSettings
 from guidedmae.infra.optim import OptimConfig, validate_optim
 from guidedmae.infra.precision import PRECISIONS
 from guidedmae.infra.schedule import ScheduleConfig, validate_schedule
@@ -76,6 +77,8 @@ class DataConfig:
     render_size: int = 0  # synthetic: pixels per side rendered before augmentation; 0 = augment.size
     batch_size: int = 256  # per process; total batch = batch_size * processes * optim.accum_steps
     num_workers: int = 4  # loader processes per training process
+    # Keep the loader processes for the whole run instead of starting them every epoch (same batches)
+    persistent_workers: bool = False
     on_error: str = "raise"  # a broken sample: raise (naming its files) | skip (decode all at start, warn)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -113,14 +116,21 @@ class DataConfig:
 
 
 @dataclass
-class RunConfig:
+class RunConfig(BackendSettings):
+    """Where and how a run computes: the device, precision and compilation, and the backend settings of
+    guidedmae.infra.backends (tf32, sdpa_backend, cudnn_benchmark, deterministic)."""
+
     device: str = "auto"  # auto (this process's GPU if any, else CPU) | cpu | cuda
     precision: str = "bf16"  # fp32 | bf16 (autocast) | fp16 (autocast + loss scaling, CUDA only)
     compile: bool = False  # torch.compile the training step
+    # Recompute each encoder block's activations in the backward instead of storing them: less memory
+    # (ViT-L at large batches) for about a third more compute
+    activation_checkpointing: bool = False
     threads: int = 0  # CPU threads per process; 0 = the cores divided among the local processes
     max_nonfinite: int = 5  # abort after this many steps in a row with a non-finite loss
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.precision not in PRECISIONS:
             raise ValueError(f"run.precision={self.precision!r}; expected one of {PRECISIONS}")
         if self.threads < 0 or self.max_nonfinite < 1:

@@ -1,7 +1,9 @@
 """The loader that shards, shuffles and resumes a data set: one per epoch, any number of processes.
 
 Every sample is augmented with its own generator, derived from (seed, epoch, index) by its data set: a
-sample comes out the same whatever the number of workers or the batch it is resumed from.
+sample comes out the same whatever the number of workers or the batch it is resumed from. With persistent
+workers (data.persistent_workers) one loader serves the whole run; its workers learn each epoch from the
+samples they are asked for, (epoch, index) pairs, so the batches are those of a loader built per epoch.
 """
 
 import math
@@ -10,12 +12,12 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from guidedmae.data.seeding import derived_generator
 from guidedmae.infra.memory import LOADER_TRIM_THRESHOLD, keep_freed_memory
 
-__all__ = ["ResumableDistributedSampler", "build_loader", "reuse_freed_memory"]
+__all__ = ["EpochLoader", "ResumableDistributedSampler", "build_loader", "reuse_freed_memory"]
 
 
 class ResumableDistributedSampler(DistributedSampler):
@@ -146,3 +148,71 @@ def build_loader(
         generator=derived_generator(seed, epoch),
         worker_init_fn=reuse_freed_memory,
     )
+
+
+class _EpochTagged(Dataset):
+    """A data set asked for (epoch, index): each worker's copy takes the epoch before the sample."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]):
+        epoch, index = item
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+class _EpochTaggedSampler(Sampler):
+    """A sampler's indices as (its epoch, index) pairs."""
+
+    def __init__(self, sampler: ResumableDistributedSampler) -> None:
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.sampler.epoch, index) for index in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class EpochLoader:
+    """The batches of every epoch of a run (build_loader's), from one loader whose workers persist, or
+    from a loader built per epoch. `epoch(e, start_batch)` gives the loader of epoch e from that batch."""
+
+    def __init__(self, dataset: Dataset, *, persistent: bool, **options) -> None:
+        self.dataset, self.options = dataset, options
+        self.persistent = persistent and options["num_workers"] > 0
+        if self.persistent:
+            self.sampler = ResumableDistributedSampler(
+                dataset,
+                num_replicas=options["world_size"],
+                rank=options["rank"],
+                shuffle=options["shuffle"],
+                seed=options["seed"],
+                drop_last=options["drop_last"],
+            )
+            self.loader = DataLoader(
+                _EpochTagged(dataset),
+                batch_size=options["batch_size"],
+                sampler=_EpochTaggedSampler(self.sampler),
+                num_workers=options["num_workers"],
+                drop_last=options["drop_last"],
+                pin_memory=options["pin_memory"],
+                persistent_workers=True,
+                generator=derived_generator(options["seed"], 0),
+                worker_init_fn=reuse_freed_memory,
+            )
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> DataLoader:
+        if not self.persistent:
+            return build_loader(self.dataset, epoch=epoch, start_batch=start_batch, **self.options)
+        skip = start_batch * self.options["batch_size"]
+        if not 0 <= skip <= self.sampler.num_samples:
+            raise ValueError(f"cannot skip {skip} of the {self.sampler.num_samples} samples of this rank")
+        self.sampler.set_epoch(epoch)
+        self.sampler.skip = skip
+        return self.loader

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from guidedmae.data.loader import build_loader
+from guidedmae.data.loader import EpochLoader
 from guidedmae.engine.job import RESULTS, Job, LoopState, RunResult, Training
 from guidedmae.engine.resume import write_checkpoint
 from guidedmae.engine.start import own_run_folder, start
@@ -81,20 +81,20 @@ def train(training: Training, state: LoopState, logger: RunLogger) -> LoopState:
     window = MetricsWindow()
     training.step.train()
     training.optimizer.zero_grad(set_to_none=True)
+    batches = EpochLoader(
+        training.dataset,
+        persistent=config.data.persistent_workers,
+        batch_size=config.data.batch_size,
+        num_workers=config.data.num_workers,
+        shuffle=True,
+        drop_last=True,
+        seed=config.seed,
+        rank=context.rank,
+        world_size=context.world_size,
+        pin_memory=context.device.type == "cuda",
+    )
     while state.epoch < schedule.config.total_epochs:
-        loader = build_loader(
-            training.dataset,
-            batch_size=config.data.batch_size,
-            num_workers=config.data.num_workers,
-            shuffle=True,
-            drop_last=True,
-            seed=config.seed,
-            epoch=state.epoch,
-            start_batch=state.batch,
-            rank=context.rank,
-            world_size=context.world_size,
-            pin_memory=context.device.type == "cuda",
-        )
+        loader = batches.epoch(state.epoch, state.batch)
         losses_sum: dict[str, torch.Tensor] = {}
         for batch in loader:
             micro_step = state.batch % accum_steps

@@ -1,6 +1,7 @@
 """Everything before a run's first step, in order:
 
 lock      : rank 0 holds out_dir/.lock for the whole run (a second run there stops at once)
+backends  : threads, TF32, the attention kernel, determinism (run.*: guidedmae.infra.backends)
 resume    = resolve_resume(config.resume, out_dir)          '' | auto (newest readable) | PATH
 seed      -> parts = job.build(context)                     model, step, data set, parameter groups
 model.init (fresh runs only) -> job.initialize(parts.model, path)
@@ -25,6 +26,7 @@ from guidedmae.config import config_to_dict, config_to_yaml, save_config
 from guidedmae.data.seeding import derived_generator
 from guidedmae.engine.job import CONFIG_FILE, Job, LoopState, Training
 from guidedmae.engine.resume import resume
+from guidedmae.infra.backends import apply_backend_settings
 from guidedmae.infra.checkpoints import UnreadableCheckpoint, resolve_resume
 from guidedmae.infra.distributed import DistributedContext, broadcast_object, threads_per_process
 from guidedmae.infra.files import FolderBusy
@@ -35,6 +37,7 @@ from guidedmae.infra.run_folder import lock_run_folder, remove_stale_temps
 from guidedmae.infra.run_log import RunLogger
 from guidedmae.infra.schedule import LRSchedule
 from guidedmae.infra.trackers import build_trackers
+from guidedmae.models.multimae import MultiMAE
 
 __all__ = ["own_run_folder", "run_schedule", "start", "steps_per_epoch"]
 
@@ -89,6 +92,7 @@ def start(job: Job, context: DistributedContext) -> tuple[Training, LoopState, R
     stands, and the run's logger (rank 0 writes; every rank holds one)."""
     config = job.config
     torch.set_num_threads(threads_per_process(config.run.threads, context))
+    apply_backend_settings(config.run, context.device)
     keep_freed_memory(TRAINING_TRIM_THRESHOLD)  # every step reallocates what the last one freed
     out_dir = Path(config.out_dir)
     device = context.device
@@ -97,6 +101,9 @@ def start(job: Job, context: DistributedContext) -> tuple[Training, LoopState, R
 
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     parts = job.build(context)
+    for module in parts.model.modules():  # the MultiMAE (or the fine-tuned encoder) recomputes its blocks
+        if isinstance(module, MultiMAE):
+            module.activation_checkpointing = config.run.activation_checkpointing
     init_report = None
     if config.model.init and not candidates:
         init_report = job.initialize(parts.model, config.model.init)

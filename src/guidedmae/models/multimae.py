@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from guidedmae.data.modalities import Modality
 from guidedmae.infra.checkpoints import build_to_fit
@@ -106,6 +107,8 @@ class MultiMAE(nn.Module):
                 f"image_size {config.image_size} is not a multiple of patch_size {config.patch_size}"
             )
         self.config = config
+        # Recompute the encoder blocks' activations in the backward instead of keeping them (run setting).
+        self.activation_checkpointing = False
         # The record of every input and output (norm_rgb: rgb's), resolved once.
         self.modalities = {name: config.modality(name) for name in (*config.inputs, *config.outputs)}
         self.input_adapters = nn.ModuleDict(
@@ -160,7 +163,17 @@ class MultiMAE(nn.Module):
         if ids_keep is not None:
             embeddings = embeddings.gather(1, ids_keep[..., None].expand(-1, -1, embeddings.shape[-1]))
         global_tokens = self.global_tokens.expand(embeddings.shape[0], -1, -1)
-        return self.encoder(torch.cat([embeddings, global_tokens], dim=1))
+        x = torch.cat([embeddings, global_tokens], dim=1)
+        for block in self.encoder:
+            x = self._run_block(block, x)
+        return x
+
+    def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """One encoder block; with activation checkpointing (and gradients), its activations are recomputed
+        in the backward instead of kept (the same drop-path draws: checkpoint replays the RNG)."""
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, x, use_reentrant=False)
+        return block(x)
 
     def decode(self, encoded: torch.Tensor, tokens: Tokens, selection: Selection) -> dict[str, torch.Tensor]:
         """Every output adapter's reconstruction: {name: [B, C, H', W']} (semseg: logits at 1/4 size)."""
@@ -213,7 +226,7 @@ class MultiMAE(nn.Module):
         x = torch.cat([embeddings, self.global_tokens.expand(embeddings.shape[0], -1, -1)], dim=1)
         outputs = {}
         for index, block in enumerate(self.encoder[: max(layers) + 1]):
-            x = block(x)
+            x = self._run_block(block, x)
             if index in layers:
                 outputs[index] = x
         return [outputs[index] for index in layers]
