@@ -109,8 +109,11 @@ def _import_official(root: Path):
     return multimae
 
 
-def measure_official(root: Path, model_name: str, batch_size: int, precision: str, steps: int, threads: int):
-    """Seconds per training step of the official MultiMAE code at `root` (median of `steps`)."""
+def measure_official(
+    root: Path, model_name: str, batch_size: int, precision: str, steps: int, threads: int, device="cpu"
+):
+    """Seconds per training step of the official MultiMAE code at `root` (median of `steps`), on `device`
+    (benchmarks/gpu_check.py times it on a GPU)."""
     from functools import partial
 
     import torch
@@ -168,7 +171,10 @@ def measure_official(root: Path, model_name: str, batch_size: int, precision: st
     groups = [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=1.5e-4, betas=(0.9, 0.95), eps=1e-8)
     scenes = SyntheticScenes(batch_size, size, 0, inputs, AugmentConfig(size))
-    batch = default_collate([scenes[index] for index in range(batch_size)])
+    batch = {
+        key: value.to(device)
+        for key, value in default_collate([scenes[i] for i in range(batch_size)]).items()
+    }
     times = []
     for index in range(steps + 1):
         start = time.perf_counter()
@@ -180,7 +186,7 @@ def measure_official(root: Path, model_name: str, batch_size: int, precision: st
             var[:, None, None, None] + 1e-6
         )
         optimizer.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             preds, masks = model(
                 dict(tasks), num_encoded_tokens=visible, alphas=1.0, fp32_output_adapters=["semseg"]
             )
@@ -188,6 +194,8 @@ def measure_official(root: Path, model_name: str, batch_size: int, precision: st
             loss = sum(losses[name](preds[name].float(), tasks[name], mask=masks[name]) for name in preds)
         loss.backward()
         optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         if index:  # the first step allocates the optimizer state
             times.append(time.perf_counter() - start)
     return statistics.median(times)

@@ -182,10 +182,12 @@ def _log_start(logger: RunLogger, job: Job, training: Training) -> None:
         logger.event("start", f"{job.kind}: nothing trained, on {where}; {job.describe(training)}")
         return
     trainable = sum(p.numel() for group in training.optimizer.param_groups for p in group["params"])
+    context = training.context
+    backend = f", {context.backend}" if context.backend else ""
     logger.event(
         "start",
-        f"{job.kind}: {trainable / 1e6:.2f}M trained parameters on {training.context.world_size} x "
-        f"{training.context.device} ({config.run.precision}); {job.describe(training)}; "
+        f"{job.kind}: {trainable / 1e6:.2f}M trained parameters on {context.world_size} x "
+        f"{context.device} ({config.run.precision}{backend}); {job.describe(training)}; "
         f"total batch {training.total_batch}, peak lr {schedule.base_lr:.3g}; epochs "
         f"{config.schedule.start_epoch}..{config.schedule.total_epochs} of a {config.schedule.total_epochs}-epoch "
         f"schedule = {schedule.run_steps} steps ({schedule.steps_per_epoch} per epoch), "

@@ -30,6 +30,8 @@ class DistributedContext:
     local_world_size: int = 1
     device: torch.device = torch.device("cpu")
     launcher_pid: int | None = None  # the torchrun agent's pid (our parent), None without torchrun
+    # Under torchrun even one process joins a process group (DDP and its collectives run as with more)
+    in_process_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -38,7 +40,12 @@ class DistributedContext:
 
     @property
     def is_distributed(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.in_process_group
+
+    @property
+    def backend(self) -> str | None:
+        """The process group's backend (nccl, gloo), None outside one."""
+        return dist.get_backend() if self.is_distributed and dist.is_initialized() else None
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -73,12 +80,15 @@ def init_distributed(device: str = "auto", env: Mapping[str, str] | None = None)
     resolved = resolve_device(device, local_rank)
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved)
-    if world_size > 1 and not dist.is_initialized():
+    launched = "TORCHELASTIC_RUN_ID" in env
+    if (world_size > 1 or launched) and not dist.is_initialized():
         backend = "nccl" if resolved.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size)
     # torchrun's workers outlive a killed agent (reparented); they watch their parent to notice.
-    launcher = os.getppid() if "TORCHELASTIC_RUN_ID" in env else None
-    return DistributedContext(rank, world_size, local_rank, local_world_size, resolved, launcher)
+    launcher = os.getppid() if launched else None
+    return DistributedContext(
+        rank, world_size, local_rank, local_world_size, resolved, launcher, dist.is_initialized()
+    )
 
 
 def check_launcher(context: DistributedContext) -> None:
