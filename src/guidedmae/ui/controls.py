@@ -1,53 +1,62 @@
-"""The `guidedmae ui` page (Gradio): controls in, demo.Demo computes, pictures and numbers out.
+"""The `guidedmae ui` page's controls, without Gradio: what they hold in, the page's outputs out.
 
-`respond` turns what the controls hold (text and numbers, as Gradio gives them) into the page's outputs,
-with a bad value or file shown as a message; `build_page` lays the controls out and `serve` runs the
-page. Gradio is imported only when a page is built: `pip install 'guidedmae[ui]'`.
+`respond` turns what the controls hold (as the browser or the HTTP API sends them: numbers may come as
+None or text) into the comparison's pictures and table, `respond_across` into the table over many scenes;
+a value or file that does not fit is a message naming the control. `take_upload` reads a dropped file
+once, checks it and removes the server's copy; `budget_setting` is what the visible-tokens slider offers
+for the modalities given. `ui.app` lays the controls out and serves the page.
 """
 
+import contextlib
 import math
 import re
 import time
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image
 
-from guidedmae.masking import STRATEGIES
-from guidedmae.ui.demo import SCENES, Budget, Comparison, Demo, StrategyChoice
+from guidedmae.ui.demo import Budget, Comparison, Demo, StrategyChoice
+from guidedmae.ui.scenes import SceneTable, across_scenes
+from guidedmae.ui.uploads import Upload, read_upload
 
-__all__ = ["PageRequest", "PageResult", "build_page", "require_gradio", "respond", "serve"]
+__all__ = [
+    "DIRICHLET",
+    "FIXED",
+    "SCENE",
+    "UPLOAD",
+    "BudgetSetting",
+    "PageRequest",
+    "PageResult",
+    "budget_setting",
+    "given_modalities",
+    "respond",
+    "respond_across",
+    "take_upload",
+]
 
-SCENE, UPLOAD = "synthetic scene", "upload"
+SCENE, UPLOAD = "held-out scene", "upload"
 DIRICHLET, FIXED = "Dirichlet draw", "fixed counts"
-MAX_FILE_SIZE = "50mb"  # uploads beyond this are refused by the server before they are stored
-
-
-def require_gradio():
-    """The gradio module, or a message saying how to install it."""
-    try:
-        import gradio
-    except ImportError as error:
-        raise ValueError("guidedmae ui needs gradio: pip install 'guidedmae[ui]'") from error
-    return gradio
 
 
 @dataclass
 class PageRequest:
-    """What the controls hold, as Gradio gives them (numbers may be None when a field is emptied)."""
+    """What the controls hold, as the page (or a client of its HTTP API) sends them: unchecked."""
 
-    source: str  # SCENE or UPLOAD
-    scene: float | None
-    files: dict[str, str | None]  # {model input: uploaded file's path}
-    pseudo_label: bool  # fill in the inputs an upload lacks with the pseudo-label models
-    num_visible: float | None
-    budget: str  # DIRICHLET or FIXED
-    alphas: str  # "1" or "1, 0.5, 2"
-    counts: str  # "20, 8, 4"
-    seed: float | None
-    left: str
-    left_options: str  # "noise=0.25 heads=2"
-    right: str
-    right_options: str
+    source: object  # SCENE or UPLOAD
+    scene: object  # the scene number
+    uploads: Mapping[str, Upload]  # {model input: the file given for it} (the page's session keeps them)
+    pseudo_label: object  # fill in the inputs an upload lacks with the pseudo-label models
+    num_visible: object  # visible tokens over the given modalities (Dirichlet draw)
+    budget: object  # DIRICHLET or FIXED
+    alphas: object  # "1" or "1, 0.5, 2"
+    counts: tuple  # fixed counts: visible tokens of each model input (those given are read)
+    seed: object
+    left: object  # a row of Demo.strategies
+    left_options: object  # "noise=0.25 heads=2"
+    right: object
+    right_options: object
 
 
 @dataclass
@@ -56,26 +65,104 @@ class PageResult:
 
     left: Image.Image | None = None
     right: Image.Image | None = None
-    budget_share: str = ""  # the masked share the budget sets, "0.8333"
-    left_share: str = ""  # the masked share each side's masks have
-    right_share: str = ""
-    summary: str = ""  # markdown: the image, the visible counts, the object shares, the premise, the time
+    left_caption: str = ""  # the side and its strategy: "left: attention-high"
+    right_caption: str = ""
+    summary: str = ""  # markdown: the image, a table of the two sides, the premise, the time
     message: str = ""
 
 
-def _whole(value: float | None, what: str) -> int:
-    if value is None or not float(value).is_integer():
-        raise ValueError(f"{what} {value!r}; expected a whole number")
-    return int(value)
+def _whole(value: object, control: str) -> int:
+    """A whole number from a control's value (a number, or its text through the HTTP API)."""
+    try:
+        number = (
+            float(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
+        )
+    except ValueError:
+        number = None
+    if number is None or not number.is_integer():
+        raise ValueError(f"{control} {value!r}; expected a whole number")
+    return int(number)
 
 
-def _numbers(text: str, what: str, kind: type) -> tuple:
+def _text(value: object, control: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{control} {value!r}; expected text")
+    return value
+
+
+def _choice(value: object, control: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{control} {value!r}; expected one of {', '.join(map(repr, choices))}")
+    return value
+
+
+def _alphas(text: str) -> tuple[float, ...]:
     words = [word for word in re.split(r"[,\s]+", text.strip()) if word]
     try:
-        return tuple(kind(word) for word in words)
+        return tuple(float(word) for word in words) or (1.0,)
     except ValueError:
-        example = "1, 0.5, 2" if kind is float else "20, 8, 4"
-        raise ValueError(f"{what} {text!r}; expected numbers separated by commas, e.g. {example}") from None
+        raise ValueError(
+            f"Dirichlet alphas {text!r}; expected numbers separated by commas, e.g. 1, 0.5, 2"
+        ) from None
+
+
+def given_modalities(demo: Demo, source: str, uploads: Mapping[str, Upload]) -> list[str]:
+    """The model inputs an image of `source` holds, in the model's order."""
+    inputs = demo.model.config.inputs
+    return list(inputs) if source == SCENE else [name for name in inputs if name in uploads]
+
+
+@dataclass
+class BudgetSetting:
+    maximum: int  # the tokens of the given modalities
+    value: int  # the visible tokens that keep the checkpoint's masked share
+    label: str  # the slider's title: what it counts
+
+
+def budget_setting(demo: Demo, given: list[str]) -> BudgetSetting:
+    """The visible-tokens slider for the given modalities: their tokens, and the checkpoint's masked share."""
+    tokens = demo.tokens_per_modality * max(len(given), 1)
+    value = demo.default_visible(max(len(given), 1))
+    listed = ", ".join(given) or "none given"
+    return BudgetSetting(
+        tokens,
+        value,
+        f"visible tokens of the {tokens} of {listed} (default {value}: the run's {1 - value / tokens:.0%} masked)",
+    )
+
+
+def _budget(demo: Demo, request: PageRequest, given: list[str]) -> Budget:
+    fixed = _choice(request.budget, "split among the modalities", (DIRICHLET, FIXED)) == FIXED
+    inputs = demo.model.config.inputs
+    counts = tuple(
+        _whole(count, f"{name} visible tokens")
+        for name, count in zip(inputs, request.counts)
+        if name in given
+    )
+    if fixed and len(counts) != len(given):
+        raise ValueError(
+            f"fixed counts {list(request.counts)}; expected one per model input ({', '.join(inputs)})"
+        )
+    return Budget(
+        num_visible=sum(counts) if fixed else _whole(request.num_visible, "visible tokens"),
+        alphas=() if fixed else _alphas(_text(request.alphas, "Dirichlet alphas")),
+        counts=counts if fixed else (),
+        seed=_whole(request.seed, "seed"),
+    )
+
+
+def _sides(request: PageRequest) -> tuple[StrategyChoice, StrategyChoice]:
+    return (
+        StrategyChoice(
+            _text(request.left, "left strategy"), tuple(_text(request.left_options, "left options").split())
+        ),
+        StrategyChoice(
+            _text(request.right, "right strategy"),
+            tuple(_text(request.right_options, "right options").split()),
+        ),
+    )
 
 
 def _shares(values: dict[str, float]) -> str:
@@ -88,7 +175,7 @@ def _summary(comparison: Comparison, label: str, seconds: float) -> str:
     rows = {
         label: [f"left: {sides[0].strategy}", f"right: {sides[1].strategy}"],
         "visible tokens": [", ".join(f"{name} {count}" for name, count in s.visible.items()) for s in sides],
-        "masked share": [f"{s.masked_share:.4f}" for s in sides],
+        f"masked share (the budget: {comparison.budget_share:.4f})": [f"{s.masked_share:.4f}" for s in sides],
     }
     if comparison.premise:
         rows["masked tokens on objects"] = [_shares(s.object_share) for s in sides]
@@ -110,138 +197,104 @@ def respond(demo: Demo, request: PageRequest) -> PageResult:
     """The page's outputs for `request`; a value or file that does not fit is a message naming it."""
     start = time.perf_counter()
     try:
-        if request.source == SCENE:
+        source = _choice(request.source, "image", (SCENE, UPLOAD))
+        if source == SCENE:
             image = demo.scene(_whole(request.scene, "scene number"))
         else:
-            image = demo.upload(request.files, request.pseudo_label)
-        fixed = request.budget == FIXED
-        counts = _numbers(request.counts, "fixed counts", int) if fixed else ()
-        if fixed and not counts:
-            raise ValueError("fixed counts ''; expected one visible count per given modality, e.g. 20, 8, 4")
-        budget = Budget(
-            num_visible=sum(counts) if fixed else _whole(request.num_visible, "visible tokens"),
-            alphas=_numbers(request.alphas, "Dirichlet alphas", float) or (1.0,),
-            counts=counts,
-            seed=_whole(request.seed, "seed"),
-        )
-        comparison = demo.compare(
-            image,
-            budget,
-            StrategyChoice(request.left, tuple(request.left_options.split())),
-            StrategyChoice(request.right, tuple(request.right_options.split())),
-        )
+            pseudo_label = request.pseudo_label
+            if not isinstance(pseudo_label, bool):
+                raise ValueError(f"pseudo-label checkbox {pseudo_label!r}; expected true or false")
+            if not request.uploads:
+                raise ValueError(
+                    "no file given; drop an image on one of the inputs (rgb, depth, semseg) first"
+                )
+            image = demo.upload(request.uploads, pseudo_label)
+        given = [name for name in demo.model.config.inputs if name in image.tensors]
+        left, right = _sides(request)
+        comparison = demo.compare(image, _budget(demo, request, given), left, right)
     except ValueError as error:
         return PageResult(message=f"**Cannot compare:** {error}")
-    left, right = comparison.sides
+    sides = comparison.sides
     return PageResult(
-        left=left.figure,
-        right=right.figure,
-        budget_share=f"{comparison.budget_share:.4f}",
-        left_share=f"{left.masked_share:.4f}",
-        right_share=f"{right.masked_share:.4f}",
+        left=sides[0].figure,
+        right=sides[1].figure,
+        left_caption=f"left: {sides[0].strategy}",
+        right_caption=f"right: {sides[1].strategy}",
         summary=_summary(comparison, image.label, time.perf_counter() - start),
     )
 
 
-def _header(demo: Demo) -> str:
-    config = demo.model.config
-    strategies = dict.fromkeys(masking.strategy for masking in demo.strategies.values())
-    options = {name: [field.name for field in fields(STRATEGIES[name].options_class)] for name in strategies}
-    keys = "; ".join(f"{name}: {', '.join(names)}" for name, names in options.items() if names)
+def _interval(bounds: tuple[float, float]) -> str:
+    return f"{bounds[0]:+.3f} .. {bounds[1]:+.3f}" if not math.isnan(bounds[0]) else "n/a"
+
+
+def scene_table_markdown(table: SceneTable, seconds: float) -> str:
+    """Markdown: one row per per-scene number, its mean and 95 % interval, chance, and the difference."""
     lines = [
-        f"## guidedmae: `{demo.path}`",
-        f"Inputs {', '.join(config.inputs)}, outputs {', '.join(config.outputs)}; {config.image_size} px "
-        f"images, {demo.tokens_per_modality} tokens per modality. Two masking strategies on the same image, "
-        f"with the same visible counts and seed. Options (key=value, over the row's) of {keys}.",
+        f"Over held-out scenes 0..{table.scenes - 1}: the {table.with_objects} with objects in view "
+        f"(left: {table.sides[0]}, right: {table.sides[1]}).",
+        "",
+        "| per scene | mean | 95 % interval | chance | minus chance (95 % interval) |",
+        "|---|---|---|---|---|",
     ]
-    return "\n\n".join(lines)
+    for name, row in table.rows.items():
+        low, high = row.interval
+        lines.append(
+            f"| {name} | {row.mean:.3f} | {low:.3f} .. {high:.3f} | {row.chance:.3f} | {_interval(row.above_chance)} |"
+        )
+    lines += [
+        "",
+        "Chance: the objects' share of the tokens, what a choice blind to objects scores. "
+        f"Computed in {seconds:.1f} s.",
+    ]
+    return "\n".join(lines)
 
 
-def build_page(demo: Demo):
-    """The page of `demo` as a gradio.Blocks; it compares the default settings when it opens."""
-    gr = require_gradio()
-    config, inputs = demo.config, demo.model.config.inputs
-    total = demo.tokens_per_modality * len(inputs)
-    with gr.Blocks(title="guidedmae", analytics_enabled=False) as page:
-        gr.Markdown(_header(demo))
-        if demo.excluded:
-            with gr.Accordion(f"strategies not offered here ({len(demo.excluded)})", open=False):
-                gr.Markdown("\n".join(f"- **{row}**: {why}" for row, why in demo.excluded.items()))
-        with gr.Row():
-            with gr.Column():
-                source = gr.Radio([SCENE, UPLOAD], value=SCENE, label="image", elem_id="source")
-                scene = gr.Number(0, precision=0, label=f"held-out scene (0..{SCENES - 1})", elem_id="scene")
-                pseudo_label = gr.Checkbox(
-                    False,
-                    label=f"pseudo-label what an upload lacks ({', '.join(demo.labellers)}) from its rgb",
-                    visible=bool(demo.labellers),
-                )
-            with gr.Column():
-                num_visible = gr.Slider(
-                    0, total, value=min(config.masking.num_visible, total), step=1, label="visible tokens",
-                    elem_id="num-visible",
-                )  # fmt: skip
-                budget = gr.Radio([DIRICHLET, FIXED], value=DIRICHLET, label="visible tokens per modality")
-                alphas = gr.Textbox(
-                    ", ".join(f"{alpha:g}" for alpha in config.masking.alphas),
-                    label="Dirichlet alphas: one, or one per given modality",
-                )
-                counts = gr.Textbox(
-                    "", label="fixed counts: one per given modality", placeholder="e.g. 20, 8, 4"
-                )
-                seed = gr.Number(config.seed, precision=0, label="seed", elem_id="seed")
-            with gr.Column():
-                rows = list(demo.strategies)
-                left = gr.Dropdown(rows, value=rows[0], label="left strategy", elem_id="left-strategy")
-                left_options = gr.Textbox("", label="left options", placeholder="e.g. noise=0.25 heads=2")
-                right = gr.Dropdown(rows, value="random", label="right strategy", elem_id="right-strategy")
-                right_options = gr.Textbox("", label="right options", placeholder="e.g. select=low")
-                button = gr.Button("Compare", variant="primary", elem_id="compare")
-        with gr.Row():  # used when the image is an upload: any of the model's inputs
-            files = [
-                gr.File(label=f"{name} ({' / '.join(demo.model.modalities[name].extensions)})",
-                        height=120, elem_id=f"file-{name}")
-                for name in inputs
-            ]  # fmt: skip
-        message = gr.Markdown(elem_id="message")
-        with gr.Row():
-            budget_share = gr.Textbox(label="masked share the budget sets", elem_id="budget-share")
-            left_share = gr.Textbox(label="left: masked share", elem_id="left-share")
-            right_share = gr.Textbox(label="right: masked share", elem_id="right-share")
-        with gr.Row():
-            left_figure = gr.Image(type="pil", format="png", label="left", elem_id="left-figure")
-            right_figure = gr.Image(type="pil", format="png", label="right", elem_id="right-figure")
-        summary = gr.Markdown(elem_id="summary")
-
-        # In PageRequest's order, the files in the model's input order; the outputs in PageResult's.
-        controls = [source, scene, *files, pseudo_label, num_visible, budget, alphas, counts, seed,
-                    left, left_options, right, right_options]  # fmt: skip
-        outputs = [left_figure, right_figure, budget_share, left_share, right_share, summary, message]
-
-        def compute(source, scene, *values):
-            uploads, settings = values[: len(inputs)], values[len(inputs) :]
-            result = respond(demo, PageRequest(source, scene, dict(zip(inputs, uploads)), *settings))
-            return [getattr(result, field.name) for field in fields(PageResult)]
-
-        button.click(compute, controls, outputs)
-        page.load(compute, controls, outputs)
-    return page
+def respond_across(demo: Demo, request: PageRequest, scenes: object) -> tuple[str, str]:
+    """(the table over held-out scenes 0..scenes-1 as markdown, a message): the page's settings, each
+    scene with its own draw of the budget over every model input."""
+    start = time.perf_counter()
+    try:
+        count = _whole(scenes, "scenes")
+        left, right = _sides(request)
+        table = across_scenes(
+            demo, _budget(demo, request, list(demo.model.config.inputs)), left, right, count
+        )
+    except ValueError as error:
+        return "", f"**Cannot compare across scenes:** {error}"
+    return scene_table_markdown(table, time.perf_counter() - start), ""
 
 
-def serve(demo: Demo, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
-    """Serve the page of `demo` at http://host:port; block: until Ctrl-C (then close it), else return the
-    running page (close it with .close())."""
-    if not 1 <= port <= 65535:
-        raise ValueError(f"--port {port}; expected a port number 1..65535")
-    page = build_page(demo)
-    page.launch(
-        server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, max_file_size=MAX_FILE_SIZE
-    )
-    print(f"guidedmae ui: serving {demo.path} at http://{host}:{port} (Ctrl-C stops)", flush=True)
-    if block:
-        try:
-            page.block_thread()
-        except KeyboardInterrupt:  # Ctrl-C is how a server stops: no "interrupted" error
-            page.close()
-            print("guidedmae ui: stopped", flush=True)
-    return page
+def take_upload(
+    demo: Demo, uploads: Mapping[str, Upload], modality: str, path: str | None, folder: str | Path
+) -> tuple[dict[str, Upload], str]:
+    """(the uploads with the file at `path` as `modality`'s, a message): the file is read once and checked
+    alone (a file that is no image, or not one the modality reads, is refused and the uploads are kept);
+    the server's copy, inside the page's upload `folder`, is removed either way. The message says what
+    does not fit together (sizes)."""
+    uploads = dict(uploads)
+    if path is None:
+        return uploads, ""
+    try:
+        upload = read_upload(path, modality)
+        demo.upload({modality: upload})
+    except ValueError as error:
+        return uploads, f"**Cannot take the {modality} file:** {error}"
+    finally:
+        _remove_copy(Path(path), Path(folder))
+    uploads[modality] = upload
+    try:
+        demo.upload(uploads)
+    except ValueError as error:
+        return uploads, f"**These files do not fit together:** {error}"
+    return uploads, ""
+
+
+def _remove_copy(path: Path, folder: Path) -> None:
+    """Remove the server's copy of an upload, and the folder Gradio made for it once empty; nothing
+    outside the page's upload folder."""
+    if not path.resolve().is_relative_to(folder.resolve()):
+        return
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty: the same file uploaded twice at once
+        path.parent.rmdir()
