@@ -465,7 +465,7 @@ def test_the_page_in_a_browser(demo, images):
             for side in ("left", "right"):
                 box = page.locator(f"#{side}-figure img").bounding_box()
                 assert box["y"] + box["height"] <= 900 and box["width"] == opened.sides[0].figure.width
-            assert not page.locator("#file-rgb").is_hidden() and page.locator("#previews").is_hidden()
+            assert not page.locator("#file-rgb").is_hidden() and page.locator("#preview-rgb img").count() == 0
 
             # Each side's options act on its own side.
             page.fill("#scene input", "3")
@@ -490,7 +490,7 @@ def test_the_page_in_a_browser(demo, images):
 
             # A dropped rgb photo switches the source, is previewed, and the budget follows it (16 tokens).
             page.set_input_files("#file-rgb input[type=file]", str(images / "photo.png"))
-            page.wait_for_selector("#preview-rgb figcaption:text('rgb: photo.png')", timeout=60_000)
+            page.wait_for_selector("#preview-rgb img[alt='rgb: photo.png']", timeout=60_000)
             assert page.get_by_label(UPLOAD, exact=True).is_checked() and page.locator("#scene").is_hidden()
             assert page.input_value("#num-visible input[type=number]") == "3"
             assert "visible tokens of the 16 of rgb" in page.inner_text("#num-visible")
@@ -502,9 +502,9 @@ def test_the_page_in_a_browser(demo, images):
 
             # Replaced in one step; a depth map of its size reaches the depth row.
             page.set_input_files("#file-rgb input[type=file]", str(images / "other.png"))
-            page.wait_for_selector("#preview-rgb figcaption:text('rgb: other.png')", timeout=60_000)
+            page.wait_for_selector("#preview-rgb img[alt='rgb: other.png']", timeout=60_000)
             page.set_input_files("#file-depth input[type=file]", str(images / "depth.png"))
-            page.wait_for_selector("#preview-depth", timeout=60_000)
+            page.wait_for_selector("#preview-depth img", timeout=60_000)
             assert page.input_value("#num-visible input[type=number]") == "5"  # 8/48 of 32
             page.click("#compare")
             _summary_shows(page, "rgb: other.png, depth: depth.png")
@@ -530,7 +530,11 @@ def test_the_page_in_a_browser(demo, images):
             # A file that is no image: a message, the uploads kept.
             page.set_input_files("#file-depth input[type=file]", str(images / "notes.txt"))
             page.wait_for_selector("#message :text('Cannot take the depth file')", timeout=60_000)
-            assert page.locator("#preview-depth").count() == 1
+            assert page.locator("#preview-depth img[alt='depth: depth.png']").count() == 1
+            # Removing the depth map: rgb alone again, its budget back.
+            page.click("#remove-depth")
+            page.wait_for_selector("#preview-depth img", state="detached")
+            assert page.input_value("#num-visible input[type=number]") == "3"
 
             # Back to scenes: the across-scenes panel answers over many.
             page.get_by_label(SCENE, exact=True).check()

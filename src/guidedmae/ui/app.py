@@ -41,15 +41,14 @@ DELETE_CACHE = (3600, 3600)
 CSS = """
 .gradio-container { padding-top: 4px !important; --layout-gap: 10px; }
 #header p { margin: 0; }
-#trained-on { font-size: 13px; line-height: 1.3; }
+#trained-on { font-size: 12px; line-height: 1.3; }
 .drop [data-testid="upload-text"] { visibility: hidden; }
 #left-figure, #right-figure { padding: 0 !important; }
 .side { margin: 0; }
 .side figcaption { font-weight: bold; margin-bottom: 2px; }
 .figure { overflow-x: auto; }
 .figure img { display: block; max-width: 100%; min-width: 440px; height: auto; }
-.previews { display: flex; gap: 10px; }
-.previews figure { margin: 0; font-size: 13px; }
+.preview figure { margin: 0; font-size: 12px; line-height: 1.2; overflow-wrap: anywhere; }
 """
 
 
@@ -78,18 +77,19 @@ def _figure(image: Image.Image | None, caption: str) -> str:
     )
 
 
-def _previews(demo: Demo, uploads: dict) -> str:
-    """The uploads as the model sees them (centre crop at its size), each with its file name."""
-    pictures = []
-    for name, upload in uploads.items():
-        try:
-            tensor = demo.upload({name: upload}).tensors[name]
-        except ValueError:  # checked when it was taken; a later change of the model is no concern here
-            continue
-        caption = html.escape(f"{name}: {upload.name}")
-        picture = _img(input_picture(name, tensor, demo.model.modalities[name], 96), caption)
-        pictures.append(f'<figure id="preview-{name}">{picture}<figcaption>{caption}</figcaption></figure>')
-    return f'<div class="previews">{"".join(pictures)}</div>' if pictures else ""
+def _preview(demo: Demo, name: str, uploads: dict) -> str:
+    """The upload of modality `name` as the model sees it (centre crop at its size), with its file name."""
+    if name not in uploads:
+        return ""
+    try:
+        tensor = demo.upload({name: uploads[name]}).tensors[name]
+    except ValueError:  # checked when it was taken; nothing to draw otherwise
+        return ""
+    caption = html.escape(uploads[name].name)
+    picture = _img(
+        input_picture(name, tensor, demo.model.modalities[name], 64), f"{name}: {uploads[name].name}"
+    )
+    return f"<figure>{picture}<figcaption>{caption}</figcaption></figure>"
 
 
 def _header(demo: Demo) -> str:
@@ -114,31 +114,37 @@ def build_page(demo: Demo):
         with gr.Row(equal_height=False, elem_id="controls"):
             with gr.Column(scale=5, min_width=340):
                 with gr.Row():
-                    source = gr.Radio([SCENE, UPLOAD], value=SCENE, label="image", elem_id="source", scale=2)
+                    source = gr.Radio(
+                        [SCENE, UPLOAD],
+                        value=SCENE,
+                        label="image",
+                        show_label=False,
+                        elem_id="source",
+                        scale=2,
+                    )
                     scene = gr.Number(
                         demo.default_scene(), precision=0, label=f"scene (0..{SCENES - 1})", elem_id="scene",
                         min_width=110, scale=0,
                     )  # fmt: skip
+                files, previews, removes = [], [], []
                 with gr.Row():
-                    files = [
-                        gr.File(label=f"{name}: drop or click", height=52, elem_id=f"file-{name}", elem_classes="drop",
-                                min_width=90)
-                        for name in inputs
-                    ]  # fmt: skip
+                    for name in inputs:  # per input: its drop zone, then what was dropped, and its removal
+                        with gr.Column(min_width=90):
+                            files.append(gr.File(label=f"{name}: drop or click", height=44, elem_id=f"file-{name}",
+                                                 elem_classes="drop"))  # fmt: skip
+                            with gr.Row(equal_height=False):
+                                previews.append(
+                                    gr.HTML(elem_id=f"preview-{name}", elem_classes="preview", min_width=64)
+                                )
+                                removes.append(gr.Button("✕", size="sm", visible=False, elem_id=f"remove-{name}",
+                                                         min_width=30, scale=0))  # fmt: skip
                 with gr.Column(visible=False) as upload_box:
-                    previews = gr.HTML(elem_id="previews")
-                    with gr.Row():
-                        removes = [
-                            gr.Button(f"remove {name}", size="sm", visible=False, elem_id=f"remove-{name}", min_width=60)
-                            for name in inputs
-                        ]  # fmt: skip
                     pseudo_label = gr.Checkbox(
                         False, visible=bool(demo.labellers), elem_id="pseudo-label",
                         label=f"pseudo-label what an upload lacks ({', '.join(demo.labellers)}) from its rgb",
                     )  # fmt: skip
                     gr.Markdown(
-                        f"This model was trained on {demo.trained_on}: what an upload lacks is predicted as "
-                        "such images taught it, a guess on images unlike them.",
+                        f"Trained on {demo.trained_on}: what an upload lacks is a guess on images unlike those.",
                         elem_id="trained-on",
                     )
             with gr.Column(scale=6, min_width=340):
@@ -229,7 +235,7 @@ def build_page(demo: Demo):
         # What depends on the image's modalities and the budget's kind: the scene number or the uploads'
         # controls, the slider's range (the given modalities' tokens, the checkpoint's masked share) and
         # the fixed counts (one slider per given modality; the total follows them).
-        layout = [scene, upload_box, across, num_visible, alphas, *counts, previews, *removes]
+        layout = [scene, upload_box, across, num_visible, alphas, *counts, *previews, *removes]
 
         def relayout(source, uploads, budget):
             given = given_modalities(demo, source, uploads)
@@ -248,7 +254,7 @@ def build_page(demo: Demo):
                 ),
                 gr.update(visible=not fixed),
                 *(gr.update(visible=fixed and name in given, value=split.get(name, 0)) for name in inputs),
-                _previews(demo, uploads) if source == UPLOAD else "",
+                *(_preview(demo, name, uploads) if source == UPLOAD else "" for name in inputs),
                 *(gr.update(visible=source == UPLOAD and name in uploads) for name in inputs),
             ]
 
