@@ -175,6 +175,8 @@ def test_across_scenes_each_scene_draws_its_own_split_of_the_budget(demo):
         respond_across(demo, request(), 0)[1]
         == "**Cannot compare across scenes:** 0 scenes; expected 1..1000"
     )
+    one = respond_across(demo, request(), 1)[0]  # scene 0 has objects; one scene has no interval
+    assert "the 1 with objects in view" in one and "| n/a | 0.062 | n/a |" in one
 
 
 def test_an_rgb_only_upload_is_masked_and_its_other_modalities_predicted(demo, images):

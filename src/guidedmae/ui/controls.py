@@ -224,11 +224,12 @@ def respond(demo: Demo, request: PageRequest) -> PageResult:
     )
 
 
-def _interval(bounds: tuple[float, float]) -> str:
-    return f"{bounds[0]:+.3f} .. {bounds[1]:+.3f}" if not math.isnan(bounds[0]) else "n/a"
+def _bounds(bounds: tuple[float, float], sign: str = "") -> str:
+    """An interval as text; n/a for one scene, which has none."""
+    return "n/a" if math.isnan(bounds[0]) else f"{bounds[0]:{sign}.3f} .. {bounds[1]:{sign}.3f}"
 
 
-def scene_table_markdown(table: SceneTable, seconds: float) -> str:
+def _scene_table(table: SceneTable, seconds: float) -> str:
     """Markdown: one row per per-scene number, its mean and 95 % interval, chance, and the difference."""
     lines = [
         f"Over held-out scenes 0..{table.scenes - 1}: the {table.with_objects} with objects in view "
@@ -238,9 +239,9 @@ def scene_table_markdown(table: SceneTable, seconds: float) -> str:
         "|---|---|---|---|---|",
     ]
     for name, row in table.rows.items():
-        low, high = row.interval
         lines.append(
-            f"| {name} | {row.mean:.3f} | {low:.3f} .. {high:.3f} | {row.chance:.3f} | {_interval(row.above_chance)} |"
+            f"| {name} | {row.mean:.3f} | {_bounds(row.interval)} | {row.chance:.3f} | "
+            f"{_bounds(row.above_chance, '+')} |"
         )
     lines += [
         "",
@@ -262,7 +263,7 @@ def respond_across(demo: Demo, request: PageRequest, scenes: object) -> tuple[st
         )
     except ValueError as error:
         return "", f"**Cannot compare across scenes:** {error}"
-    return scene_table_markdown(table, time.perf_counter() - start), ""
+    return _scene_table(table, time.perf_counter() - start), ""
 
 
 def take_upload(
