@@ -215,9 +215,9 @@ def page_request(**changes):
 
 
 def api_arguments(demo, settings) -> list:
-    """The page's inputs in the order its compute endpoint takes them."""
-    inputs = demo.model.config.inputs
-    files = [settings.files.get(name) for name in inputs]
-    return [settings.source, settings.scene, *files, settings.pseudo_label, settings.num_visible,
-            settings.budget, settings.alphas, settings.counts, settings.seed, settings.left,
-            settings.left_options, settings.right, settings.right_options]  # fmt: skip
+    """The page's inputs in the order its compute endpoint takes them (the uploads are the session's, sent
+    to its upload endpoints: not among them); a fixed count per model input."""
+    counts = list(settings.counts) + [0] * (len(demo.model.config.inputs) - len(settings.counts))
+    return [settings.source, settings.scene, settings.pseudo_label, settings.num_visible, settings.budget,
+            settings.alphas, *counts, settings.seed, settings.left, settings.left_options, settings.right,
+            settings.right_options]  # fmt: skip

@@ -22,9 +22,12 @@ COLUMNS = ("input", "attention", "masked input", "prediction", "pred. + visible"
 PANEL = 128  # pixels per panel side: small inputs are enlarged so patches stay visible
 HEADER, LABEL, GAP = 18, 70, 6
 MASKED_GREY = 0.5
+# Colour maps: score maps (each scaled to its own min..max), one-channel values (depth: 2nd..98th
+# percentile of the target), class ids (one colour per id, repeating every 20).
+SCORE_COLOURS, VALUE_COLOURS, CLASS_COLOURS = "inferno", "magma", "tab20"
 
 
-def _colormap(values: np.ndarray, name: str) -> np.ndarray:
+def colormap(values: np.ndarray, name: str) -> np.ndarray:
     """[H, W] values in [0, 1] -> [H, W, 3] floats in [0, 1]."""
     return matplotlib.colormaps[name](np.clip(values, 0.0, 1.0))[..., :3]
 
@@ -53,12 +56,12 @@ def _colour_picture(image: torch.Tensor, modality: Modality, reference: torch.Te
 def _value_picture(values: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
     """[1, H, W] -> [H, W, 3], scaled by the 2nd..98th percentile of the reference (the target) values."""
     low, high = np.percentile(reference.float().cpu().numpy(), [2, 98])
-    return _colormap((values[0].float().cpu().numpy() - low) / max(high - low, 1e-6), "magma")
+    return colormap((values[0].float().cpu().numpy() - low) / max(high - low, 1e-6), VALUE_COLOURS)
 
 
-def _class_picture(classes: torch.Tensor) -> np.ndarray:
+def class_picture(classes: torch.Tensor) -> np.ndarray:
     """[h, w] class ids -> [h, w, 3], a fixed well-separated colour per id (ids repeat every 20)."""
-    return matplotlib.colormaps["tab20"](classes.long().cpu().numpy() % 20)[..., :3]
+    return matplotlib.colormaps[CLASS_COLOURS](classes.long().cpu().numpy() % 20)[..., :3]
 
 
 def _picture(
@@ -66,7 +69,7 @@ def _picture(
 ) -> np.ndarray:
     """One output's tensor (a prediction or its target) as an [H, W, 3] picture; `modality` says how."""
     if modality.is_class_map:
-        return _class_picture(value.argmax(dim=0) if value.is_floating_point() else value)
+        return class_picture(value.argmax(dim=0) if value.is_floating_point() else value)
     if name in DERIVED_TARGETS:
         # Patch-normalized prediction: undo the normalization with the target patch statistics, as MAE shows it.
         value = _unnormalize_patches(value.float(), target.float(), patch)
@@ -93,7 +96,7 @@ def _token_map(per_token: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return F.interpolate(grid, size=size, mode="nearest")[0, 0].numpy()
 
 
-def _resize(picture: np.ndarray, size: int = PANEL) -> Image.Image:
+def panel_image(picture: np.ndarray, size: int = PANEL) -> Image.Image:
     image = Image.fromarray((np.clip(picture, 0, 1) * 255).astype(np.uint8))
     return image.resize((size, size * image.height // image.width), Image.NEAREST)
 
@@ -126,9 +129,40 @@ def sample_panels(
     if score is not None:
         values = _token_map(score, size)
         values = (values - values.min()) / max(values.max() - values.min(), 1e-12)
-        heat = 0.35 * shown.mean(axis=-1, keepdims=True) + 0.65 * _colormap(values, "inferno")
+        heat = 0.35 * shown.mean(axis=-1, keepdims=True) + 0.65 * colormap(values, SCORE_COLOURS)
     pasted = predicted if hidden is None else np.where(hidden, predicted, shown)
     return [shown, heat, masked, predicted, pasted]
+
+
+def output_rows(
+    batch: dict[str, torch.Tensor],
+    choice: MaskChoice,
+    preds: dict[str, torch.Tensor],
+    sample: int,
+    patch_size: int,
+    modalities: Mapping[str, Modality] | None = None,
+) -> list[tuple[str, bool, list[np.ndarray | None]]]:
+    """Per output of sample `sample`: its name, whether the batch holds its input, and its five pictures
+    (sample_panels). A derived output whose source the batch lacks (norm_rgb without rgb) is left out:
+    patch-normalized predictions are drawn with their source's patch statistics."""
+    masks, scores = choice.selection.masks, choice.scores or {}
+    rows = []
+    for name in preds:
+        source = DERIVED_TARGETS.get(name, name)
+        if name in DERIVED_TARGETS and source not in batch:
+            continue
+        modality = get_modality(name, modalities)
+        panels = sample_panels(
+            name,
+            batch[source][sample] if source in batch else None,
+            preds[name][sample].detach(),
+            masks[source][sample] if source in masks else None,
+            scores[source][sample] if source in scores else None,
+            patch_size // modality.stride,
+            modality,
+        )
+        rows.append((name, source in batch, panels))
+    return rows
 
 
 def reconstruction_figure(
@@ -149,37 +183,26 @@ def reconstruction_figure(
     (the second column's title: attention, predicted loss, ...); modalities: the model's records of
     declared modalities (how each output is drawn).
     """
-    masks, scores = choice.selection.masks, choice.scores or {}
-    # Patch-normalized predictions are drawn with their source's patch statistics: none without it.
-    names = [name for name in preds if name not in DERIVED_TARGETS or DERIVED_TARGETS[name] in batch]
     num_samples = min(max_samples, next(iter(preds.values())).shape[0])
-    row_height = max(PANEL * preds[name].shape[-2] // preds[name].shape[-1] for name in names)
+    samples = [
+        output_rows(batch, choice, preds, sample, patch_size, modalities) for sample in range(num_samples)
+    ]
+    row_height = max(PANEL * preds[name].shape[-2] // preds[name].shape[-1] for name, _, _ in samples[0])
     width = LABEL + len(COLUMNS) * (PANEL + GAP)
-    height = HEADER + num_samples * (len(names) * (row_height + GAP) + GAP)
+    height = HEADER + num_samples * (len(samples[0]) * (row_height + GAP) + GAP)
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     for column, title in enumerate((COLUMNS[0], score_label, *COLUMNS[2:])):
         draw.text((LABEL + column * (PANEL + GAP) + 4, 3), title, fill="black")
     top = HEADER
-    for sample in range(num_samples):
-        for name in names:
-            source = DERIVED_TARGETS.get(name, name)
-            modality = get_modality(name, modalities)
-            panels = sample_panels(
-                name,
-                batch[source][sample] if source in batch else None,
-                preds[name][sample].detach(),
-                masks[source][sample] if source in masks else None,
-                scores[source][sample] if source in scores else None,
-                patch_size // modality.stride,
-                modality,
-            )
+    for sample, rows in enumerate(samples):
+        for name, given, panels in rows:
             label = f"#{sample} {name}" + ("\n(mean, std\nof the input)" if name in DERIVED_TARGETS else "")
-            label += "" if source in batch else "\n(not given)"
+            label += "" if given else "\n(not given)"
             draw.text((4, top + row_height // 2 - 6), label, fill="black")
             for column, panel in enumerate(panels):
                 if panel is not None:
-                    canvas.paste(_resize(panel), (LABEL + column * (PANEL + GAP), top))
+                    canvas.paste(panel_image(panel), (LABEL + column * (PANEL + GAP), top))
             top += row_height + GAP
         top += GAP
     return canvas

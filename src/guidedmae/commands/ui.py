@@ -10,6 +10,9 @@ command with its message. Needs `pip install 'guidedmae[ui]'` (Gradio); see docs
 """
 
 import argparse
+import contextlib
+import os
+import tempfile
 
 import torch
 
@@ -19,24 +22,44 @@ from guidedmae.ui.demo import Demo
 __all__ = ["add_parser"]
 
 
+@contextlib.contextmanager
+def _own_files_folder():
+    """Gradio's files (uploads, until the page has read them) in a folder of this server's own, removed
+    when it stops, rather than left in the system's shared one; GRADIO_TEMP_DIR set by the user is kept.
+    Set before gradio is imported: it reads the variable then."""
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="guidedmae-ui-") as folder:
+        os.environ["GRADIO_TEMP_DIR"] = folder
+        try:
+            yield
+        finally:
+            del os.environ["GRADIO_TEMP_DIR"]
+
+
 def run(args: argparse.Namespace) -> int:
-    require_gradio()  # missing: said before the model loads
+    cpus = os.cpu_count() or 1
+    if not 0 <= args.threads <= cpus:
+        raise ValueError(
+            f"--threads {args.threads}; expected 0 (the run's run.threads, else torch's) or 1..{cpus} (this "
+            "machine's CPUs)"
+        )
     models = {
         task: folder
         for task, folder in (("depth", args.pseudolabel_depth), ("semseg", args.pseudolabel_semseg))
         if folder
     }
-    if args.threads < 0:
-        raise ValueError(
-            f"--threads {args.threads}; expected 0 (the run's run.threads, else torch's) or more"
-        )
-    demo = Demo.load(args.checkpoint, models, args.device)
-    # One image per request: for a small model more threads cost more in synchronization than they save
-    # (the demo run: 60 ms with 1 thread, 400 ms with 2 on 2 busy cores), so the run's own count is kept.
-    threads = args.threads or demo.config.run.threads
-    if threads:
-        torch.set_num_threads(threads)
-    serve(demo, args.host, args.port)
+    with _own_files_folder():
+        require_gradio()  # missing: said before the model loads
+        demo = Demo.load(args.checkpoint, models, args.device)
+        # One image per request: for a small model more threads cost more in synchronization than they
+        # save (the demo run: 60 ms with 1 thread, 400 ms with 2 on 2 busy cores), so the run's own count
+        # is kept, on this machine's CPUs.
+        threads = args.threads or min(demo.config.run.threads, cpus)
+        if threads:
+            torch.set_num_threads(threads)
+        serve(demo, args.host, args.port)
     return 0
 
 
@@ -52,7 +75,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto")
     parser.add_argument(
-        "--threads", type=int, default=0, help="CPU threads (default: the run's run.threads, else torch's)"
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads, 1..this machine's CPUs (default: the run's run.threads, else torch's)",
     )
     parser.add_argument("--pseudolabel-depth", help="a depth model's folder (transformers), to fill in depth")
     parser.add_argument("--pseudolabel-semseg", help="a segmentation model's folder, to fill in semseg")

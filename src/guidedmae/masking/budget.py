@@ -187,22 +187,26 @@ class VisibleBudget(nn.Module):
 
 
 class FixedBudget(VisibleBudget):
-    """The same visible counts for every sample, chosen rather than drawn: the `ui` page shows strategies
-    side by side on one split of one image's budget (a Dirichlet draw made once, or the user's counts)."""
+    """Visible counts chosen rather than drawn: the `ui` page shows strategies side by side on one split of
+    the budget (a Dirichlet draw made once, or the user's counts), for one image or a batch of scenes."""
 
-    def __init__(self, masking, modalities: Sequence[str], counts: Sequence[int]) -> None:
+    def __init__(self, masking, modalities: Sequence[str], counts: Sequence[int] | torch.Tensor) -> None:
+        """counts: [M] the same for every sample, or [B, M] one row per sample."""
         super().__init__(masking, modalities)
-        self.counts = tuple(int(count) for count in counts)
+        self.counts = torch.as_tensor(counts, dtype=torch.long)
 
     def forward(
         self, batch_size: int, tokens_per_modality: Sequence[int], generator: torch.Generator
     ) -> torch.Tensor:
-        """[B, M] the fixed counts for each sample; generator unused (nothing is drawn)."""
-        if len(self.counts) != len(tokens_per_modality) or any(
-            not 0 <= count <= tokens for count, tokens in zip(self.counts, tokens_per_modality)
+        """[B, M] the fixed counts of each sample; generator unused (nothing is drawn)."""
+        counts = self.counts.expand(batch_size, -1) if self.counts.ndim == 1 else self.counts
+        if (
+            counts.shape != (batch_size, len(tokens_per_modality))
+            or (counts < 0).any()
+            or (counts > torch.tensor(tokens_per_modality)).any()
         ):
             raise ValueError(
-                f"visible counts {list(self.counts)} for modalities of {list(tokens_per_modality)} tokens; "
-                "expected one count per modality, each at most its tokens"
+                f"visible counts of shape {list(counts.shape)} for {batch_size} samples of modalities of "
+                f"{list(tokens_per_modality)} tokens; expected one count per modality, each at most its tokens"
             )
-        return torch.tensor(self.counts, dtype=torch.long).expand(batch_size, -1).clone()
+        return counts.clone()

@@ -1,25 +1,55 @@
-"""The `guidedmae ui` page (Gradio): controls in, demo.Demo computes, pictures and numbers out.
+"""The `guidedmae ui` page (Gradio): the controls laid out, wired to `ui.controls`, and served.
 
-`respond` turns what the controls hold (text and numbers, as Gradio gives them) into the page's outputs,
-with a bad value or file shown as a message; `build_page` lays the controls out and `serve` runs the
-page. Gradio is imported only when a page is built: `pip install 'guidedmae[ui]'`.
+Every event hands the controls' values to `ui.controls` unprocessed (`preprocess=False`), so that a value
+the browser or the HTTP API sends that does not fit (an empty number, text in a slider) is a message on
+the page naming the control, never an error of Gradio's. Pictures go to the page inline (data URLs) and
+a dropped file is read once and its server copy removed: a request leaves no file behind. Gradio is
+imported only when a page is built: `pip install 'guidedmae[ui]'`.
 """
 
-import math
-import re
+import base64
+import html
+import io
 import time
-from dataclasses import dataclass, fields
 
 from PIL import Image
 
-from guidedmae.masking import STRATEGIES
-from guidedmae.ui.demo import SCENES, Budget, Comparison, Demo, StrategyChoice
+from guidedmae.ui.controls import (
+    DIRICHLET,
+    FIXED,
+    SCENE,
+    UPLOAD,
+    PageRequest,
+    budget_setting,
+    given_modalities,
+    respond,
+    respond_across,
+    take_upload,
+)
+from guidedmae.ui.demo import SCENES, Demo
+from guidedmae.ui.figure import input_picture
+from guidedmae.ui.scenes import MAX_SCENES
 
-__all__ = ["PageRequest", "PageResult", "build_page", "require_gradio", "respond", "serve"]
+__all__ = ["PageRequest", "build_page", "require_gradio", "respond", "serve"]
 
-SCENE, UPLOAD = "synthetic scene", "upload"
-DIRICHLET, FIXED = "Dirichlet draw", "fixed counts"
 MAX_FILE_SIZE = "50mb"  # uploads beyond this are refused by the server before they are stored
+# Files Gradio stores that no event read (an upload whose event never ran) are removed after an hour,
+# and all of them when the server closes.
+DELETE_CACHE = (3600, 3600)
+# Compact controls, so that both pictures are on the first screen of a 1440x900 window; pictures keep a
+# readable width, scrolled sideways on a phone.
+CSS = """
+.gradio-container { padding-top: 4px !important; --layout-gap: 10px; }
+#header p { margin: 0; }
+#trained-on { font-size: 12px; line-height: 1.3; }
+.drop [data-testid="upload-text"] { visibility: hidden; }
+#left-figure, #right-figure { padding: 0 !important; }
+.side { margin: 0; }
+.side figcaption { font-weight: bold; margin-bottom: 2px; }
+.figure { overflow-x: auto; }
+.figure img { display: block; max-width: 100%; min-width: 440px; height: auto; }
+.preview figure { margin: 0; font-size: 12px; line-height: 1.2; overflow-wrap: anywhere; }
+"""
 
 
 def require_gradio():
@@ -31,200 +61,240 @@ def require_gradio():
     return gradio
 
 
-@dataclass
-class PageRequest:
-    """What the controls hold, as Gradio gives them (numbers may be None when a field is emptied)."""
-
-    source: str  # SCENE or UPLOAD
-    scene: float | None
-    files: dict[str, str | None]  # {model input: uploaded file's path}
-    pseudo_label: bool  # fill in the inputs an upload lacks with the pseudo-label models
-    num_visible: float | None
-    budget: str  # DIRICHLET or FIXED
-    alphas: str  # "1" or "1, 0.5, 2"
-    counts: str  # "20, 8, 4"
-    seed: float | None
-    left: str
-    left_options: str  # "noise=0.25 heads=2"
-    right: str
-    right_options: str
+def _img(image: Image.Image, alt: str) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
-@dataclass
-class PageResult:
-    """What the page shows; on bad input only the message."""
-
-    left: Image.Image | None = None
-    right: Image.Image | None = None
-    budget_share: str = ""  # the masked share the budget sets, "0.8333"
-    left_share: str = ""  # the masked share each side's masks have
-    right_share: str = ""
-    summary: str = ""  # markdown: the image, the visible counts, the object shares, the premise, the time
-    message: str = ""
-
-
-def _whole(value: float | None, what: str) -> int:
-    if value is None or not float(value).is_integer():
-        raise ValueError(f"{what} {value!r}; expected a whole number")
-    return int(value)
-
-
-def _numbers(text: str, what: str, kind: type) -> tuple:
-    words = [word for word in re.split(r"[,\s]+", text.strip()) if word]
-    try:
-        return tuple(kind(word) for word in words)
-    except ValueError:
-        example = "1, 0.5, 2" if kind is float else "20, 8, 4"
-        raise ValueError(f"{what} {text!r}; expected numbers separated by commas, e.g. {example}") from None
-
-
-def _shares(values: dict[str, float]) -> str:
-    return ", ".join(f"{name} {'n/a' if math.isnan(v) else f'{v:.2f}'}" for name, v in values.items())
-
-
-def _summary(comparison: Comparison, label: str, seconds: float) -> str:
-    """Markdown: a table of the two sides, the premise on scenes, the time the comparison took."""
-    sides = comparison.sides
-    rows = {
-        label: [f"left: {sides[0].strategy}", f"right: {sides[1].strategy}"],
-        "visible tokens": [", ".join(f"{name} {count}" for name, count in s.visible.items()) for s in sides],
-        "masked share": [f"{s.masked_share:.4f}" for s in sides],
-    }
-    if comparison.premise:
-        rows["masked tokens on objects"] = [_shares(s.object_share) for s in sides]
-    lines = [f"| {title} | {' | '.join(cells)} |" for title, cells in rows.items()]
-    lines.insert(1, "|---|---|---|")
-    if comparison.premise:
-        premise, chance = dict(comparison.premise), comparison.premise["chance"]
-        del premise["chance"]
-        lines += [
-            "",
-            f"**Premise** (share of the most attended tokens that lie on objects, as pretraining's "
-            f"`premise/<modality>`): {_shares(premise)}; by chance {chance:.2f}"
-            + (" (no object tokens in this view)." if chance == 0 else "."),
-        ]
-    return "\n".join([*lines, "", f"Computed in {seconds:.2f} s."])
-
-
-def respond(demo: Demo, request: PageRequest) -> PageResult:
-    """The page's outputs for `request`; a value or file that does not fit is a message naming it."""
-    start = time.perf_counter()
-    try:
-        if request.source == SCENE:
-            image = demo.scene(_whole(request.scene, "scene number"))
-        else:
-            image = demo.upload(request.files, request.pseudo_label)
-        fixed = request.budget == FIXED
-        counts = _numbers(request.counts, "fixed counts", int) if fixed else ()
-        if fixed and not counts:
-            raise ValueError("fixed counts ''; expected one visible count per given modality, e.g. 20, 8, 4")
-        budget = Budget(
-            num_visible=sum(counts) if fixed else _whole(request.num_visible, "visible tokens"),
-            alphas=_numbers(request.alphas, "Dirichlet alphas", float) or (1.0,),
-            counts=counts,
-            seed=_whole(request.seed, "seed"),
-        )
-        comparison = demo.compare(
-            image,
-            budget,
-            StrategyChoice(request.left, tuple(request.left_options.split())),
-            StrategyChoice(request.right, tuple(request.right_options.split())),
-        )
-    except ValueError as error:
-        return PageResult(message=f"**Cannot compare:** {error}")
-    left, right = comparison.sides
-    return PageResult(
-        left=left.figure,
-        right=right.figure,
-        budget_share=f"{comparison.budget_share:.4f}",
-        left_share=f"{left.masked_share:.4f}",
-        right_share=f"{right.masked_share:.4f}",
-        summary=_summary(comparison, image.label, time.perf_counter() - start),
+def _figure(image: Image.Image | None, caption: str) -> str:
+    """One side's picture under its caption (the side and its strategy)."""
+    if image is None:
+        return ""
+    return (
+        f'<figure class="side"><figcaption>{html.escape(caption)}</figcaption>'
+        f'<div class="figure">{_img(image, caption)}</div></figure>'
     )
 
 
+def _preview(demo: Demo, name: str, uploads: dict) -> str:
+    """The upload of modality `name` as the model sees it (centre crop at its size), with its file name."""
+    if name not in uploads:
+        return ""
+    try:
+        tensor = demo.upload({name: uploads[name]}).tensors[name]
+    except ValueError:  # checked when it was taken; nothing to draw otherwise
+        return ""
+    caption = html.escape(uploads[name].name)
+    picture = _img(
+        input_picture(name, tensor, demo.model.modalities[name], 64), f"{name}: {uploads[name].name}"
+    )
+    return f"<figure>{picture}<figcaption>{caption}</figcaption></figure>"
+
+
 def _header(demo: Demo) -> str:
-    config = demo.model.config
-    strategies = dict.fromkeys(masking.strategy for masking in demo.strategies.values())
-    options = {name: [field.name for field in fields(STRATEGIES[name].options_class)] for name in strategies}
-    keys = "; ".join(f"{name}: {', '.join(names)}" for name, names in options.items() if names)
-    lines = [
-        f"## guidedmae: `{demo.path}`",
-        f"Inputs {', '.join(config.inputs)}, outputs {', '.join(config.outputs)}; {config.image_size} px "
-        f"images, {demo.tokens_per_modality} tokens per modality. Two masking strategies on the same image, "
-        f"with the same visible counts and seed. Options (key=value, over the row's) of {keys}.",
-    ]
-    return "\n\n".join(lines)
+    return (
+        f"**guidedmae** `{demo.path}`, trained on {demo.trained_on}: two masking strategies on one image, "
+        "with the same visible counts and seed."
+    )
 
 
 def build_page(demo: Demo):
     """The page of `demo` as a gradio.Blocks; it compares the default settings when it opens."""
     gr = require_gradio()
-    config, inputs = demo.config, demo.model.config.inputs
-    total = demo.tokens_per_modality * len(inputs)
-    with gr.Blocks(title="guidedmae", analytics_enabled=False) as page:
-        gr.Markdown(_header(demo))
+    inputs, tokens = demo.model.config.inputs, demo.tokens_per_modality
+    setting = budget_setting(demo, list(inputs))
+    left_row, right_row = demo.default_sides
+    menu = [(label, row) for row, label in demo.labels.items()]
+    with gr.Blocks(
+        title="guidedmae", analytics_enabled=False, fill_width=True, delete_cache=DELETE_CACHE
+    ) as page:
+        uploads = gr.State({})
+        gr.Markdown(_header(demo), elem_id="header")
+        with gr.Row(equal_height=False, elem_id="controls"):
+            with gr.Column(scale=5, min_width=340):
+                with gr.Row():
+                    source = gr.Radio(
+                        [SCENE, UPLOAD],
+                        value=SCENE,
+                        label="image",
+                        show_label=False,
+                        elem_id="source",
+                        scale=2,
+                    )
+                    scene = gr.Number(
+                        demo.default_scene(), precision=0, label=f"scene (0..{SCENES - 1})", elem_id="scene",
+                        min_width=110, scale=0,
+                    )  # fmt: skip
+                files, previews, removes = [], [], []
+                with gr.Row():
+                    for name in inputs:  # per input: its drop zone, then what was dropped, and its removal
+                        with gr.Column(min_width=90):
+                            files.append(gr.File(label=f"{name}: drop or click", height=44, elem_id=f"file-{name}",
+                                                 elem_classes="drop"))  # fmt: skip
+                            with gr.Row(equal_height=False):
+                                previews.append(
+                                    gr.HTML(elem_id=f"preview-{name}", elem_classes="preview", min_width=64)
+                                )
+                                removes.append(gr.Button("✕", size="sm", visible=False, elem_id=f"remove-{name}",
+                                                         min_width=30, scale=0))  # fmt: skip
+                with gr.Column(visible=False) as upload_box:
+                    pseudo_label = gr.Checkbox(
+                        False, visible=bool(demo.labellers), elem_id="pseudo-label",
+                        label=f"pseudo-label what an upload lacks ({', '.join(demo.labellers)}) from its rgb",
+                    )  # fmt: skip
+                    gr.Markdown(
+                        f"Trained on {demo.trained_on}: what an upload lacks is a guess on images unlike those.",
+                        elem_id="trained-on",
+                    )
+            with gr.Column(scale=6, min_width=340):
+                num_visible = gr.Slider(
+                    0, setting.maximum, value=setting.value, step=1, label=setting.label, elem_id="num-visible"
+                )  # fmt: skip
+                with gr.Row():
+                    budget = gr.Radio(
+                        [DIRICHLET, FIXED], value=DIRICHLET, label="split among the modalities",
+                        elem_id="budget", scale=4, min_width=260,
+                    )  # fmt: skip
+                    alphas = gr.Textbox(
+                        ", ".join(f"{alpha:g}" for alpha in demo.config.masking.alphas), elem_id="alphas",
+                        label="Dirichlet alphas", scale=0, min_width=100,
+                    )  # fmt: skip
+                    seed = gr.Number(
+                        demo.config.seed, precision=0, label="seed", elem_id="seed", min_width=70
+                    )
+                with gr.Row():
+                    counts = [
+                        gr.Slider(0, tokens, value=0, step=1, label=f"{name} visible", visible=False,
+                                  elem_id=f"count-{name}", min_width=100)
+                        for name in inputs
+                    ]  # fmt: skip
+            with gr.Column(scale=6, min_width=360):
+                with gr.Row():
+                    with gr.Column(min_width=170):
+                        left = gr.Dropdown(
+                            menu, value=left_row, label="left strategy", elem_id="left-strategy"
+                        )
+                        left_options = gr.Textbox(
+                            "", label="left options", placeholder="e.g. noise=0.25", elem_id="left-options"
+                        )
+                    with gr.Column(min_width=170):
+                        right = gr.Dropdown(
+                            menu, value=right_row, label="right strategy", elem_id="right-strategy"
+                        )
+                        right_options = gr.Textbox(
+                            "", label="right options", placeholder="e.g. select=low", elem_id="right-options"
+                        )
+                button = gr.Button("Compare", variant="primary", elem_id="compare")
+        message = gr.Markdown(elem_id="message")
+        with gr.Row(equal_height=False):
+            with gr.Column(min_width=440):
+                left_figure = gr.HTML(elem_id="left-figure")
+            with gr.Column(min_width=440):
+                right_figure = gr.HTML(elem_id="right-figure")
+        summary = gr.Markdown(elem_id="summary")
+        with gr.Column(visible=True) as across:
+            gr.Markdown(
+                "**Across held-out scenes:** the same settings on many scenes, each with its own draw of the "
+                "budget: the share of each side's masked tokens on objects, and the premise, with 95 % intervals."
+            )
+            with gr.Row():
+                scenes = gr.Number(
+                    200, precision=0, label=f"scenes (1..{MAX_SCENES})", elem_id="scenes", scale=1
+                )
+                across_button = gr.Button("Compare across scenes", elem_id="compare-across", scale=2)
+            across_message = gr.Markdown(elem_id="across-message")
+            across_table = gr.Markdown(elem_id="across-table")
         if demo.excluded:
             with gr.Accordion(f"strategies not offered here ({len(demo.excluded)})", open=False):
                 gr.Markdown("\n".join(f"- **{row}**: {why}" for row, why in demo.excluded.items()))
-        with gr.Row():
-            with gr.Column():
-                source = gr.Radio([SCENE, UPLOAD], value=SCENE, label="image", elem_id="source")
-                scene = gr.Number(0, precision=0, label=f"held-out scene (0..{SCENES - 1})", elem_id="scene")
-                pseudo_label = gr.Checkbox(
-                    False,
-                    label=f"pseudo-label what an upload lacks ({', '.join(demo.labellers)}) from its rgb",
-                    visible=bool(demo.labellers),
-                )
-            with gr.Column():
-                num_visible = gr.Slider(
-                    0, total, value=min(config.masking.num_visible, total), step=1, label="visible tokens",
-                    elem_id="num-visible",
-                )  # fmt: skip
-                budget = gr.Radio([DIRICHLET, FIXED], value=DIRICHLET, label="visible tokens per modality")
-                alphas = gr.Textbox(
-                    ", ".join(f"{alpha:g}" for alpha in config.masking.alphas),
-                    label="Dirichlet alphas: one, or one per given modality",
-                )
-                counts = gr.Textbox(
-                    "", label="fixed counts: one per given modality", placeholder="e.g. 20, 8, 4"
-                )
-                seed = gr.Number(config.seed, precision=0, label="seed", elem_id="seed")
-            with gr.Column():
-                rows = list(demo.strategies)
-                left = gr.Dropdown(rows, value=rows[0], label="left strategy", elem_id="left-strategy")
-                left_options = gr.Textbox("", label="left options", placeholder="e.g. noise=0.25 heads=2")
-                right = gr.Dropdown(rows, value="random", label="right strategy", elem_id="right-strategy")
-                right_options = gr.Textbox("", label="right options", placeholder="e.g. select=low")
-                button = gr.Button("Compare", variant="primary", elem_id="compare")
-        with gr.Row():  # used when the image is an upload: any of the model's inputs
-            files = [
-                gr.File(label=f"{name} ({' / '.join(demo.model.modalities[name].extensions)})",
-                        height=120, elem_id=f"file-{name}")
-                for name in inputs
-            ]  # fmt: skip
-        message = gr.Markdown(elem_id="message")
-        with gr.Row():
-            budget_share = gr.Textbox(label="masked share the budget sets", elem_id="budget-share")
-            left_share = gr.Textbox(label="left: masked share", elem_id="left-share")
-            right_share = gr.Textbox(label="right: masked share", elem_id="right-share")
-        with gr.Row():
-            left_figure = gr.Image(type="pil", format="png", label="left", elem_id="left-figure")
-            right_figure = gr.Image(type="pil", format="png", label="right", elem_id="right-figure")
-        summary = gr.Markdown(elem_id="summary")
 
-        # In PageRequest's order, the files in the model's input order; the outputs in PageResult's.
-        controls = [source, scene, *files, pseudo_label, num_visible, budget, alphas, counts, seed,
+        # The compute endpoint's inputs (the HTTP API's, less the session's uploads) and outputs, in
+        # PageRequest's and PageResult's order.
+        controls = [source, scene, uploads, pseudo_label, num_visible, budget, alphas, *counts, seed,
                     left, left_options, right, right_options]  # fmt: skip
-        outputs = [left_figure, right_figure, budget_share, left_share, right_share, summary, message]
+        outputs = [left_figure, right_figure, summary, message]
 
-        def compute(source, scene, *values):
-            uploads, settings = values[: len(inputs)], values[len(inputs) :]
-            result = respond(demo, PageRequest(source, scene, dict(zip(inputs, uploads)), *settings))
-            return [getattr(result, field.name) for field in fields(PageResult)]
+        def request(values) -> PageRequest:
+            source, scene, uploads, pseudo_label, num_visible, budget, alphas, *rest = values
+            counts, (seed, left, left_options, right, right_options) = (
+                rest[: len(inputs)],
+                rest[len(inputs) :],
+            )
+            return PageRequest(source, scene, uploads or {}, pseudo_label, num_visible, budget, alphas,
+                               tuple(counts), seed, left, left_options, right, right_options)  # fmt: skip
 
-        button.click(compute, controls, outputs)
-        page.load(compute, controls, outputs)
+        def compute(*values):
+            result = respond(demo, request(values))
+            return [_figure(result.left, result.left_caption), _figure(result.right, result.right_caption),
+                    result.summary, result.message]  # fmt: skip
+
+        def compute_across(*values):
+            return respond_across(demo, request(values[:-1]), values[-1])
+
+        # What depends on the image's modalities and the budget's kind: the scene number or the uploads'
+        # controls, the slider's range (the given modalities' tokens, the checkpoint's masked share) and
+        # the fixed counts (one slider per given modality; the total follows them).
+        layout = [scene, upload_box, across, num_visible, alphas, *counts, *previews, *removes]
+
+        def relayout(source, uploads, budget):
+            given = given_modalities(demo, source, uploads)
+            setting, fixed = budget_setting(demo, given), budget == FIXED
+            split = [
+                setting.value // len(given) + (index < setting.value % len(given))
+                for index in range(len(given))
+            ]
+            split = dict(zip(given, split))
+            return [
+                gr.update(visible=source == SCENE),
+                gr.update(visible=source == UPLOAD),
+                gr.update(visible=source == SCENE),
+                gr.update(
+                    maximum=setting.maximum, value=setting.value, label=setting.label, interactive=not fixed
+                ),
+                gr.update(visible=not fixed),
+                *(gr.update(visible=fixed and name in given, value=split.get(name, 0)) for name in inputs),
+                *(_preview(demo, name, uploads) if source == UPLOAD else "" for name in inputs),
+                *(gr.update(visible=source == UPLOAD and name in uploads) for name in inputs),
+            ]
+
+        def upload(name):
+            def take(uploads, path):
+                uploads, said = take_upload(demo, uploads, name, path, page.GRADIO_CACHE)
+                return uploads, None, UPLOAD if uploads else SCENE, said
+
+            return take
+
+        def remove(name):
+            def drop(uploads):
+                uploads = {key: value for key, value in uploads.items() if key != name}
+                return uploads, UPLOAD if uploads else SCENE
+
+            return drop
+
+        def total(*values):
+            budget, *counts = values
+            return sum(count or 0 for count in counts) if budget == FIXED else gr.update()
+
+        for name, file, button_ in zip(inputs, files, removes):
+            file.upload(upload(name), [uploads, file], [uploads, file, source, message], api_name=f"upload_{name}").then(
+                relayout, [source, uploads, budget], layout, api_visibility="private"
+            )  # fmt: skip
+            button_.click(remove(name), [uploads], [uploads, source], api_visibility="private").then(
+                relayout, [source, uploads, budget], layout, api_visibility="private"
+            )  # fmt: skip
+        for control in (source, budget):
+            control.input(relayout, [source, uploads, budget], layout, api_visibility="private")
+        for count in counts:
+            count.input(total, [budget, *counts], num_visible, api_visibility="private")
+        # The old message goes as soon as a new comparison starts.
+        button.click(lambda: "", None, message, queue=False, api_visibility="private").then(
+            compute, controls, outputs, preprocess=False, api_name="compute"
+        )
+        across_button.click(lambda: ("", ""), None, [across_message, across_table], queue=False, api_visibility="private").then(
+            compute_across, [*controls, scenes], [across_table, across_message], preprocess=False, api_name="across"
+        )  # fmt: skip
+        page.load(compute, controls, outputs, preprocess=False, api_visibility="private")
     return page
 
 
@@ -234,14 +304,25 @@ def serve(demo: Demo, host: str = "127.0.0.1", port: int = 7860, block: bool = T
     if not 1 <= port <= 65535:
         raise ValueError(f"--port {port}; expected a port number 1..65535")
     page = build_page(demo)
-    page.launch(
-        server_name=host, server_port=port, prevent_thread_lock=True, quiet=True, max_file_size=MAX_FILE_SIZE
-    )
-    print(f"guidedmae ui: serving {demo.path} at http://{host}:{port} (Ctrl-C stops)", flush=True)
-    if block:
-        try:
-            page.block_thread()
-        except KeyboardInterrupt:  # Ctrl-C is how a server stops: no "interrupted" error
-            page.close()
-            print("guidedmae ui: stopped", flush=True)
+    try:
+        page.launch(
+            server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
+            max_file_size=MAX_FILE_SIZE, css=CSS,
+        )  # fmt: skip
+    except OSError:  # Gradio's "Cannot find empty port": the port is taken, or the address not this machine's
+        raise ValueError(
+            f"--port {port}: cannot listen at {host}:{port} (the port is in use, or {host} is not an address "
+            "of this machine); choose another port with --port"
+        ) from None
+    serving = f"guidedmae ui: serving {demo.path} at http://{host}:{port} (Ctrl-C stops)"
+    if not block:
+        print(serving, flush=True)
+        return page
+    try:  # from before the line that says Ctrl-C stops it
+        print(serving, flush=True)
+        while page.is_running:
+            time.sleep(0.2)
+    except KeyboardInterrupt:  # Ctrl-C is how a server stops: no "interrupted" error
+        page.close(verbose=False)
+        print("guidedmae ui: stopped", flush=True)
     return page

@@ -2,17 +2,18 @@
 -> pictures and numbers.
 
     demo = Demo.load("runs/demo/checkpoint-last.pt")
-    image = demo.scene(7)                          # or demo.upload({"rgb": "photo.jpg"}), depth/semseg optional
+    image = demo.scene(14)                         # or demo.upload({"rgb": "photo.jpg"}), depth/semseg optional
     comparison = demo.compare(image, Budget(num_visible=32), StrategyChoice("attention-high"),
                               StrategyChoice("random"))
     comparison.sides[0].figure, comparison.sides[0].masked_share, comparison.premise
 
 Every step is the training code's: the held-out data's reading and centre crop (data.folder,
 data.transforms), the Dirichlet budget (drawn once, then shared by both strategies), the strategies'
-modules (bench's variants), MaskedAutoencoderStep's forward pass, the pictures module's figure, and the premise as
-pretraining's evaluation measures it.
+modules (bench's variants), MaskedAutoencoderStep's forward pass, the pictures module's panels, and the premise
+as pretraining's evaluation measures it. `guidedmae.ui.scenes` measures the same over many held-out scenes.
 """
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -22,14 +23,13 @@ from PIL import Image
 
 from guidedmae.config import PretrainConfig, config_to_dict, load_config
 from guidedmae.data.datasets import check_class_maps
-from guidedmae.data.folder import IMAGE_ERRORS, read_sample
+from guidedmae.data.folder import read_sample
 from guidedmae.data.pseudolabel import Labeller, model_folder
 from guidedmae.data.transforms import augment_sample
 from guidedmae.engine.from_checkpoint import load_model, load_strategy_state
 from guidedmae.engine.premise import object_class_ids, scene_object_tokens
 from guidedmae.engine.pretrain import STRATEGY_KEY, pretraining_set
 from guidedmae.engine.pretrain_step import MaskedAutoencoderStep
-from guidedmae.infra.checkpoints import CheckpointError
 from guidedmae.infra.distributed import resolve_device
 from guidedmae.masking import (
     STRATEGIES,
@@ -37,19 +37,19 @@ from guidedmae.masking import (
     MaskingStrategy,
     build_strategy,
     sample_visible_counts,
-    strategy_variants,
 )
 from guidedmae.masking.budget import FixedBudget
-from guidedmae.masking.config import CurriculumConfig
+from guidedmae.masking.strategy import MaskChoice
 from guidedmae.metrics import top_attended_object_share
-from guidedmae.models.multimae import MultiMAE
-from guidedmae.pictures import reconstruction_figure
+from guidedmae.models.multimae import MultiMAE, Tokens
+from guidedmae.ui.checkpoint import class_names, strategy_menu, trained_on
+from guidedmae.ui.figure import side_figure
+from guidedmae.ui.uploads import Upload, read_upload
 
-__all__ = ["MAX_PIXELS", "SCENES", "Budget", "Comparison", "Demo", "DemoImage", "Side", "StrategyChoice"]
+__all__ = ["SCENES", "Budget", "Comparison", "Demo", "DemoImage", "Side", "StrategyChoice"]
 
 SCENES = 10_000  # scene numbers offered: scenes render on demand, so the count costs nothing
-MAX_PIXELS = 25_000_000  # uploads above this are refused before decoding (25 MP of rgb: 75 MB of pixels)
-RUN_PREFIX = "this run: "  # the menu row of the checkpoint's own strategy
+DEFAULT_SIDES = ("attention-high", "random")  # what the page opens with: the method against its baseline
 
 
 @dataclass
@@ -90,6 +90,7 @@ class Side:
     visible: dict[str, int]  # visible tokens per given modality
     masked_share: float  # masked tokens / tokens of the given modalities
     object_share: dict[str, float]  # scenes: per modality, the share of its masked tokens on objects
+    masks: dict[str, torch.Tensor]  # {given modality: [N] bool, True = masked}
 
 
 @dataclass
@@ -99,23 +100,6 @@ class Comparison:
     # Scenes: per modality, the share of its R most attended tokens on objects (R = object tokens), and
     # "chance": the objects' share of the tokens. pretraining's premise/<modality> for one image.
     premise: dict[str, float]
-
-
-def _unavailable(masking: MaskingConfig, model: MultiMAE, checkpoint: dict, path: str) -> str | None:
-    """Why a strategy cannot be shown on one image, or None when it can."""
-    one, two = (build_strategy(masking, model.config, samples).state_dict() for samples in (1, 2))
-    # A state that grows with the training set is a memory of its samples by index (loss memory, cached
-    # attention): an image from elsewhere gets the strategy's fallback (random masking, exact attention).
-    if any(one[key].shape != two[key].shape for key in one):
-        return (
-            "remembers each training sample by its index; an image outside the training set gets its fallback"
-        )
-    if one:
-        try:
-            load_strategy_state(build_strategy(masking, model.config, 1), checkpoint, path)
-        except CheckpointError as error:
-            return str(error)
-    return None
 
 
 class Demo:
@@ -131,20 +115,16 @@ class Demo:
     ) -> None:
         """labellers: {modality: pseudo-label model} that fill in modalities an upload comes without."""
         self.model, self.config, self.path = model.eval(), config, path
+        official = not isinstance(checkpoint.get("config"), dict)
         # What learned strategies' states are checked against and loaded from, without a second copy
         # of the model's weights.
         self.checkpoint = {key: checkpoint[key] for key in ("config", STRATEGY_KEY) if key in checkpoint}
         self.labellers = dict(labellers or {})
-        rows = {}
-        if isinstance(checkpoint.get("config"), dict):  # a run of ours, not an official file
-            # Training-time wrappers stay out: a curriculum at step 0, or a share of images masked at
-            # random, would hide the strategy itself.
-            own = replace(config.masking, curriculum=CurriculumConfig(), random_images=0.0)
-            rows[RUN_PREFIX + build_strategy(own, model.config, 1).describe()] = own
-        rows.update(strategy_variants(MaskingConfig(), model.config))
-        reasons = {row: _unavailable(masking, model, self.checkpoint, path) for row, masking in rows.items()}
-        self.strategies = {row: masking for row, masking in rows.items() if reasons[row] is None}
-        self.excluded = {row: reason for row, reason in reasons.items() if reason is not None}
+        self.trained_on = trained_on(config, official)
+        self.class_names = class_names(config, official)
+        # The strategies offered ({row: config}), their menu texts, and those not offered with the reason.
+        menu = strategy_menu(config, model, self.checkpoint, path)
+        self.strategies, self.labels, self.excluded = menu.strategies, menu.labels, menu.excluded
         self._scenes = None
 
     @classmethod
@@ -169,6 +149,17 @@ class Demo:
     def tokens_per_modality(self) -> int:
         return (self.model.config.image_size // self.model.config.patch_size) ** 2
 
+    @property
+    def default_sides(self) -> tuple[str, str]:
+        """The rows the page opens with: attention-high against random where both are offered."""
+        rows = list(self.strategies)
+        return tuple(row if row in self.strategies else rows[0] for row in DEFAULT_SIDES)
+
+    def default_visible(self, given: int) -> int:
+        """Visible tokens over `given` modalities that keep the masked share the checkpoint trained with."""
+        share = self.config.masking.num_visible / (len(self.model.config.inputs) * self.tokens_per_modality)
+        return round(share * given * self.tokens_per_modality)
+
     # -- images ---------------------------------------------------------------------------------------
 
     def scene(self, number: int) -> DemoImage:
@@ -179,7 +170,7 @@ class Demo:
         if self._scenes is None:
             synthetic = replace(
                 self.config,
-                data=replace(self.config.data, source="synthetic"),
+                data=replace(self.config.data, source="synthetic", root="", split="train"),
                 eval=replace(self.config.eval, num_samples=SCENES),
             )
             self._scenes = pretraining_set(synthetic, held_out=True)
@@ -187,21 +178,40 @@ class Demo:
         tensors = {name: sample[name] for name in self._scenes.modalities}
         return DemoImage(tensors, scene=True, label=f"held-out scene {number}")
 
-    def upload(self, files: Mapping[str, str | Path | None], pseudo_label: bool = False) -> DemoImage:
-        """An image of the user's: files {modality: path} (any of the model's inputs; None = not given),
-        read as the folder data sets read theirs; pseudo_label: the labellers fill in what is not given,
-        from the rgb image."""
+    def object_tokens(self, semseg: torch.Tensor) -> torch.Tensor:
+        """Which tokens of held-out scenes lie on objects: semseg [B, S/4, S/4] scene classes -> [B, N] bool."""
+        side = self.model.config.image_size // self.model.config.patch_size
+        return scene_object_tokens(semseg, (side, side), object_class_ids(self.config))
+
+    def default_scene(self, candidates: int = 50) -> int:
+        """The held-out scene, of the first `candidates`, whose objects cover the most tokens (the first such):
+        a picture where the question of the page, are objects masked, can be seen."""
+        if "semseg" not in self.model.config.inputs:
+            return 0
+        semseg = torch.stack([self.scene(number).tensors["semseg"] for number in range(candidates)])
+        return int(self.object_tokens(semseg).sum(dim=1).argmax())
+
+    def upload(
+        self, files: Mapping[str, Upload | str | Path | None], pseudo_label: bool = False
+    ) -> DemoImage:
+        """An image of the user's: files {modality: an Upload or a file's path} (any of the model's inputs;
+        None = not given), read as the folder data sets read theirs; pseudo_label: the labellers fill in
+        what is not given, from the rgb image."""
         inputs = self.model.config.inputs
-        given = {name: Path(path) for name, path in files.items() if path}
+        given = {name: file for name, file in files.items() if file}
         unknown = sorted(set(given) - set(inputs))
         if unknown or not given:
             raise ValueError(
                 f"files given for {unknown or 'no modality'}; expected an image for at least one of the "
                 f"model's inputs ({', '.join(inputs)})"
             )
-        data = {name: _bounded_bytes(path, name) for name, path in given.items()}
+        uploads = {
+            name: file if isinstance(file, Upload) else read_upload(file, name)
+            for name, file in given.items()
+        }
         # Messages name the user's file, not the server's copy of it.
-        names = {name: Path(path.name) for name, path in given.items()}
+        names = {name: Path(upload.name) for name, upload in uploads.items()}
+        data = {name: upload.data for name, upload in uploads.items()}
         arrays = read_sample(names, self.model.modalities, data)
         filled = (
             [name for name in self.labellers if name in inputs and name not in arrays] if pseudo_label else []
@@ -254,8 +264,9 @@ class Demo:
             load_strategy_state(strategy, self.checkpoint, self.path)
         return strategy.to(self.device)
 
-    def visible_counts(self, budget: Budget, modalities: list[str]) -> torch.Tensor:
-        """[1, M] visible tokens per given modality: the fixed counts, or one Dirichlet draw of the seed."""
+    def visible_counts(self, budget: Budget, modalities: list[str], images: int = 1) -> torch.Tensor:
+        """[images, M] visible tokens per image and given modality: the fixed counts, or the seed's
+        Dirichlet draws (one per image)."""
         per_modality, listed = self.tokens_per_modality, ", ".join(modalities)
         if not 0 <= budget.seed < 2**63:
             raise ValueError(f"seed {budget.seed}; expected a whole number 0..2^63-1")
@@ -267,21 +278,32 @@ class Demo:
                     f"visible counts {list(budget.counts)}; expected {len(modalities)} (one per given "
                     f"modality: {listed}), each 0..{per_modality}"
                 )
-            return torch.tensor([budget.counts], dtype=torch.long)
+            return torch.tensor([budget.counts], dtype=torch.long).expand(images, -1)
         total = per_modality * len(modalities)
         if not 0 <= budget.num_visible <= total:
             raise ValueError(
                 f"{budget.num_visible} visible tokens; expected 0..{total} (the tokens of the given modalities: {listed})"
             )
-        if len(budget.alphas) not in (1, len(modalities)) or not all(alpha > 0 for alpha in budget.alphas):
-            raise ValueError(
-                f"Dirichlet alphas {list(budget.alphas)}; expected positive numbers, one or one per given "
-                f"modality ({listed})"
-            )
+        expected = f"expected positive finite numbers, one or one per given modality ({listed})"
+        for alpha in budget.alphas:
+            if not (math.isfinite(alpha) and alpha > 0):
+                raise ValueError(
+                    f"Dirichlet alpha {alpha:g} (of {', '.join(f'{a:g}' for a in budget.alphas)}); {expected}"
+                )
+        if len(budget.alphas) not in (1, len(modalities)):
+            raise ValueError(f"Dirichlet alphas {', '.join(f'{a:g}' for a in budget.alphas)}; {expected}")
         generator = torch.Generator().manual_seed(budget.seed)
         return sample_visible_counts(
-            1, [per_modality] * len(modalities), budget.num_visible, budget.alphas, generator=generator
+            images, [per_modality] * len(modalities), budget.num_visible, budget.alphas, generator=generator
         )
+
+    def choose(
+        self, strategy: MaskingStrategy, tokens: Tokens, counts: torch.Tensor, seed: int
+    ) -> MaskChoice:
+        """The masks `strategy` chooses for tokens [B, ...] with visible counts [B, M], its randomness from
+        `seed`: both sides of a comparison get the same counts and seed."""
+        strategy.budget = FixedBudget(strategy.masking, tokens.modalities, counts)
+        return strategy(self.model, tokens, torch.Generator().manual_seed(seed))
 
     @torch.no_grad()
     def compare(
@@ -294,12 +316,9 @@ class Demo:
         batch = {name: value[None].to(self.device) for name, value in image.tensors.items()}
         tokens = self.model.tokenize({name: batch[name] for name in modalities})
         attention = self.model.attention_scores(tokens)  # {modality: [1, N]}
-        on_object = None
-        if image.scene and "semseg" in batch:
-            on_object = scene_object_tokens(batch["semseg"], tokens.grid, object_class_ids(self.config))[0]
+        on_object = self.object_tokens(batch["semseg"])[0] if image.scene and "semseg" in batch else None
         sides = tuple(
-            self._side(batch, strategy, modalities, counts, budget.seed, attention, on_object)
-            for strategy in strategies
+            self._side(batch, strategy, counts, budget.seed, attention, on_object) for strategy in strategies
         )
         premise = {}
         if on_object is not None:
@@ -316,22 +335,22 @@ class Demo:
         self,
         batch: dict[str, torch.Tensor],
         strategy: MaskingStrategy,
-        modalities: list[str],
         counts: torch.Tensor,
         seed: int,
         attention: dict[str, torch.Tensor],
         on_object: torch.Tensor | None,
     ) -> Side:
         # The budget was drawn once for both sides: the strategies differ only in which tokens they hide.
-        strategy.budget = FixedBudget(strategy.masking, modalities, counts[0].tolist())
+        modalities = [name for name in self.model.config.inputs if name in batch]
+        strategy.budget = FixedBudget(strategy.masking, modalities, counts)
         step = MaskedAutoencoderStep(self.model, strategy, self.config.loss).eval()
         _, choice, preds = step.reconstruct(batch, torch.Generator().manual_seed(seed))
         masks = {name: mask[0] for name, mask in choice.selection.masks.items()}  # {modality: [N] bool}
         label = strategy.score_label
         if choice.scores is None:  # random and block masking score nothing: show what attention would pick
             choice, label = replace(choice, scores=attention), "attention (unused)"
-        figure = reconstruction_figure(
-            batch, choice, preds, 1, self.model.config.patch_size, label, self.model.modalities
+        figure = side_figure(
+            batch, choice, preds, self.model.config.patch_size, label, self.model.modalities, self.class_names
         )
         object_share = {}
         if on_object is not None:
@@ -346,25 +365,5 @@ class Demo:
             visible={name: int((~mask).sum()) for name, mask in masks.items()},
             masked_share=masked / sum(mask.numel() for mask in masks.values()),
             object_share=object_share,
+            masks=masks,
         )
-
-
-def _bounded_bytes(path: Path, modality: str) -> bytes:
-    """An uploaded file's bytes, refused before decoding when its image header declares more than
-    MAX_PIXELS (a small file can declare gigapixels)."""
-    limit = f"expected at most {MAX_PIXELS // 10**6} megapixels (downscale it first)"
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except Image.DecompressionBombError:
-        raise ValueError(
-            f"{path.name}: {modality} image far larger than PIL's pixel limit; {limit}"
-        ) from None
-    except IMAGE_ERRORS:  # not an image PIL reads (an .npy, or not an image at all): read_sample says which
-        width = height = 0
-    if width * height > MAX_PIXELS:
-        raise ValueError(f"{path.name}: {modality} image of {width}x{height} pixels; {limit}")
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise ValueError(f"cannot read the uploaded {modality} file {path.name}: {error}") from error
