@@ -29,7 +29,7 @@ test: lint docs
 
 # resume=auto: a second `make demo` continues an interrupted demo, or just reports a finished one.
 demo: install
-	$(BIN)/guidedmae pretrain configs/pretrain/demo.yaml resume=auto
+	$(BIN)/guidedmae pretrain demo resume=auto
 	$(BIN)/guidedmae report runs/demo
 	@echo "demo run: runs/demo  (checkpoint: runs/demo/checkpoint-last.pt, logs: runs/demo/metrics.jsonl and" \
 	      "runs/demo/tensorboard, pictures: runs/demo/pictures, curves: runs/demo/curves.png)"

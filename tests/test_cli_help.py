@@ -33,4 +33,4 @@ def test_the_main_help_shows_examples(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     help_text = capsys.readouterr().out
-    assert "examples:" in help_text and "guidedmae pretrain configs/pretrain/demo.yaml" in help_text
+    assert "examples:" in help_text and "guidedmae pretrain demo resume=auto" in help_text

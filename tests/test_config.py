@@ -1,7 +1,5 @@
 """Typed configs: YAML over dataclass defaults, dotted overrides, errors naming the key, the shipped recipes."""
 
-from pathlib import Path
-
 import pytest
 
 from guidedmae.config import (
@@ -13,8 +11,9 @@ from guidedmae.config import (
     load_config,
     save_config,
 )
+from guidedmae.config.presets import CONFIG_ROOT
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "pretrain"
+CONFIGS = CONFIG_ROOT / "pretrain"
 
 
 def test_the_official_recipe_holds_multimae_b_settings():

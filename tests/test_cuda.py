@@ -112,7 +112,7 @@ def test_a_killed_pretraining_resumes_bit_exactly_on_the_gpu(tmp_path):
 
 def test_a_fine_tuning_runs_on_the_gpu(tmp_path):
     overrides = [f"out_dir={tmp_path / 'run'}", *SMALL_RUN, "head.num_classes=5", "run.device=cuda"]
-    assert main(["finetune", str(ROOT / "configs/finetune/synthetic_cls.yaml"), *overrides]) == 0
+    assert main(["finetune", "synthetic_cls", *overrides]) == 0
     start = next(r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r.get("event") == "start")
     assert "cuda" in start["message"]
 

@@ -2,7 +2,6 @@
 
 import json
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from conftest import tiny_config
 
 from guidedmae.cli import main
 from guidedmae.config import ConfigError, FinetuneConfig, load_config
+from guidedmae.config.presets import CONFIG_ROOT
 from guidedmae.data.writers import write_synthetic
 from guidedmae.engine.finetune import evaluate_checkpoint, finetune
 from guidedmae.engine.finetune_setup import build_model, training_set
@@ -266,7 +266,7 @@ def test_inconsistent_configs_are_refused_naming_the_keys(tmp_path, overrides, m
 
 
 @pytest.mark.parametrize(
-    "path", sorted(Path(__file__).resolve().parents[1].glob("configs/finetune/*.yaml")), ids=str
+    "path", sorted((CONFIG_ROOT / "finetune").glob("*.yaml")), ids=lambda path: path.stem
 )
 def test_every_shipped_finetune_config_loads(path):
     # The official recipes read a data root; the synthetic ones render their scenes and refuse one.
@@ -278,7 +278,7 @@ def test_every_shipped_finetune_config_loads(path):
 
 def test_official_recipes_ask_for_their_data_root(tmp_path):
     with pytest.raises(ConfigError, match=r"required values not set \('\?\?\?'\): data.root"):
-        load_config(FinetuneConfig, Path(__file__).resolve().parents[1] / "configs/finetune/ade20k.yaml")
+        load_config(FinetuneConfig, "ade20k")
 
 
 def test_the_knn_probe_trains_nothing_and_votes_with_its_neighbours(tmp_path):

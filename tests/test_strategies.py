@@ -1,4 +1,4 @@
-"""The seed's future work as strategies: learned and remembered loss-guided masking, adaptive and mixed
+"""The original report's future work as strategies: learned and remembered loss-guided masking, adaptive and mixed
 Dirichlet budgets, curricula, Gumbel sampling and per-image random masking; each tested for what it means."""
 
 import math

@@ -13,13 +13,14 @@ import pytest
 import yaml
 
 from guidedmae.cli import main
+from guidedmae.config.presets import CONFIG_ROOT
 from guidedmae.infra.run_log import read_metrics
 from guidedmae.study.runner import load_planned
 from guidedmae.study.tables import paired_difference
 from tests.test_pretrain import ROOT, TINY
 
 PROBE = """
-extends: {root}/configs/finetune/synthetic_cls_probe.yaml
+extends: synthetic_cls_probe  # a shipped config, by name
 model: {{image_size: 32, patch_size: 8, dim: 32, depth: 2, num_heads: 4, semseg_classes: 8, semseg_class_dim: 8}}
 data: {{num_samples: 16, eval_num_samples: 8, batch_size: 8, num_workers: 0, augment: {{size: 32}}}}
 schedule: {{total_epochs: 1, warmup_epochs: 0}}
@@ -162,7 +163,7 @@ def test_study_plans_name_the_folders_of_every_run(tmp_path):
 def test_a_shipped_study_plans_with_valid_run_configs(tmp_path, capsys):
     # --dry-run loads every run's config as the study would run it: a bad override fails here, not an hour in
     # (tests/test_study_design.py loads every run of every shipped study).
-    study = ROOT / "configs" / "study" / "seed_cpu_quick.yaml"
+    study = CONFIG_ROOT / "study" / "reference_cpu_quick.yaml"
     assert main(["study", str(study), f"out_dir={tmp_path}", "--dry-run"]) == 0
     assert "runs, " in capsys.readouterr().out
 

@@ -15,6 +15,7 @@ import pytest
 
 from guidedmae.cli import main
 from guidedmae.config import PretrainConfig, load_config
+from guidedmae.config.presets import CONFIG_ROOT
 from guidedmae.engine.finetune_setup import evaluation_set, training_set
 from guidedmae.engine.pretrain import pretraining_set
 from guidedmae.study.leaks import check_no_leak, data_footprint
@@ -24,9 +25,9 @@ from guidedmae.study.tables import StudyTables, collect, comparisons, format_mar
 from tests.test_pretrain import ROOT, tiny_config
 from tests.test_study import write_study
 
-SHIPPED = sorted((ROOT / "configs" / "study").glob("*.yaml"))
+SHIPPED = sorted((CONFIG_ROOT / "study").glob("*.yaml"))
 # What a shipped study needs from whoever runs it (the official checkpoint's path).
-REQUIRED = {"seed_multimae_b": ["base.checkpoint=/weights/multimae-b.pth"]}
+REQUIRED = {"reference_multimae_b": ["base.checkpoint=/weights/multimae-b.pth"]}
 
 
 def _synthetic_data(config) -> tuple[tuple, tuple]:

@@ -11,6 +11,7 @@ import sys
 
 from guidedmae.commands import (
     bench,
+    configs,
     data,
     evaluate,
     export,
@@ -42,12 +43,14 @@ SUBCOMMANDS = (
     data,
     pseudolabel,
     ui,
+    configs,
 )
 EXAMPLES = """examples:
     make demo                                              # pretrain on the synthetic scenes, then report
-    guidedmae pretrain configs/pretrain/demo.yaml resume=auto
-    guidedmae finetune configs/finetune/synthetic_cls.yaml model.init=runs/demo/checkpoint-last.pt
-    guidedmae study configs/study/seed_cpu.yaml --dry-run
+    guidedmae pretrain demo resume=auto                    # a shipped config by name (or a YAML path)
+    guidedmae finetune synthetic_cls model.init=runs/demo/checkpoint-last.pt
+    guidedmae study reference_cpu --dry-run
+    guidedmae configs                                      # every shipped config, one line each
     guidedmae SUBCOMMAND --help                            # every sub-command's options and examples"""
 # What a user's input or a failing run raises; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, OSError, NonFiniteLossError, LauncherGone)

@@ -2,7 +2,7 @@
 
 A run folder holds metrics.jsonl (one JSON object per logged step, see guidedmae.infra.run_log) and,
 for fine-tuning and evaluation runs, results.json ({"metrics": {name: value}, ...}: the metrics of
-the final evaluation). The table has one row per metric and one column per run, like the seed's
+the final evaluation). The table has one row per metric and one column per run, like the original report's
 summary table: a run's final metrics are those of results.json, then the last logged value of every
 other scalar but the lr (for pretraining runs: the total and per-modality losses), averaged over the
 last `last` logged steps to tame the noise of small batches. The figure plots every scalar against the

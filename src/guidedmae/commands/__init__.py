@@ -8,6 +8,7 @@ Layer: the top; may import any package. No library module imports these.
 __all__ = [
     "bench",
     "common",
+    "configs",
     "data",
     "evaluate",
     "export",

@@ -1,6 +1,6 @@
 """`guidedmae finetune CONFIG [key=value ...]`: fine-tune, linear-probe or k-NN-probe an encoder (also under torchrun).
 
-guidedmae finetune configs/finetune/synthetic_cls.yaml model.init=runs/demo/checkpoint-last.pt
+guidedmae finetune synthetic_cls model.init=runs/demo/checkpoint-last.pt
 """
 
 import argparse
@@ -35,6 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "model.init=PATH starts from our or an official pretraining checkpoint; "
         "model.freeze_encoder=true makes it a linear probe; resume=auto continues the run in out_dir.",
     )
-    parser.add_argument("config", help="YAML config, e.g. configs/finetune/synthetic_cls.yaml")
+    parser.add_argument(
+        "config",
+        help="a YAML file, or a shipped config's name (guidedmae configs finetune), e.g. synthetic_cls",
+    )
     parser.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     parser.set_defaults(func=_run)

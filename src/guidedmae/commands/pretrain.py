@@ -1,7 +1,7 @@
 """`guidedmae pretrain CONFIG [key=value ...]`: pretrain a MultiMAE (also under torchrun).
 
-guidedmae pretrain configs/pretrain/demo.yaml resume=auto
-torchrun --nproc_per_node 4 -m guidedmae pretrain configs/pretrain/attn_high.yaml
+guidedmae pretrain demo resume=auto
+torchrun --nproc_per_node 4 -m guidedmae pretrain attn_high
 """
 
 import argparse
@@ -37,6 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Pretrain a MultiMAE from a YAML config. resume=auto continues the newest checkpoint "
         "in out_dir; model.init=PATH starts from official or own weights.",
     )
-    parser.add_argument("config", help="YAML config, e.g. configs/pretrain/demo.yaml")
+    parser.add_argument(
+        "config", help="a YAML file, or a shipped config's name (guidedmae configs pretrain), e.g. demo"
+    )
     parser.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     parser.set_defaults(func=_run)

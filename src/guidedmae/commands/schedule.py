@@ -1,6 +1,6 @@
 """`guidedmae schedule CONFIG [key=value ...]`: print and plot a config's lr schedule, and the run's part of it.
 
-guidedmae schedule configs/pretrain/continue_100e.yaml --world-size 8 --steps-per-epoch 5000
+guidedmae schedule continue_100e --world-size 8 --steps-per-epoch 5000
 """
 
 import argparse

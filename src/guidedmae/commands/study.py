@@ -1,8 +1,8 @@
 """`guidedmae study STUDY.yaml [key=value ...]`: run a study's plan and write its tables.
 
-guidedmae study configs/study/seed_cpu_quick.yaml                  # on this machine, sequentially
-guidedmae study configs/study/seed_cpu.yaml --dry-run              # the plan, what is done, the power
-guidedmae study configs/study/seed_multimae_b.yaml --launcher slurm --partition gpu --gpus-per-node 8
+guidedmae study reference_cpu_quick                 # a shipped study, on this machine
+guidedmae study reference_cpu --dry-run             # the plan, what is done, the power
+guidedmae study reference_multimae_b --launcher slurm --partition gpu --gpus-per-node 8
 guidedmae study runs/study/part-a runs/study/part-b --merge runs/study/merged   # parts run elsewhere
 """
 
@@ -42,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument(
-        "study", help="study YAML, e.g. configs/study/seed_cpu_quick.yaml (or a study folder)"
+        "study", help="a study YAML, a shipped study's name (guidedmae configs study) or a study folder"
     )
     parser.add_argument(
         "overrides", nargs="*", help="dotted key=value overrides of the study, e.g. seeds=[0,1]"

@@ -1,6 +1,6 @@
 """Typed run configs (dataclasses used as OmegaConf structured configs) and how they are loaded.
 
-config = load_config(PretrainConfig, "configs/pretrain/demo.yaml", ["optim.blr=2e-4"])
+config = load_config(PretrainConfig, "demo", ["optim.blr=2e-4"])       # a shipped config, or a path
 
 The schemas compose the config sections of the modules they configure. Layer: may import
 guidedmae.infra, data, models, losses, tasks and masking; never the engine.

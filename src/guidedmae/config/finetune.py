@@ -78,6 +78,7 @@ class FinetuneOptimConfig(OptimConfig):
 
 @dataclass
 class FinetuneConfig(TrainingConfig):
+    config_kind: ClassVar[str] = "finetune"  # the shipped configs it is loaded from by name
     out_dir: str = "runs/finetune"
     model: FinetuneModelSettings = field(default_factory=FinetuneModelSettings)
     head: HeadConfig = field(default_factory=HeadConfig)

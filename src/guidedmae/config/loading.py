@@ -1,9 +1,11 @@
 """Loading configs: YAML files merged over the typed defaults, then dotted `key=value` overrides.
 
-    config = load_config(PretrainConfig, "configs/pretrain/demo.yaml", ["optim.blr=2e-4"])
-    config = load_config(FinetuneConfig, "configs/finetune/synthetic_cls.yaml", ["model.init=..."])
+    config = load_config(PretrainConfig, "demo", ["optim.blr=2e-4"])
+    config = load_config(FinetuneConfig, "runs/mine.yaml", ["model.init=..."])
 
-`extends: other.yaml` at the top of a file merges that file first (path relative to the file). A value
+A config is a file, or the name of a config shipped in the package (`guidedmae.config.presets`; the
+schema's `config_kind` says which folder): `load_config(PretrainConfig, "demo")`. `extends: other.yaml` at
+the top of a file merges that file first (path relative to the file, or a shipped config's name). A value
 `???` is required: loading fails until an override sets it. An unknown key, a value of the wrong type,
 an empty or non-finite value, a missing required value or a value out of range is a ConfigError naming
 the key and where it came from, raised when the config is loaded: before anything is built.
@@ -28,6 +30,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from guidedmae.config.presets import find_config, shipped_config
 from guidedmae.data.modalities import Modality, declare_all
 from guidedmae.infra.files import atomic_write
 
@@ -67,6 +70,9 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: '{EXTENDS}' forms a cycle: {' -> '.join(map(str, (*seen, path)))}")
+    name = path.stem if path.suffix in (".yaml", ".yml") else path.name
+    if not path.is_file() and shipped_config(name) is not None:
+        path = shipped_config(name)  # `extends: demo`: a shipped config by name
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
@@ -175,6 +181,8 @@ def load_config(
             raise ConfigError(f"saved config: {_describe(error)}") from error
     required = set()  # '???' values of the file, which an override must set
     if path is not None:
+        kind = getattr(schema, "config_kind", None)
+        path = find_config(kind, path) if kind else Path(path)
         try:
             loaded = _load_yaml(Path(path))
             if not interpolations:

@@ -262,6 +262,7 @@ class PretrainEvalConfig:
 
 @dataclass
 class PretrainConfig(TrainingConfig):
+    config_kind: ClassVar[str] = "pretrain"  # the shipped configs it is loaded from by name
     out_dir: str = "runs/pretrain"
     model: ModelSettings = field(default_factory=ModelSettings)
     masking: MaskingConfig = field(default_factory=MaskingConfig)

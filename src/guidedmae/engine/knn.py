@@ -1,6 +1,6 @@
 """k-nearest-neighbour classification on frozen features (DINO's protocol): a probe that trains nothing.
 
-    guidedmae finetune configs/finetune/synthetic_knn.yaml model.init=runs/demo/checkpoint-last.pt
+    guidedmae finetune synthetic_knn model.init=runs/demo/checkpoint-last.pt
 
 Every training image, under the evaluation transform, is encoded once; its pooled features (the mean of
 all tokens, or the global token: head.pool), L2-normalized, go into the bank. Each evaluation image

@@ -1,7 +1,7 @@
 """Priority functions: per token, how urgently to hide it (higher = masked first).
 
 Selection, gathering and the Dirichlet budget live in `select` and `budget`; a strategy only ranks tokens,
-with these: uniform noise (random masking), scores with Gaussian noise (the seed's stochastic masking) or
+with these: uniform noise (random masking), scores with Gaussian noise (the original report's stochastic masking) or
 Gumbel noise (sampling without replacement), AttMask's hints, and the mix of guided and random choices
 that curricula schedule.
 """

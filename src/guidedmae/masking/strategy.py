@@ -152,7 +152,7 @@ class MaskingStrategy(nn.Module):
     def score_priorities(
         self, scores: dict[str, torch.Tensor], select: str, noise: float, generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
-        """Priorities from positive scores, as masking.sampling says: top-k with the seed's Gaussian
+        """Priorities from positive scores, as masking.sampling says: top-k with the original report's Gaussian
         noise, or Gumbel-top-k (sampling without replacement) at masking.temperature."""
         if self.masking.sampling == "gumbel":
             return gumbel_priorities(scores, select, self.masking.temperature, generator)
@@ -227,7 +227,7 @@ def check_selection(name: str, options, masking) -> None:
     if options.noise and masking.sampling == "gumbel" and masking.strategy == name:
         raise ValueError(
             f"masking.{name}.noise={options.noise} with masking.sampling=gumbel: choose one kind of "
-            "randomness (noise for the seed's Gaussian scores, gumbel for sampling without replacement)"
+            "randomness (noise for the original report's Gaussian scores, gumbel for sampling without replacement)"
         )
 
 

@@ -1,13 +1,14 @@
 """A study file and the runs it plans: base pretraining, arms x seeds, evaluations x fractions.
 
-    study, folder = load_study("configs/study/seed_cpu.yaml", ["seeds=[0,1]"])
+    study, folder = load_study("reference_cpu", ["seeds=[0,1]"])
     for run in plan(study, folder): print(run.name, run.kind, run.depends_on, run.status())
 
 Every run is an ordinary run of `guidedmae pretrain` or `guidedmae finetune`, in its own folder under
 the study's out_dir: `base/`, `<arm>/seed-<k>/`, `<arm>/seed-<k>/<evaluation>[-f<fraction>]/`. With
 several base seeds (`base.seeds`), every base is a replicate of its own: `base/seed-<b>/` and
-`<arm>/base-<b>/seed-<k>/...`, every arm continuing every base. Config paths in a study file are relative
-to the file. A run is finished when its folder holds results.json; it is interrupted when it holds
+`<arm>/base-<b>/seed-<k>/...`, every arm continuing every base. A config in a study file is a shipped
+config's name (`demo`, `synthetic_semseg_probe`) or a path relative to the file. A run is finished when
+its folder holds results.json; it is interrupted when it holds
 checkpoints but no results.json (it resumes: every planned run has resume=auto). A run whose config
 differs from the plan, or that starts from a run that does, is stale: refused unless asked to redo it.
 """
@@ -15,6 +16,7 @@ differs from the plan, or that starts from a run that does, is stale: refused un
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from guidedmae.config import (
     ConfigError,
@@ -24,6 +26,7 @@ from guidedmae.config import (
     config_to_dict,
     load_config,
 )
+from guidedmae.config.presets import find_config
 from guidedmae.engine.job import RESULTS
 from guidedmae.infra.checkpoints import LAST
 
@@ -103,6 +106,7 @@ class LaunchConfig:
 
 @dataclass
 class StudyConfig:
+    config_kind: ClassVar[str] = "study"  # the shipped configs it is loaded from by name
     out_dir: str = "???"
     base: BaseSpec = field(default_factory=BaseSpec)
     arm_defaults: ArmDefaults = field(default_factory=ArmDefaults)
@@ -187,9 +191,11 @@ class StudyConfig:
 
 
 def load_study(path: str | Path, overrides: list[str] = ()) -> tuple[StudyConfig, Path]:
-    """The study of a file (with dotted overrides) and the folder its config paths are relative to."""
+    """The study of a file or a shipped study's name (with dotted overrides) and the folder its config
+    paths are relative to."""
+    path = find_config("study", path)
     study = load_config(StudyConfig, path, overrides, interpolations=False)
-    return study, Path(path).resolve().parent
+    return study, path.resolve().parent
 
 
 @dataclass
@@ -271,6 +277,11 @@ def _relocated(saved: dict, run: Run) -> dict:
     return saved
 
 
+def _config(folder: Path, name: str, kind: str) -> str:
+    """A study's config: a file relative to the study file, or a shipped config's name."""
+    return str(find_config(kind, name, relative_to=folder).resolve())
+
+
 def _path(base: Path, name: str) -> str:
     return str((base / name).resolve())
 
@@ -279,7 +290,7 @@ def _base_runs(study: StudyConfig, folder: Path, out: Path) -> dict[int, Run]:
     """The base runs by base seed (-1: the one base run with its config's seed)."""
     if not study.base.config:
         return {}
-    config, overrides = _path(folder, study.base.config), study.base.overrides
+    config, overrides = _config(folder, study.base.config, "pretrain"), study.base.overrides
     if not study.base.seeds:
         return {-1: Run(BASE, "pretrain", config, [*overrides, f"out_dir={out / BASE}", "resume=auto"], [])}
     runs = {}
@@ -319,7 +330,7 @@ def _arm_runs(
             Run(
                 arm_dir,
                 "pretrain",
-                _path(folder, config),
+                _config(folder, config, "pretrain"),
                 overrides,
                 depends,
                 arm.name,
@@ -341,7 +352,7 @@ def _arm_runs(
                 f"out_dir={out / name}",
                 "resume=auto",
             ]
-            config = _path(folder, spec.config)
+            config = _config(folder, spec.config, "finetune")
             runs.append(
                 Run(
                     name,

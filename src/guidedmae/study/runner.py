@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from guidedmae.config import config_to_yaml
+from guidedmae.config.presets import find_config
 from guidedmae.infra.files import atomic_write, lock_folder, make_folder
 from guidedmae.infra.run_log import METRICS, run_seconds
 from guidedmae.study.launch import Outcome, launch
@@ -109,11 +110,12 @@ def _check_before_running(study, runs: list[Run], dry_run: bool) -> None:
 
 
 def _study_yaml(study, source: Path) -> str:
-    """The resolved study with its config paths made absolute, so that it stands alone in its folder."""
+    """The resolved study with its config files' paths made absolute, so that it stands alone in its
+    folder (shipped configs keep their names: the same on every machine)."""
     study = copy.deepcopy(study)
-    folder = source.resolve().parent if source.is_file() else source.resolve()
-    for spec in (study.base, *study.arms, *study.evaluations):
-        if spec.config:
+    folder = source.resolve() if source.is_dir() else find_config("study", source).resolve().parent
+    for spec in (study.base, study.arm_defaults, *study.arms, *study.evaluations):
+        if spec.config and (folder / spec.config).is_file():
             spec.config = str((folder / spec.config).resolve())
     if study.base.checkpoint:
         study.base.checkpoint = str((folder / study.base.checkpoint).resolve())

@@ -1,4 +1,4 @@
-"""Loss-guided masking, learned (the seed's future work; HPM, CVPR 2023): mask the patches whose
+"""Loss-guided masking, learned (the original report's future work; HPM, CVPR 2023): mask the patches whose
 reconstruction loss a small predictor expects to be highest.
 
 The predictor reads every token's features from the no-grad pass over all tokens (`MultiMAE.scan`, the
