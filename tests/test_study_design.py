@@ -467,3 +467,30 @@ def test_sanity_arms_stand_alone_and_stay_out_of_the_power_of_the_design():
         "over those of the 2 compared arms that have one (longer: sanity checks, uncorrected)"
         in format_markdown(tables, compared={"m": compared})
     )
+
+
+def test_headroom_measures_the_baseline_above_random_weights_in_mdes():
+    from guidedmae.study.headroom import format_headroom, headroom
+
+    units = [f"b{i}-s0" for i in range(4)]
+    values = {
+        "probe: miou": {
+            "random": dict(zip(units, (40.0, 41.0, 39.0, 40.5))),
+            "guided": dict(zip(units, (40.2, 41.4, 39.1, 40.4))),
+            "floor": dict(zip(units, (20.0, 20.0, 20.0, 20.0))),
+        },
+        "probe: rmse": {
+            "random": dict(zip(units, (0.8, 0.82, 0.81, 0.8))),
+            "guided": dict(zip(units, (0.79, 0.83, 0.8, 0.81))),
+            "floor": dict(zip(units, (0.81, 0.83, 0.8, 0.8))),
+        },
+    }
+    tables = StudyTables(["random", "guided", "floor"], units, {"guided": "random", "floor": "random"},
+                         sanity={"floor"}, floor="floor", values=values)  # fmt: skip
+    rows = {row["metric"]: row for row in headroom(tables, power(tables, comparisons(tables)))}
+    miou, rmse = rows["probe: miou"], rows["probe: rmse"]
+    assert miou["gap"] == pytest.approx(20.125) and miou["room"] and miou["gap_in_mdes"] > 5
+    assert miou["best"] == pytest.approx(40.275) and miou["to_bound"] == pytest.approx(100 - 40.275)
+    assert not rmse["room"] and rmse["to_bound"] == pytest.approx(0.8075)  # errors are bounded by 0
+    text = format_headroom(list(rows.values()), "floor")
+    assert "| probe: miou | 20 | +20.1 [" in text and "| yes |" in text and "| no |" in text

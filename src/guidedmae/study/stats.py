@@ -17,7 +17,17 @@ from collections import defaultdict
 
 from scipy import stats
 
-__all__ = ["ALPHA", "POWER", "equivalence_p", "holm", "mde", "paired_difference", "seeds_needed", "unit_of"]
+__all__ = [
+    "ALPHA",
+    "POWER",
+    "equivalence_p",
+    "holm",
+    "mde",
+    "mean_sd",
+    "paired_difference",
+    "seeds_needed",
+    "unit_of",
+]
 
 ALPHA = 0.05
 POWER = 0.8
@@ -29,7 +39,8 @@ def unit_of(replicate) -> str:
     return replicate.split("-")[0] if replicate.startswith("b") else replicate
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (NaN below two values)."""
     mean = sum(values) / len(values)
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
     return mean, sd
@@ -48,7 +59,7 @@ def paired_difference(arm: dict, baseline: dict) -> dict | None:
     units = [sum(values) / len(values) for values in by_unit.values()]
     if len(units) == 1:  # one base: the interval is over its replicates, conditional on that base
         units = by_unit.popitem()[1]
-    mean, sd = _mean_sd(units)
+    mean, sd = mean_sd(units)
     n = len(units)
     result = {"mean": mean, "sd": None, "n": n, "replicates": len(shared), "low": None, "high": None}
     if n < 2:

@@ -21,14 +21,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: figures go to files
-import matplotlib.pyplot as plt  # noqa: E402
-
 from guidedmae.engine.job import RESULTS  # noqa: E402
 from guidedmae.infra.files import atomic_write, write_json  # noqa: E402
 from guidedmae.infra.run_log import METRICS, read_metrics  # noqa: E402
+from guidedmae.study.figures import curves_figure, differences_figure, low_data_figure  # noqa: E402
+from guidedmae.study.headroom import format_headroom, headroom  # noqa: E402
 from guidedmae.study.plan import Run, StudyConfig  # noqa: E402
 from guidedmae.study.stats import (  # noqa: E402
     ALPHA,
@@ -36,6 +33,7 @@ from guidedmae.study.stats import (  # noqa: E402
     equivalence_p,
     holm,
     mde,
+    mean_sd,
     paired_difference,
     seeds_needed,
 )
@@ -44,8 +42,6 @@ __all__ = ["StudyTables", "collect", "comparisons", "format_markdown", "format_p
 
 TABLES_MD, TABLES_JSON = "study.md", "study.json"
 LOW_DATA_PNG, CURVES_PNG, DIFFERENCES_PNG = "low_data.png", "pretraining_curves.png", "paired_differences.png"
-# The metric each kind of evaluation is read by in the low-data figure.
-HEADLINE = ("top1", "miou", "rmse")
 
 
 @dataclass
@@ -55,6 +51,7 @@ class StudyTables:
     controls: dict[str, str]  # compared arm -> the arm its differences are to
     margins: dict[str, float] = field(default_factory=dict)  # the study's, by metric or name
     sanity: set[str] = field(default_factory=set)  # arms that check the set-up: no correction, no power
+    floor: str = ""  # the arm of random weights (arms[].random_init), the headroom check's reference
     values: dict[str, dict[str, dict[str, float]]] = field(
         default_factory=dict
     )  # metric -> arm -> replicate -> value
@@ -67,12 +64,6 @@ class StudyTables:
     def margin(self, metric: str) -> float | None:
         """The study's margin of a metric: given for the metric, or for its name under every source."""
         return self.margins.get(metric, self.margins.get(metric.split(": ", 1)[-1]))
-
-
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
-    return mean, sd
 
 
 def _source(run: Run) -> str:
@@ -109,6 +100,7 @@ def collect(study: StudyConfig, runs: list[Run]) -> StudyTables:
         study.controls(),
         dict(study.margins),
         {arm.name for arm in study.arms if arm.sanity},
+        next((arm.name for arm in study.arms if arm.random_init), ""),
     )
     for run in runs:
         if not run.arm:
@@ -201,7 +193,7 @@ def power(tables: StudyTables, compared: dict[str, dict[str, dict | None]]) -> l
 def _cell(values: dict[str, float]) -> str:
     if not values:
         return "-"
-    mean, sd = _mean_sd(list(values.values()))
+    mean, sd = mean_sd(list(values.values()))
     spread = "" if math.isnan(sd) else f" ± {sd:.3g}"
     return f"{mean:.4g}{spread} ({len(values)})"
 
@@ -262,6 +254,7 @@ def format_markdown(tables: StudyTables, per_seed: bool = False, compared: dict 
             cells = [_difference_cell(differences[arm]) for arm in others]
             parts.append(f"| {metric} | " + " | ".join(cells) + " |")
         parts.append("\n" + format_power(tables, compared))
+        parts.append(format_headroom(headroom(tables, power(tables, compared)), tables.floor))
     if per_seed:
         parts += [
             "\nper replicate\n",
@@ -282,7 +275,7 @@ def _as_json(tables: StudyTables, compared: dict) -> dict:
     for metric, by_arm in tables.values.items():
         metrics[metric] = {}
         for arm, values in by_arm.items():
-            mean, sd = _mean_sd(list(values.values()))
+            mean, sd = mean_sd(list(values.values()))
             metrics[metric][arm] = {
                 "values": values,
                 "mean": mean,
@@ -298,104 +291,9 @@ def _as_json(tables: StudyTables, compared: dict) -> dict:
         "metrics": metrics,
         "differences": compared,
         "power": power(tables, compared),
+        "headroom": headroom(tables, power(tables, compared)),
         "missing": tables.missing,
     }
-
-
-def _save_figure(figure, path: Path) -> Path:
-    atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=110))
-    plt.close(figure)
-    return path
-
-
-def _low_data_figure(tables: StudyTables, path: Path) -> Path | None:
-    panels = []  # (evaluation, metric name, {fraction: source})
-    for evaluation, sources in tables.fractions.items():
-        if len(sources) < 2:
-            continue
-        for name in HEADLINE:
-            if any(f"{source}: {name}" in tables.values for source in sources.values()):
-                panels.append((evaluation, name, sources))
-                break
-    if not panels:
-        return None
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
-    for ax, (evaluation, name, sources) in zip(axes[0], panels):
-        for arm in tables.arms:
-            points = []
-            for fraction in sorted(sources):
-                values = list(tables.values.get(f"{sources[fraction]}: {name}", {}).get(arm, {}).values())
-                if values:
-                    mean, sd = _mean_sd(values)
-                    points.append((fraction, mean, 0.0 if math.isnan(sd) else sd))
-            if points:
-                xs, ys, errors = zip(*points)
-                ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=arm)
-        ax.set_xscale("log")
-        ax.set_xlabel("training fraction")
-        ax.set_ylabel(name)
-        ax.set_title(evaluation)
-        ax.legend(fontsize=8)
-    figure.tight_layout()
-    return _save_figure(figure, path)
-
-
-def _differences_figure(tables: StudyTables, compared: dict, path: Path) -> Path | None:
-    """Per metric, every replicate's paired difference to its control (dots) and the 95% interval (bar)."""
-    others = list(tables.controls)
-    metrics = [m for m, d in compared.items() if any(x is not None for x in d.values())]
-    if not others or not metrics:
-        return None
-    columns = min(4, len(metrics))
-    rows = math.ceil(len(metrics) / columns)
-    figure, axes = plt.subplots(
-        rows, columns, figsize=(4.2 * columns, rows * (1.4 + 0.3 * len(others))), squeeze=False
-    )
-    for ax, metric in zip(axes.flat, metrics):
-        by_arm = tables.values[metric]
-        for row, arm in enumerate(others):
-            values, base = by_arm.get(arm, {}), by_arm.get(tables.controls[arm], {})
-            dots = [values[r] - base[r] for r in values if r in base]
-            ax.plot(dots, [row] * len(dots), "o", color="C0", alpha=0.6, ms=3)
-            difference = compared[metric][arm]
-            if difference is not None and difference["low"] is not None:
-                ax.plot([difference["low"], difference["high"]], [row, row], color="C3", lw=2)
-        ax.axvline(0, color="grey", lw=0.8)
-        margin = tables.margin(metric)
-        if margin is not None:
-            for side in (-margin, margin):
-                ax.axvline(side, color="grey", lw=0.8, ls="--")
-        ax.set_yticks(range(len(others)), [f"{arm} - {tables.controls[arm]}" for arm in others], fontsize=7)
-        ax.set_title(metric, fontsize=8)
-        ax.tick_params(axis="x", labelsize=7)
-    for ax in list(axes.flat)[len(metrics) :]:
-        ax.axis("off")
-    figure.suptitle("paired differences to the control: replicates (dots), 95% CI (bar)", fontsize=9)
-    figure.tight_layout()
-    return _save_figure(figure, path)
-
-
-def _curves_figure(tables: StudyTables, path: Path) -> Path | None:
-    if not tables.curves:
-        return None
-    figure, ax = plt.subplots(figsize=(6.5, 4))
-    for index, (arm, replicates) in enumerate(tables.curves.items()):
-        for number, losses in enumerate(replicates.values()):
-            steps = sorted(losses)
-            ax.plot(
-                steps,
-                [losses[s] for s in steps],
-                color=f"C{index}",
-                alpha=0.7,
-                lw=1,
-                label=arm if number == 0 else None,
-            )
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss")
-    ax.set_title("pretraining loss of every arm (one line per replicate)")
-    ax.legend(fontsize=8)
-    figure.tight_layout()
-    return _save_figure(figure, path)
 
 
 def write_tables(tables: StudyTables, study_dir: Path) -> list[Path]:
@@ -407,8 +305,8 @@ def write_tables(tables: StudyTables, study_dir: Path) -> list[Path]:
         write_json(study_dir / TABLES_JSON, _as_json(tables, compared)),
     ]
     figures = (
-        _low_data_figure(tables, study_dir / LOW_DATA_PNG),
-        _differences_figure(tables, compared, study_dir / DIFFERENCES_PNG),
-        _curves_figure(tables, study_dir / CURVES_PNG),
+        low_data_figure(tables, study_dir / LOW_DATA_PNG),
+        differences_figure(tables, compared, study_dir / DIFFERENCES_PNG),
+        curves_figure(tables, study_dir / CURVES_PNG),
     )
     return written + [path for path in figures if path]
