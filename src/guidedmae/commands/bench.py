@@ -23,6 +23,7 @@ from guidedmae.engine.bench import (
 )
 from guidedmae.engine.from_checkpoint import load_model
 from guidedmae.infra.distributed import resolve_device
+from guidedmae.infra.fields import check_seed
 from guidedmae.infra.memory import TRAINING_TRIM_THRESHOLD, keep_freed_memory
 from guidedmae.masking import MaskingConfig
 from guidedmae.models.architecture import PRESETS, preset_config
@@ -60,6 +61,7 @@ def _check_options(args: argparse.Namespace) -> None:
         )
     if args.rounds < 1 or args.warmup < 0 or args.batch_size < 1:
         raise ValueError("--rounds and --batch-size must be >= 1 and --warmup >= 0")
+    check_seed(args.seed, "--seed")
     if args.semseg_classes < NUM_SEMSEG_CLASSES:
         raise ValueError(
             f"--semseg-classes {args.semseg_classes}; expected at least {NUM_SEMSEG_CLASSES}, the classes of "
