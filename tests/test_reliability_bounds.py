@@ -105,3 +105,24 @@ def test_a_seed_option_out_of_range_is_named(tmp_path, capsys, command, seed):
     assert main([*command, "--seed", seed]) == 1
     one_line_error(capsys, f"--seed={seed}; {SEED_RANGE}")
     assert not (tmp_path / "data").exists()
+
+
+# -- memory: what the config asks for, estimated before anything is allocated ----------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["model.dim=16384", "model.depth=64"], "model.dim=16384, model.depth=64"),
+        (
+            ["model.image_size=16384", "data.augment.size=16384", "data.batch_size=64"],
+            "model.image_size=16384",
+        ),
+    ],
+    ids=["dim", "image_size"],
+)
+def test_a_model_no_machine_holds_is_refused_before_it_is_built(tmp_path, overrides, named):
+    out = tmp_path / "run"
+    line = error_line(run_guidedmae("pretrain", str(tiny_config(tmp_path)), f"out_dir={out}", *overrides))
+    assert named in line and "training needs at least" in line and "GiB of cpu" in line
+    assert not [path for path in out.rglob("*") if path.is_file()]

@@ -126,7 +126,9 @@ class FinetuneJob(Job):
         self.eval_set = evaluation_set(config)
         dataset = training_set(config)
         groups = layer_decay_groups(self.model, config.optim.weight_decay, config.optim.layer_decay)
-        return JobParts(self.model, FinetuneStep(self.model, config), dataset, groups)
+        return JobParts(
+            self.model, FinetuneStep(self.model, config), dataset, groups, evaluation=self.eval_set
+        )
 
     def initialize(self, model: FineTuneModel, path: str) -> InitReport:
         return load_pretrained(model.encoder, path)
