@@ -2,11 +2,70 @@
 an impossible model, a full disk under the data writers, a broken held-out file. Each is one line naming the
 file or key, and nothing is run, half-written or trained first."""
 
+import os
+import pickle
+import shutil
+
 import numpy as np
+import torch
+from PIL import Image
 
 from guidedmae.cli import main
+from guidedmae.masking import MaskingConfig
 from tests.test_modalities import FLOW, PRETRAIN, config_file, write_layout
 from tests.test_reliability import one_line_error
+from tests.test_visualize import write_run_checkpoint
+
+# -- checkpoints and model folders that are pickles ------------------------------------------------
+
+
+def test_a_plain_pickle_given_as_a_checkpoint_is_one_line_without_unsafe_advice(tmp_path, capsys):
+    path = tmp_path / "weights.pkl"
+    with open(path, "wb") as file:
+        pickle.dump({"model": {"weight": [1.0, 2.0]}}, file, protocol=4)
+    assert main(["visualize", str(path)]) == 1
+    error = capsys.readouterr().err
+    assert "weights_only" not in error and "protocol" not in error
+    [line] = [line for line in error.splitlines() if "error:" in line]
+    assert line.startswith(f"guidedmae visualize: error: {path}: not a checkpoint the safe loader reads")
+    assert "loading never executes pickled code" in line
+
+
+def test_a_pickled_model_file_in_a_pseudolabel_folder_is_refused_not_run(
+    tmp_path, capsys, pseudolabel_models
+):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    model = tmp_path / "depth-model"
+    shutil.copytree(pseudolabel_models["depth"], model)
+    (model / "model.safetensors").unlink()
+    torch.save({"payload": Evil()}, model / "pytorch_model.bin")
+    rgb = tmp_path / "data" / "train" / "rgb" / "things"
+    rgb.mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(rgb / "000.png")
+    assert main(["pseudolabel", str(tmp_path / "data"), "--depth", str(model)]) == 1
+    one_line_error(
+        capsys, f"--depth {model}: its pickled weights (pytorch_model.bin) are refused by the safe"
+    )
+    assert not marker.exists() and not (tmp_path / "data" / "train" / "depth").exists()
+
+
+def test_a_checkpoints_stored_model_is_named_as_the_checkpoints_not_the_command_lines(tmp_path, capsys):
+    path = tmp_path / "checkpoint.pt"
+    write_run_checkpoint(path, MaskingConfig(num_visible=8))
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["config"]["model"]["dim"] = 1000000
+    torch.save(checkpoint, path)
+    assert main(["visualize", str(path)]) == 1
+    line = one_line_error(capsys, f"{path} (its stored config): model.dim=1000000; expected 1..16384")
+    assert "command line" not in line
+    assert main(["visualize", str(path), "model.dim=2000000"]) == 1
+    one_line_error(capsys, f"{path} (its stored config) + command line: model.dim=2000000")
+
 
 # -- a broken held-out file: found before the first step ----------------------------------------
 

@@ -159,20 +159,22 @@ def load_config(
     overrides: Sequence[str] = (),
     base: Mapping | None = None,
     interpolations: bool = True,
+    base_source: str = "saved config",
 ) -> Config:
     """The typed config: dataclass defaults <- base (if any) <- YAML file (if any) <- `key=value` overrides.
 
     base: a saved config dict, e.g. the one a checkpoint holds (evaluating a run with its own config);
-    saved values are resolved ones, so an interpolation in it is refused.
+    saved values are resolved ones, so an interpolation in it is refused. base_source: what errors call it
+    (the checkpoint it came from).
     interpolations: whether the file's interpolations are resolved (False: refused, naming the key).
     """
     merged = _defaults(schema)
     if base is not None:
-        _refuse_interpolations(dict(base), "saved config", "a saved config holds resolved values")
+        _refuse_interpolations(dict(base), base_source, "a saved config holds resolved values")
         try:
             merged = OmegaConf.merge(merged, base)
         except OmegaConfBaseException as error:
-            raise ConfigError(f"saved config: {_describe(error)}") from error
+            raise ConfigError(f"{base_source}: {_describe(error)}") from error
     required = set()  # '???' values of the file, which an override must set
     if path is not None:
         try:
@@ -206,7 +208,8 @@ def load_config(
                 raise ConfigError(
                     f"command line {item!r}: {error} (a list is set whole: key=[a,b])"
                 ) from error
-    source = "command line" if path is None else f"{path} + command line" if overrides else str(path)
+    read = str(path) if path is not None else base_source if base is not None else ""
+    source = f"{read} + command line" if read and overrides else read or "command line"
     missing = sorted(required - {item.split("=", 1)[0] for item in overrides})
     if missing:
         raise ConfigError(
@@ -223,6 +226,10 @@ def load_config(
     except OmegaConfBaseException as error:
         raise ConfigError(f"{source}: {_describe(error)}") from error
     except ValueError as error:  # a dataclass's own check of its values (__post_init__)
+        # The value it names (`key=value; ...`) came from the file or saved config unless an override set it.
+        named = str(error).split("=", 1)[0]
+        if read and named.replace(".", "").replace("_", "").isalnum():
+            source = source if any(item.split("=", 1)[0] == named for item in overrides) else read
         raise ConfigError(f"{source}: {error}") from error
 
 

@@ -188,7 +188,9 @@ def evaluate_checkpoint(
             f"{path}: not a fine-tuning checkpoint (it holds no fine-tuning config); evaluate takes the "
             "checkpoints `guidedmae finetune` writes"
         )
-    config = load_config(FinetuneConfig, None, overrides, base=saved)
+    config = load_config(
+        FinetuneConfig, None, overrides, base=saved, base_source=f"{path} (its stored config)"
+    )
     context = init_distributed(config.run.device)
     try:
         torch.set_num_threads(threads_per_process(config.run.threads, context))
