@@ -4,16 +4,22 @@ file or key, and nothing is run, half-written or trained first."""
 
 import os
 import pickle
+import re
+import resource
 import shutil
+import signal
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from guidedmae.cli import main
+from guidedmae.data.writers import write_synthetic
 from guidedmae.masking import MaskingConfig
 from tests.test_modalities import FLOW, PRETRAIN, config_file, write_layout
 from tests.test_reliability import one_line_error
+from tests.test_reliability_bounds import error_line, run_guidedmae
 from tests.test_visualize import write_run_checkpoint
 
 # -- checkpoints and model folders that are pickles ------------------------------------------------
@@ -65,6 +71,42 @@ def test_a_checkpoints_stored_model_is_named_as_the_checkpoints_not_the_command_
     assert "command line" not in line
     assert main(["visualize", str(path), "model.dim=2000000"]) == 1
     one_line_error(capsys, f"{path} (its stored config) + command line: model.dim=2000000")
+
+
+# -- a full disk under the data writers ----------------------------------------------------------
+
+
+def limit_file_size(limit: int):
+    def limit_it():  # every write beyond `limit` bytes fails as on a full disk (EFBIG, not a signal)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return limit_it
+
+
+@pytest.mark.parametrize(
+    ("command", "limit", "named"),
+    [
+        (
+            ["data", "synth", "--out", "OUT", "--n", "2", "--size", "32"],
+            1000,
+            r"OUT/train/\w+/\w+/\d{6}\.png",
+        ),
+        (["data", "shard", "--root", "SCENES", "--out", "OUT"], 0, r"OUT/train/\.lock"),
+    ],
+    ids=["synth", "shard"],
+)
+def test_a_full_disk_under_a_data_writer_names_the_file(tmp_path, command, limit, named):
+    write_synthetic(tmp_path / "scenes", n=2, size=16, progress=False)
+    out = tmp_path / "out"
+    words = [
+        str(out) if word == "OUT" else str(tmp_path / "scenes") if word == "SCENES" else word
+        for word in command
+    ]
+    line = error_line(run_guidedmae(*words, preexec_fn=limit_file_size(limit)))
+    assert re.search(f"cannot write {named.replace('OUT', re.escape(str(out)))}: ", line), line
+    assert "it is as it was" in line
+    assert not [path for path in out.rglob(".*") if path.is_file()]  # no temp file, no lock left
 
 
 # -- a broken held-out file: found before the first step ----------------------------------------
