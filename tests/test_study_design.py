@@ -130,11 +130,11 @@ def test_arm_defaults_apply_to_every_arm_and_an_arm_can_skip_pretraining(tmp_pat
 @pytest.mark.parametrize(
     "arms, evaluations, expected",
     [
-        ("[{name: ''}]", "[]", "arm names ['']"),
-        ("[{name: '.'}]", "[]", "arm names ['.']"),
-        ("[{name: '..'}]", "[]", "arm names ['..']"),
-        ("[{name: a/b}]", "[]", "arm names ['a/b']"),
-        ("[{name: a}]", "[{name: '..', config: probe.yaml}]", "evaluation names ['..']"),
+        ("[{name: ''}]", "[]", "arm name ''"),
+        ("[{name: '.'}]", "[]", "arm name '.'"),
+        ("[{name: '..'}]", "[]", "arm name '..'"),
+        ("[{name: a/b}]", "[]", "arm name 'a/b'"),
+        ("[{name: a}]", "[{name: '..', config: probe.yaml}]", "evaluation name '..'"),
         (
             "[{name: a}]",
             "[{name: knn, config: probe.yaml, fractions: [0.5]}, {name: knn-f0.5, config: probe.yaml}]",

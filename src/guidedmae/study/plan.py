@@ -12,6 +12,7 @@ checkpoints but no results.json (it resumes: every planned run has resume=auto).
 differs from the plan, or that starts from a run that does, is stale: refused unless asked to redo it.
 """
 
+import fnmatch
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,17 +26,30 @@ from guidedmae.config import (
     load_config,
 )
 from guidedmae.engine.job import RESULTS
+from guidedmae.engine.pretrain import PICTURES
 from guidedmae.infra.checkpoints import LAST
+from guidedmae.infra.fields import check_seed
+from guidedmae.infra.run_log import METRICS, TENSORBOARD
 
-__all__ = ["LAUNCHERS", "Run", "StudyConfig", "load_study", "plan", "stale_runs"]
+__all__ = ["LAUNCHERS", "STUDY_FILE", "Run", "StudyConfig", "load_study", "plan", "stale_runs"]
 
 # How a run is executed, not what it computes: a finished run that differs only in these is not redone.
 EXECUTION_KEYS = ("resume:", "run.threads:")
 
 LAUNCHERS = ("local", "slurm", "debug")
 BASE = "base"
-# Arm and evaluation names are folder names: no separators, never '.', '..' or hidden.
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+# Arm and evaluation names are folder names: no separators, never '.', '..' or hidden; at most 100 characters,
+# so that a fraction's suffix and a replaced run's (`.replaced-<time>`) stay within a file name's 255 bytes.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
+REPLACED = ".replaced-"  # a stale run's folder moved aside: <run>.replaced-<time>
+STUDY_FILE = "study.yaml"  # the resolved study, in its out_dir: what `guidedmae report STUDY_DIR` reads
+LOGS = "logs"  # submitit's folder of job logs, in the study's out_dir
+# What the study writes beside its arms (itself, its tables and figures: guidedmae.study.tables, its job logs)
+# and a run in its folder beside its evaluations: names an arm or an evaluation cannot take.
+STUDY_NAMES = (BASE, LOGS, STUDY_FILE, "study.md", "study.json", "*.png", f"*{REPLACED}*")
+RUN_NAMES = (
+    "checkpoint-*.pt", "config*.yaml", METRICS, RESULTS, TENSORBOARD, PICTURES, "wandb", "mlruns", f"*{REPLACED}*"
+)  # fmt: skip
 
 
 @dataclass
@@ -113,31 +127,22 @@ class StudyConfig:
         names = [arm.name for arm in self.arms]
         if not names:
             raise ValueError("a study needs at least one arm")
-        bad = [name for name in names if not NAME.fullmatch(name) or name == BASE or names.count(name) > 1]
-        if bad:
-            raise ValueError(
-                f"arm names {bad}: expected distinct folder names (letters, digits, '_', '.', '+', '-', not "
-                f"starting with a dot) other than '{BASE}'"
-            )
+        _check_names("arm", names, STUDY_NAMES, "the study's folder")
         if self.baseline and self.baseline not in names:
             raise ValueError(f"baseline={self.baseline!r}; expected one of the arms {names}")
         for arm in self.arms:
             if arm.control and (arm.control not in names or arm.control == arm.name):
                 raise ValueError(f"arms {arm.name}: control={arm.control!r}; expected another arm of {names}")
         for key, seeds in (("seeds", self.seeds), ("base.seeds", self.base.seeds)):
-            if len(set(seeds)) != len(seeds) or (seeds and min(seeds) < 0):
-                raise ValueError(f"{key}={list(seeds)}; expected distinct non-negative seeds")
+            for index, seed in enumerate(seeds):
+                check_seed(seed, f"{key}[{index}]")
+            if len(set(seeds)) != len(seeds):
+                raise ValueError(f"{key}={list(seeds)}; expected distinct seeds")
         if not self.seeds:
             raise ValueError("seeds=[]; expected at least one seed")
         if self.base.seeds and not self.base.config:
             raise ValueError(f"base.seeds={list(self.base.seeds)} needs base.config (the base run to repeat)")
-        evaluations = [spec.name for spec in self.evaluations]
-        bad = [name for name in evaluations if not NAME.fullmatch(name) or evaluations.count(name) > 1]
-        if bad:
-            raise ValueError(
-                f"evaluation names {bad}: expected distinct folder names (letters, digits, '_', '.', '+', '-', "
-                "not starting with a dot)"
-            )
+        _check_names("evaluation", [spec.name for spec in self.evaluations], RUN_NAMES, "a run's folder")
         bad = {key: value for key, value in self.margins.items() if not value > 0}
         if bad:
             raise ValueError(f"margins {bad}: expected positive differences")
@@ -173,6 +178,23 @@ class StudyConfig:
             for arm in self.arms
             if arm.control or arm.name != self.baseline_arm
         }
+
+
+def _check_names(kind: str, names: list[str], reserved: tuple[str, ...], where: str) -> None:
+    """Arm or evaluation names must be distinct plain folder names that nothing else in their folder uses."""
+    for name in names:
+        if not NAME.fullmatch(name) or names.count(name) > 1:
+            shown = name if len(name) <= 40 else f"{name[:40]}... ({len(name)} characters)"
+            raise ValueError(
+                f"{kind} name {shown!r}: expected distinct folder names of 1 to 100 letters, digits, '_', '.', "
+                "'+', '-', not starting with a dot"
+            )
+        taken = next((pattern for pattern in reserved if fnmatch.fnmatchcase(name, pattern)), None)
+        if taken:
+            raise ValueError(
+                f"{kind} name {name!r}: {where} holds {taken!r} of its own; choose another name (reserved: "
+                f"{', '.join(reserved)})"
+            )
 
 
 def load_study(path: str | Path, overrides: list[str] = ()) -> tuple[StudyConfig, Path]:

@@ -18,12 +18,10 @@ from guidedmae.infra.files import atomic_write, lock_folder, make_folder
 from guidedmae.infra.run_log import METRICS, run_seconds
 from guidedmae.study.launch import Outcome, launch
 from guidedmae.study.leaks import check_no_leak
-from guidedmae.study.plan import Run, load_study, plan, stale_runs
+from guidedmae.study.plan import LOGS, STUDY_FILE, Run, load_study, plan, stale_runs
 from guidedmae.study.tables import collect, format_markdown, format_power, write_tables
 
 __all__ = ["STUDY_FILE", "load_planned", "run_study"]
-
-STUDY_FILE = "study.yaml"  # the resolved study, in its out_dir: what `guidedmae report STUDY_DIR` reads
 
 
 def load_planned(path: str | Path, overrides: list[str] = ()):
@@ -107,6 +105,12 @@ def _check_before_running(study, runs: list[Run], dry_run: bool) -> None:
     out_dir = Path(study.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"out_dir={out_dir} is a file, not a folder; choose another out_dir")
+    logs = out_dir / LOGS
+    if logs.is_symlink() or (logs.exists() and not logs.is_dir()):
+        what = "a symbolic link" if logs.is_symlink() else "a file"
+        raise NotADirectoryError(
+            f"{logs} is {what}; the study writes its runs' job logs into a folder of its own there: remove it"
+        )
 
 
 def _study_yaml(study, source: Path) -> str:
@@ -143,7 +147,7 @@ def run_study(path: str | Path, overrides: list[str], dry_run: bool = False, red
         study_yaml = _study_yaml(study, Path(path))
         atomic_write(out_dir / STUDY_FILE, lambda file: file.write(study_yaml.encode()))
         done = [sum(each.status() == "finished" for each in runs)]
-        outcomes = launch(study, runs, out_dir / "logs", lambda outcome: _report(outcome, done, len(runs)))
+        outcomes = launch(study, runs, out_dir / LOGS, lambda outcome: _report(outcome, done, len(runs)))
     tables = collect(study, runs)
     written = write_tables(tables, out_dir)
     print("\n" + format_markdown(tables))
