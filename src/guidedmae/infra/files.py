@@ -39,7 +39,10 @@ LOCK_FILE = ".lock"
 
 
 class FolderBusy(OSError):
-    """Another process holds a folder's lock."""
+    """Another process holds a folder's lock; `holder` is what that process recorded (host, pid, started),
+    when it is known."""
+
+    holder: dict | None = None
 
 
 def fsync_directory(directory: Path) -> None:
@@ -238,11 +241,13 @@ def _locked_handle(path: Path, holder: str, option: str) -> int:
         except BlockingIOError:
             found = _read_holder(handle)
             os.close(handle)
-            raise FolderBusy(
+            busy = FolderBusy(
                 f"{path.parent} is in use by another {holder} (host {found.get('host', '?')}, pid "
                 f"{found.get('pid', '?')}, started {found.get('started', '?')}); wait for it to end, or "
                 f"choose another {option}"
-            ) from None
+            )
+            busy.holder = found
+            raise busy from None
         except BaseException:
             os.close(handle)
             raise

@@ -78,13 +78,20 @@ def _move_aside(run: Run) -> Path:
 
 
 def _report(outcome: Outcome, done: list[int], total: int) -> None:
+    if outcome.state == "waiting":
+        print(
+            f"waiting for {outcome.run.name}: its folder is held by {outcome.error} (a run an earlier study "
+            "left going); it is taken up when that process ends, unless it finished",
+            flush=True,
+        )
+        return
     done[0] += 1
     line = f"[{done[0]}/{total}] {outcome.run.name}: {outcome.state}"
     if outcome.state == "finished":
         line += f" in {_minutes(outcome.seconds)}"
     elif outcome.state == "failed":
         line += f": {outcome.error} (log: {outcome.log})"
-    elif outcome.state == "blocked":
+    elif outcome.state in ("blocked", "skipped"):
         line += f": {outcome.error}"
     print(line, flush=True)
 
