@@ -8,8 +8,9 @@ the study's out_dir: `base/`, `<arm>/seed-<k>/`, `<arm>/seed-<k>/<evaluation>[-f
 several base seeds (`base.seeds`), every base is a replicate of its own: `base/seed-<b>/` and
 `<arm>/base-<b>/seed-<k>/...`, every arm continuing every base. Config paths in a study file are relative
 to the file. A run is finished when its folder holds results.json; it is interrupted when it holds
-checkpoints but no results.json (it resumes: every planned run has resume=auto). A run whose config
-differs from the plan, or that starts from a run that does, is stale: refused unless asked to redo it.
+checkpoints but no results.json (it resumes: every planned run has resume=auto). A started run whose
+config differs from the plan, or that starts from a run that is stale or no longer finished (moved aside,
+removed), is stale: refused unless asked to redo it.
 """
 
 import fnmatch
@@ -377,13 +378,20 @@ def plan(study: StudyConfig, folder: Path) -> list[Run]:
 
 def stale_runs(runs: list[Run]) -> dict[str, list[str]]:
     """Started runs (finished or interrupted) that differ from the plan, with why: their own config
-    changed, or a run they start from is stale (its weights will change when it runs again)."""
+    changed, or a run they start from is stale or has no finished run (moved aside or removed since): either
+    way its weights will change when it runs again."""
+    status = {run.name: run.status() for run in runs}
     stale: dict[str, list[str]] = {}
     for run in runs:  # in plan order: every run after the runs it depends on
-        if run.status() == "new":
+        if status[run.name] == "new":
             continue
         reasons = run.config_changes()
-        reasons += [f"starts from {name}, which is stale" for name in run.depends_on if name in stale]
+        for name in run.depends_on:
+            if name in stale:
+                reasons.append(f"starts from {name}, which is stale")
+            elif status[name] != "finished":
+                what = "missing" if status[name] == "new" else "not finished"
+                reasons.append(f"starts from {name}, which is {what}: it will be trained anew")
         if reasons:
             stale[run.name] = reasons
     return stale
