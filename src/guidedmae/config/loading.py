@@ -159,22 +159,23 @@ def load_config(
     overrides: Sequence[str] = (),
     base: Mapping | None = None,
     interpolations: bool = True,
-    base_source: str = "saved config",
+    base_source: str | None = None,
 ) -> Config:
     """The typed config: dataclass defaults <- base (if any) <- YAML file (if any) <- `key=value` overrides.
 
     base: a saved config dict, e.g. the one a checkpoint holds (evaluating a run with its own config);
-    saved values are resolved ones, so an interpolation in it is refused. base_source: what errors call it
-    (the checkpoint it came from).
+    saved values are resolved ones, so an interpolation in it is refused. base_source: where base came from
+    (a checkpoint), named by errors in its values; without it they are the command line's, as without base.
     interpolations: whether the file's interpolations are resolved (False: refused, naming the key).
     """
     merged = _defaults(schema)
     if base is not None:
-        _refuse_interpolations(dict(base), base_source, "a saved config holds resolved values")
+        saved = base_source or "saved config"
+        _refuse_interpolations(dict(base), saved, "a saved config holds resolved values")
         try:
             merged = OmegaConf.merge(merged, base)
         except OmegaConfBaseException as error:
-            raise ConfigError(f"{base_source}: {_describe(error)}") from error
+            raise ConfigError(f"{saved}: {_describe(error)}") from error
     required = set()  # '???' values of the file, which an override must set
     if path is not None:
         try:
@@ -208,7 +209,7 @@ def load_config(
                 raise ConfigError(
                     f"command line {item!r}: {error} (a list is set whole: key=[a,b])"
                 ) from error
-    read = str(path) if path is not None else base_source if base is not None else ""
+    read = str(path) if path is not None else base_source or ""
     source = f"{read} + command line" if read and overrides else read or "command line"
     missing = sorted(required - {item.split("=", 1)[0] for item in overrides})
     if missing:
