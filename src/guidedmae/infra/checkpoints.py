@@ -80,15 +80,11 @@ def read_checkpoint(path: str | Path) -> dict:
                 f"{[cls.__name__ for cls in OFFICIAL_SAFE_GLOBALS]} (loading never executes pickled code; "
                 f"{detail})"
             ) from error
-        if detail is not None:
-            raise UnreadableCheckpoint(
-                f"{path}: not a checkpoint the safe loader reads (a plain pickle, or a file torch.save did not "
-                f"write: {detail}); loading never executes pickled code: save the weights with torch.save"
-            ) from error
-        first_line = (str(error).splitlines() or [""])[0][:200]
+        # What the safe unpickler refused (junk, a plain pickle), without torch's advice; else torch's first line.
+        reason = detail or (str(error).splitlines() or [""])[0][:200]
         raise UnreadableCheckpoint(
-            f"{path}: not a readable torch checkpoint (empty, truncated, damaged or another kind of file: "
-            f"{type(error).__name__}: {first_line})"
+            f"{path}: not a readable torch checkpoint (empty, truncated, damaged or another kind of file, such as "
+            f"a plain pickle: {type(error).__name__}: {reason}); loading never executes pickled code"
         ) from error
     if not isinstance(checkpoint, dict):
         raise UnreadableCheckpoint(f"{path}: expected a checkpoint dict, found {type(checkpoint).__name__}")
