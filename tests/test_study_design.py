@@ -4,10 +4,10 @@ names, stale runs, and the statistics of the tables (corrections, equivalence, p
 import json
 import math
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,11 +18,14 @@ from guidedmae.config import PretrainConfig, load_config
 from guidedmae.config.presets import CONFIG_ROOT
 from guidedmae.engine.finetune_setup import evaluation_set, training_set
 from guidedmae.engine.pretrain import pretraining_set
+from guidedmae.infra.files import LOCK_FILE, lock_folder
+from guidedmae.infra.run_log import read_metrics
 from guidedmae.study.leaks import check_no_leak, data_footprint
 from guidedmae.study.runner import load_planned
 from guidedmae.study.stats import equivalence_p, holm, mde, paired_difference, seeds_needed
 from guidedmae.study.tables import StudyTables, collect, comparisons, format_markdown, power
 from tests.test_pretrain import ROOT, tiny_config
+from tests.test_reliability import _alive, _children, logged_steps, wait_for
 from tests.test_study import write_study
 
 SHIPPED = sorted((CONFIG_ROOT / "study").glob("*.yaml"))
@@ -181,11 +184,11 @@ def test_arm_defaults_apply_to_every_arm_and_an_arm_can_skip_pretraining(tmp_pat
 @pytest.mark.parametrize(
     "arms, evaluations, expected",
     [
-        ("[{name: ''}]", "[]", "arm names ['']"),
-        ("[{name: '.'}]", "[]", "arm names ['.']"),
-        ("[{name: '..'}]", "[]", "arm names ['..']"),
-        ("[{name: a/b}]", "[]", "arm names ['a/b']"),
-        ("[{name: a}]", "[{name: '..', config: probe.yaml}]", "evaluation names ['..']"),
+        ("[{name: ''}]", "[]", "arm name ''"),
+        ("[{name: '.'}]", "[]", "arm name '.'"),
+        ("[{name: '..'}]", "[]", "arm name '..'"),
+        ("[{name: a/b}]", "[]", "arm name 'a/b'"),
+        ("[{name: a}]", "[{name: '..', config: probe.yaml}]", "evaluation name '..'"),
         (
             "[{name: a}]",
             "[{name: knn, config: probe.yaml, fractions: [0.5]}, {name: knn-f0.5, config: probe.yaml}]",
@@ -350,63 +353,110 @@ def _as_a_terminal_job() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_ctrl_c_stops_the_study_and_its_runs(tmp_path):
+def _local_study(tmp_path: Path, base_epochs: int = 1) -> Path:
     study = write_study(tmp_path)
-    study.write_text(study.read_text().replace("launch: {launcher: debug}", "launch: {launcher: local}"))
+    text = study.read_text().replace("launch: {launcher: debug}", "launch: {launcher: local}")
+    study.write_text(text.replace("[schedule.total_epochs=1]", f"[schedule.total_epochs={base_epochs}]"))
+    return study
+
+
+def _processes_below(pid: int) -> list[int]:
+    below = _children(pid)
+    for child in below:  # grows as it goes
+        below += _children(child)
+    return below
+
+
+def test_ctrl_c_stops_the_study_and_every_process_of_its_runs(tmp_path):
+    # A base of 400 epochs (minutes): whatever stops it is the study.
+    study, out = _local_study(tmp_path, base_epochs=400), tmp_path / "out"
+    log = tmp_path / "study.log"  # a file, not a pipe: a run left going would hold a pipe open
     process = subprocess.Popen(
         [sys.executable, "-m", "guidedmae", "study", str(study)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=log.open("w"),
         start_new_session=True,  # its own process group, as a terminal's foreground job
         preexec_fn=_as_a_terminal_job,
     )
-    metrics = tmp_path / "out" / "base" / "metrics.jsonl"
-    deadline = time.monotonic() + 300  # a guard against a hung child, not a timing assumption
-    while not metrics.exists():
-        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-2000:]
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C: every process of the group
-    assert process.wait(timeout=120) == 130
-    error = process.stderr.read()
-    assert "interrupted" in error and "Traceback" not in error
-    # The base run was stopped with the study: its folder's lock is free (it would be held by a run left
-    # going alone), and the study goes on from where it stopped.
-    from guidedmae.infra.files import lock_folder
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with lock_folder(tmp_path / "out" / "base", "run", "out_dir"):
-                break
-        except OSError:
-            assert time.monotonic() < deadline, "the base run went on after the study was interrupted"
-            time.sleep(0.2)
+    runs = []
+    try:
+        wait_for(lambda: logged_steps(out / "base") >= 1, "the base run's first step", timeout=300)
+        runs = _processes_below(process.pid)  # the job's controller and the run it started
+        run = json.loads((out / "base" / LOCK_FILE).read_text())["pid"]
+        assert run in runs and _alive(run)
+        os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C: every process of the group
+        assert process.wait(timeout=120) == 130
+        error = log.read_text()
+        assert "interrupted" in error and "Traceback" not in error
+        # The study waits for its runs to end before it exits: a few seconds for the system to reap them.
+        wait_for(lambda: not any(map(_alive, runs)), "the run's processes to end with the study", timeout=5)
+    finally:
+        for pid in filter(_alive, runs):
+            os.kill(pid, signal.SIGKILL)
+    assert logged_steps(out / "base") < 400 * 8  # stopped, not finished
+    with lock_folder(out / "base", "run", "out_dir"):  # free: the study can go on from where it stopped
+        pass
 
 
-def test_a_killed_studys_orphaned_run_is_waited_for_not_failed(tmp_path, capsys):
-    # SIGKILL leaves a local run going on alone; the study run again waits for it instead of failing.
-    study = write_study(tmp_path)
-    study.write_text(study.read_text().replace("launch: {launcher: debug}", "launch: {launcher: local}"))
-    small = ["seeds=[0]", "evaluations=[]"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "guidedmae", "study", str(study), *small],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+def test_a_run_that_does_not_stop_when_asked_is_killed_with_its_processes(monkeypatch):
+    # A run still starting passes over SIGTERM (submitit's job environment): the study kills it, and what it
+    # started, after the grace period.
+    from types import SimpleNamespace
+
+    from guidedmae.study import launch
+
+    code = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(600)\n"
     )
-    metrics = tmp_path / "out" / "base" / "metrics.jsonl"
-    deadline = time.monotonic() + 300  # a guard against a hung child, not a timing assumption
-    while not metrics.exists():
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    process.kill()
-    process.wait()
-    assert main(["study", str(study), *small, "--launcher", "debug"]) == 0
-    printed = capsys.readouterr().out
+    controller = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    below = int(controller.stdout.readline())
+    try:
+        monkeypatch.setattr(launch, "STOP_GRACE_SECONDS", 1.0)
+        launch._stop([SimpleNamespace(_process=controller)])
+        assert controller.poll() == -signal.SIGKILL
+        wait_for(lambda: not _alive(below), "the process the run started to end", timeout=5)
+    finally:
+        for pid in (controller.pid, below):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_killed_studys_orphaned_run_is_waited_for_and_never_run_twice(tmp_path):
+    # SIGKILL leaves a local run going on alone; the study run again says what it waits for, and does not run it
+    # again once it has finished.
+    study, out = _local_study(tmp_path), tmp_path / "out"
+    small = ["seeds=[0]", "evaluations=[]"]
+    command = [sys.executable, "-m", "guidedmae", "study", str(study), *small]
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: logged_steps(out / "base") >= 1, "the base run's first step", timeout=300)
+    orphan = json.loads((out / "base" / LOCK_FILE).read_text())["pid"]
+    os.kill(orphan, signal.SIGSTOP)  # held until the study run again has said what it waits for
+    try:
+        first.kill()
+        first.wait()
+        log = (tmp_path / "again.log").open("w")
+        again = subprocess.Popen(
+            [*command, "--launcher", "debug"], cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True
+        )
+        # Its first line (120 s: a guard against a study that waits without a word, not a timing assumption).
+        waiting = again.stdout.readline() if select.select([again.stdout], [], [], 120)[0] else ""
+    finally:
+        os.kill(orphan, signal.SIGCONT)
+    if not waiting:
+        again.kill()
+    assert waiting.startswith(f"waiting for base: its folder is held by pid {orphan} on "), waiting
+    printed = waiting + again.communicate(timeout=300)[0]
+    assert again.returncode == 0, (tmp_path / "again.log").read_text()[-2000:]
+    assert "base: skipped: finished by the process waited for" in printed
     assert "failed" not in printed and "blocked" not in printed
-    assert (tmp_path / "out" / "attention" / "seed-0" / "results.json").is_file()
+    events = [record.get("event") for record in read_metrics(out / "base" / "metrics.jsonl")]
+    assert events.count("start") == 1 and events.count("eval") == 1  # trained and evaluated once
+    assert (out / "attention" / "seed-0" / "results.json").is_file()
 
 
 def test_ctrl_c_during_a_local_submission_arrives_once_the_run_is_recorded():

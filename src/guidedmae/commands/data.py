@@ -14,9 +14,11 @@ from guidedmae.data.modalities import get_modality
 from guidedmae.data.nyuv2 import convert_nyuv2
 from guidedmae.data.shards import write_shards
 from guidedmae.data.writers import write_synthetic
+from guidedmae.infra.fields import check_seed
 
 
 def _run_synth(args: argparse.Namespace) -> int:
+    check_seed(args.seed, "--seed")
     count = write_synthetic(
         args.out, n=args.n, size=args.size, split=args.split, seed=args.seed, workers=args.workers
     )
@@ -31,6 +33,7 @@ def _run_nyuv2(args: argparse.Namespace) -> int:
 
 
 def _run_shard(args: argparse.Namespace) -> int:
+    check_seed(args.seed, "--seed")
     declared = load_modalities(args.config) if args.config else {}
     index = write_shards(
         args.root,

@@ -5,10 +5,11 @@ that its task's target and inputs come out of the data as the task needs them.""
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from guidedmae.config.schema import DataConfig, ModelSettings, TrainingConfig
+from guidedmae.config.schema import DataConfig, ModelSettings, TrainingConfig, check_samples
 from guidedmae.data.mixup import MixupConfig
 from guidedmae.data.scenes import LABELS as SCENE_LABELS
 from guidedmae.data.sources import get_source
+from guidedmae.infra.fields import check_seed
 from guidedmae.infra.optim import OptimConfig
 from guidedmae.infra.schedule import ScheduleConfig
 from guidedmae.tasks import EvalConfig, HeadConfig, TaskConfig
@@ -62,11 +63,8 @@ class FinetuneDataConfig(DataConfig):
             )
         if self.per_class and self.fraction < 1:
             raise ValueError("give data.fraction or data.per_class, not both")
-        if self.eval_num_samples < 1 or self.eval_scene_seed < 0:
-            raise ValueError(
-                f"data.eval_num_samples={self.eval_num_samples}, data.eval_scene_seed={self.eval_scene_seed}; "
-                "expected a positive count and a non-negative seed"
-            )
+        check_samples("data.eval_num_samples", self.eval_num_samples)
+        check_seed(self.eval_scene_seed, "data.eval_scene_seed")
 
 
 @dataclass

@@ -165,20 +165,23 @@ def load_config(
     overrides: Sequence[str] = (),
     base: Mapping | None = None,
     interpolations: bool = True,
+    base_source: str | None = None,
 ) -> Config:
     """The typed config: dataclass defaults <- base (if any) <- YAML file (if any) <- `key=value` overrides.
 
     base: a saved config dict, e.g. the one a checkpoint holds (evaluating a run with its own config);
-    saved values are resolved ones, so an interpolation in it is refused.
+    saved values are resolved ones, so an interpolation in it is refused. base_source: where base came from
+    (a checkpoint), named by errors in its values; without it they are the command line's, as without base.
     interpolations: whether the file's interpolations are resolved (False: refused, naming the key).
     """
     merged = _defaults(schema)
     if base is not None:
-        _refuse_interpolations(dict(base), "saved config", "a saved config holds resolved values")
+        saved = base_source or "saved config"
+        _refuse_interpolations(dict(base), saved, "a saved config holds resolved values")
         try:
             merged = OmegaConf.merge(merged, base)
         except OmegaConfBaseException as error:
-            raise ConfigError(f"saved config: {_describe(error)}") from error
+            raise ConfigError(f"{saved}: {_describe(error)}") from error
     required = set()  # '???' values of the file, which an override must set
     if path is not None:
         kind = getattr(schema, "config_kind", None)
@@ -214,7 +217,8 @@ def load_config(
                 raise ConfigError(
                     f"command line {item!r}: {error} (a list is set whole: key=[a,b])"
                 ) from error
-    source = "command line" if path is None else f"{path} + command line" if overrides else str(path)
+    read = str(path) if path is not None else base_source or ""
+    source = f"{read} + command line" if read and overrides else read or "command line"
     missing = sorted(required - {item.split("=", 1)[0] for item in overrides})
     if missing:
         raise ConfigError(
@@ -231,6 +235,10 @@ def load_config(
     except OmegaConfBaseException as error:
         raise ConfigError(f"{source}: {_describe(error)}") from error
     except ValueError as error:  # a dataclass's own check of its values (__post_init__)
+        # The value it names (`key=value; ...`) came from the file or saved config unless an override set it.
+        named = str(error).split("=", 1)[0]
+        if read and named.replace(".", "").replace("_", "").isalnum():
+            source = source if any(item.split("=", 1)[0] == named for item in overrides) else read
         raise ConfigError(f"{source}: {error}") from error
 
 

@@ -16,6 +16,7 @@ from guidedmae.data.modalities import DERIVED_TARGETS, declare_all
 from guidedmae.data.sources import get_source
 from guidedmae.data.transforms import AugmentConfig
 from guidedmae.infra.backends import BackendSettings
+from guidedmae.infra.fields import check_seed
 from guidedmae.infra.optim import OptimConfig, validate_optim
 from guidedmae.infra.precision import PRECISIONS
 from guidedmae.infra.schedule import ScheduleConfig, validate_schedule
@@ -36,6 +37,18 @@ __all__ = [
 ]
 
 ON_ERROR = ("raise", "skip")
+# Sample counts a config sets (synthetic scenes, held-out samples): the loader shuffles an index of every
+# training sample each epoch (~50 bytes each as a list of ints), so 10^7 samples take 0.5 GB already.
+MAX_SAMPLES = 10**7
+# CPU threads per process: more than any CPU has cores; beyond it OpenMP fails to create them (or crashes).
+MAX_THREADS = 1024
+
+
+def check_samples(key: str, value: int, least: int = 1) -> None:
+    if not least <= value <= MAX_SAMPLES:
+        raise ValueError(
+            f"{key}={value}; expected {least}..{MAX_SAMPLES} (an index of every sample is held in memory)"
+        )
 
 
 # -- sections shared by every job -----------------------------------------------------------------
@@ -102,12 +115,10 @@ class DataConfig:
                 f"data.on_error={self.on_error!r} does not apply to data.source=shards: drop broken samples "
                 "when writing the shards (guidedmae data shard --on-error skip)"
             )
-        if self.num_samples < 1 or self.render_size < 0 or self.scene_seed < 0:
-            raise ValueError(
-                f"data.num_samples={self.num_samples}, data.render_size={self.render_size}, data.scene_seed="
-                f"{self.scene_seed}; expected num_samples >= 1, render_size >= 0 (0 = augment.size) and a "
-                "non-negative scene_seed"
-            )
+        check_samples("data.num_samples", self.num_samples)
+        check_seed(self.scene_seed, "data.scene_seed")
+        if self.render_size < 0:
+            raise ValueError(f"data.render_size={self.render_size}; expected >= 0 (0 = augment.size)")
         if self.batch_size < 1 or self.num_workers < 0:
             raise ValueError(
                 f"data.batch_size={self.batch_size}, data.num_workers={self.num_workers}; "
@@ -133,11 +144,13 @@ class RunConfig(BackendSettings):
         super().__post_init__()
         if self.precision not in PRECISIONS:
             raise ValueError(f"run.precision={self.precision!r}; expected one of {PRECISIONS}")
-        if self.threads < 0 or self.max_nonfinite < 1:
+        if not 0 <= self.threads <= MAX_THREADS:
             raise ValueError(
-                f"run.threads={self.threads}, run.max_nonfinite={self.max_nonfinite}; "
-                "expected threads >= 0 (0 = automatic) and max_nonfinite >= 1"
+                f"run.threads={self.threads}; expected 0 (the cores divided among the local processes) to "
+                f"{MAX_THREADS}"
             )
+        if self.max_nonfinite < 1:
+            raise ValueError(f"run.max_nonfinite={self.max_nonfinite}; expected at least 1")
 
 
 @dataclass
@@ -217,8 +230,7 @@ class TrainingConfig:
             raise ValueError(
                 f"data.augment.size={self.data.augment.size} must equal model.image_size={self.model.image_size}"
             )
-        if self.seed < 0:
-            raise ValueError(f"seed={self.seed}; expected a non-negative integer")
+        check_seed(self.seed, "seed")
 
     def _targets(self) -> tuple[str, ...]:
         """Modalities the job reads beyond the model's inputs and outputs (a fine-tuning task's target)."""
@@ -246,17 +258,12 @@ class PretrainEvalConfig:
     batch_size: int = 0  # 0 = data.batch_size
 
     def __post_init__(self) -> None:
-        if (
-            self.every < 0
-            or self.num_samples < 0
-            or self.scene_seed < 0
-            or self.mask_seed < 0
-            or self.batch_size < 0
-        ):
+        check_samples("eval.num_samples", self.num_samples, least=0)  # 0 = no evaluation
+        check_seed(self.scene_seed, "eval.scene_seed")
+        check_seed(self.mask_seed, "eval.mask_seed")
+        if self.every < 0 or self.batch_size < 0:
             raise ValueError(
-                f"eval.every={self.every}, eval.num_samples={self.num_samples}, eval.scene_seed={self.scene_seed}, "
-                f"eval.mask_seed={self.mask_seed}, eval.batch_size={self.batch_size}; expected non-negative "
-                "values (num_samples 0 = no evaluation)"
+                f"eval.every={self.every}, eval.batch_size={self.batch_size}; expected non-negative values"
             )
 
 

@@ -17,7 +17,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from guidedmae.data.seeding import derived_generator
 from guidedmae.infra.memory import LOADER_TRIM_THRESHOLD, keep_freed_memory
 
-__all__ = ["EpochLoader", "ResumableDistributedSampler", "build_loader", "reuse_freed_memory"]
+__all__ = [
+    "EpochLoader",
+    "ResumableDistributedSampler",
+    "build_loader",
+    "read_every_sample",
+    "reuse_freed_memory",
+]
 
 
 class ResumableDistributedSampler(DistributedSampler):
@@ -216,3 +222,21 @@ class EpochLoader:
         self.sampler.set_epoch(epoch)
         self.sampler.skip = skip
         return self.loader
+
+
+def _discard(sample) -> None:
+    """A sample read only to check that it can be (a module-level function: workers unpickle it)."""
+
+
+def read_every_sample(dataset: Dataset, num_workers: int) -> None:
+    """Read every sample of `dataset` once, in `num_workers` worker processes: a sample that cannot be read
+    (a broken image, NaN in a .npy) raises its error, naming its file, now rather than when it is used."""
+    loader = DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=num_workers,
+        collate_fn=_discard,
+        worker_init_fn=reuse_freed_memory,
+    )
+    for _ in loader:
+        pass

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from guidedmae.data.folder import DEPTH_SCALE
 from guidedmae.data.modalities import BUILTIN
 from guidedmae.data.writers import save_image_atomic
+from guidedmae.infra.checkpoints import refused_pickle
 from guidedmae.infra.distributed import resolve_device
 
 __all__ = ["Labeller", "model_folder", "pseudolabel"]
@@ -108,7 +109,17 @@ class Labeller:
             model_class = transformers.AutoModelForSemanticSegmentation
         self.task, self.device = task, device
         self.processor = transformers.AutoImageProcessor.from_pretrained(folder, local_files_only=True)
-        self.model = model_class.from_pretrained(folder, local_files_only=True).to(device).eval()
+        try:  # pickled weights (pytorch_model.bin) go through torch's safe loader, which may refuse them
+            model = model_class.from_pretrained(folder, local_files_only=True)
+        except Exception as error:
+            refused = refused_pickle(error)
+            if refused is None:
+                raise
+            raise ValueError(
+                f"--{task} {folder}: its pickled weights (pytorch_model.bin) are refused by the safe loader "
+                f"({refused}); loading never executes pickled code: give the weights as model.safetensors"
+            ) from error
+        self.model = model.to(device).eval()
         self.num_classes = getattr(config, "num_labels", 0)
 
     @torch.no_grad()

@@ -7,8 +7,6 @@ by population and series, once all of them are written: what a study's leak chec
 scenes other runs train on.
 """
 
-import os
-import tempfile
 from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
@@ -19,7 +17,7 @@ from tqdm import tqdm
 
 from guidedmae.data.folder import DEPTH_SCALE
 from guidedmae.data.scenes import SHAPES, render_scene
-from guidedmae.infra.files import read_json, write_json
+from guidedmae.infra.files import atomic_write, read_json, write_json
 
 __all__ = [
     "MANIFEST",
@@ -36,23 +34,15 @@ MANIFEST = "manifest.json"
 def save_image_atomic(array: np.ndarray, path: Path) -> None:
     """Write uint8 [H, W, 3] / uint8 [H, W] / uint16 [H, W] to `path` (.png or .jpg) via a temp file.
 
-    os.replace is atomic, so `path` is either the old file or the complete new one. No fsync: a data
-    set can be regenerated, and one fsync per image would dominate the run time.
+    os.replace is atomic, so `path` is either the old file or the complete new one; a failed write (a full
+    disk) is one error naming `path`. No fsync: a data set can be regenerated, and one fsync per image
+    would dominate the run time.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A temp name of its own: two writers of one file (two `data synth` runs) never share a temp file.
-    descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    temp = Path(temp)
     image = Image.fromarray(array)
-    try:
-        if path.suffix.lower() in (".jpg", ".jpeg"):
-            image.save(temp, format="JPEG", quality=95)
-        else:
-            image.save(temp, format="PNG")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        atomic_write(path, lambda file: image.save(file, format="JPEG", quality=95), durable=False)
+    else:
+        atomic_write(path, lambda file: image.save(file, format="PNG"), durable=False)
 
 
 def encode_depth(depth: np.ndarray, depth_scale: float = DEPTH_SCALE) -> np.ndarray:

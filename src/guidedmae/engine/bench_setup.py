@@ -17,6 +17,7 @@ from guidedmae.data.scenes import NUM_SEMSEG_CLASSES
 from guidedmae.data.sources import build_dataset
 from guidedmae.data.transforms import AugmentConfig
 from guidedmae.engine.from_checkpoint import load_model
+from guidedmae.infra.fields import check_seed
 from guidedmae.masking import MaskingConfig
 from guidedmae.models.architecture import PRESETS, preset_config
 from guidedmae.models.multimae import MultiMAE
@@ -73,6 +74,7 @@ class BenchSettings:
             )
         if self.rounds < 1 or self.warmup < 0 or self.batch_size < 1:
             raise ValueError("--rounds and --batch-size must be >= 1 and --warmup >= 0")
+        check_seed(self.seed, "--seed")
         if self.semseg_classes < NUM_SEMSEG_CLASSES:
             raise ValueError(
                 f"--semseg-classes {self.semseg_classes}; expected at least {NUM_SEMSEG_CLASSES}, the classes of "

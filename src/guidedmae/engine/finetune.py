@@ -105,7 +105,9 @@ class FinetuneJob(Job):
         self.eval_set = evaluation_set(config)
         dataset = training_set(config)
         groups = layer_decay_groups(self.model, config.optim.weight_decay, config.optim.layer_decay)
-        return JobParts(self.model, FinetuneStep(self.model, config), dataset, groups)
+        return JobParts(
+            self.model, FinetuneStep(self.model, config), dataset, groups, evaluation=self.eval_set
+        )
 
     def initialize(self, model: FineTuneModel, path: str) -> InitReport:
         return load_pretrained(model.encoder, path)
@@ -163,7 +165,9 @@ def evaluate_checkpoint(
             f"{path}: not a fine-tuning checkpoint (it holds no fine-tuning config); evaluate takes the "
             "checkpoints `guidedmae finetune` writes"
         )
-    config = load_config(FinetuneConfig, None, overrides, base=saved)
+    config = load_config(
+        FinetuneConfig, None, overrides, base=saved, base_source=f"{path} (its stored config)"
+    )
     context = init_distributed(config.run.device)
     try:
         torch.set_num_threads(threads_per_process(config.run.threads, context))

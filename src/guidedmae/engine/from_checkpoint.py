@@ -54,7 +54,9 @@ def load_model(path: str | Path, overrides: list[str] = ()) -> tuple[MultiMAE, P
     if not isinstance(saved, dict):
         architecture = official_architecture(checkpoint, str(path))
         saved = config_to_dict(_official_config(architecture))
-    config = load_config(PretrainConfig, None, overrides, base=saved)
+    config = load_config(
+        PretrainConfig, None, overrides, base=saved, base_source=f"{path} (its stored config)"
+    )
     model = build_to_fit(lambda: MultiMAE(config.model.architecture(config.modalities)), weights, str(path))
     return model, config, checkpoint
 

@@ -158,6 +158,7 @@ class PretrainJob(Job):
             dataset=dataset,
             param_groups=[group for group in groups if group["params"]],
             saved={STRATEGY_KEY: strategy},
+            evaluation=self.held_out,
         )
 
     def initialize(self, model: MultiMAE, path: str) -> InitReport:

@@ -3,7 +3,9 @@
 lock      : rank 0 holds out_dir/.lock for the whole run (a second run there stops at once)
 backends  : threads, TF32, the attention kernel, determinism (run.*: guidedmae.infra.backends)
 resume    = resolve_resume(config.resume, out_dir)          '' | auto (newest readable) | PATH
+memory    : a run that cannot fit (its config's model, images and batch) is refused before anything is built
 seed      -> parts = job.build(context)                     model, step, data set, parameter groups
+evaluation: every sample of a held-out set read from files is read once (a broken one fails now, not after training)
 model.init (fresh runs only) -> job.initialize(parts.model, path)
 schedule  = LRSchedule(peak lr of the total batch, steps per epoch of the data set)
 optimizer = AdamW(parts.param_groups); loss scaler; per-rank generators
@@ -23,7 +25,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from guidedmae.config import config_to_dict, config_to_yaml, save_config
+from guidedmae.data.loader import read_every_sample
 from guidedmae.data.seeding import derived_generator
+from guidedmae.data.sources import get_source
+from guidedmae.engine.footprint import check_fits_in_memory
 from guidedmae.engine.job import CONFIG_FILE, Job, LoopState, Training
 from guidedmae.engine.resume import resume
 from guidedmae.infra.backends import apply_backend_settings
@@ -99,11 +104,14 @@ def start(job: Job, context: DistributedContext) -> tuple[Training, LoopState, R
     # Every rank decides alone: nothing writes checkpoints before all ranks have started.
     candidates = resolve_resume(config.resume, out_dir)
 
+    check_fits_in_memory(config, context)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     parts = job.build(context)
     for module in parts.model.modules():  # the MultiMAE (or the fine-tuned encoder) recomputes its blocks
         if isinstance(module, MultiMAE):
             module.activation_checkpointing = config.run.activation_checkpointing
+    if parts.evaluation is not None and get_source(config.data.source).reads_root:
+        read_every_sample(parts.evaluation, config.data.num_workers)
     init_report = None
     if config.model.init and not candidates:
         init_report = job.initialize(parts.model, config.model.init)

@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import re
 import shutil
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -42,6 +43,20 @@ class UnreadableCheckpoint(CheckpointError):
     """A file that is not a complete, safe torch checkpoint (junk, truncated, empty, or pickling code)."""
 
 
+def refused_pickle(error: Exception) -> str | None:
+    """What torch's safe (weights-only) loader refused, in its own words (a class it does not admit, an
+    opcode it does not read) but without its advice to load unsafely; None for an error of another kind."""
+    text = str(error)
+    if "Weights only load failed" not in text:
+        return None
+    detail = text.split("WeightsUnpickler error:", 1)[-1]
+    advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [
+        line.strip() for line in detail.splitlines() if line.strip() and not line.strip().startswith(advice)
+    ]
+    return lines[0] if lines else "an object it does not read"
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint file without executing pickled code; returns the stored dict.
 
@@ -53,21 +68,23 @@ def read_checkpoint(path: str | Path) -> dict:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
     try:
-        with allow(OFFICIAL_SAFE_GLOBALS) if allow else contextlib.nullcontext():
+        with allow(OFFICIAL_SAFE_GLOBALS) if allow else contextlib.nullcontext(), warnings.catch_warnings():
+            # A plain pickle of a newer protocol is refused below; torch's warning about it would be a second line.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # junk makes the unpickler fail in every way (IndexError, struct.error, ...)
-        # torch names the class it refused ("Unsupported global: ...", "unsupported GLOBAL os.system").
-        detail = next((line for line in str(error).splitlines() if "global" in line.lower()), None)
-        if detail is not None:
+        detail = refused_pickle(error)
+        if detail is not None and "global" in detail.lower():  # a class it does not admit, named
             raise UnreadableCheckpoint(
                 f"{path}: refused to load, it pickles something beyond tensors and "
                 f"{[cls.__name__ for cls in OFFICIAL_SAFE_GLOBALS]} (loading never executes pickled code; "
-                f"{detail.strip()})"
+                f"{detail})"
             ) from error
-        first_line = (str(error).splitlines() or [""])[0][:200]
+        # What the safe unpickler refused (junk, a plain pickle), without torch's advice; else torch's first line.
+        reason = detail or (str(error).splitlines() or [""])[0][:200]
         raise UnreadableCheckpoint(
-            f"{path}: not a readable torch checkpoint (empty, truncated, damaged or another kind of file: "
-            f"{type(error).__name__}: {first_line})"
+            f"{path}: not a readable torch checkpoint (empty, truncated, damaged or another kind of file, such as "
+            f"a plain pickle: {type(error).__name__}: {reason}); loading never executes pickled code"
         ) from error
     if not isinstance(checkpoint, dict):
         raise UnreadableCheckpoint(f"{path}: expected a checkpoint dict, found {type(checkpoint).__name__}")

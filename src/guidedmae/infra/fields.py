@@ -3,6 +3,7 @@ checked (a config's `modalities:` section, a model folder's config.json): YAML a
 a float where a whole number belongs fails far from the file, deep inside a layer's constructor.
 
     check_field_types(record, "modalities.flow.")   # ValueError: modalities.flow.channels=2.5; expected ...
+    check_seed(config.seed, "seed")                  # ValueError: seed=18446744073709551616; expected ...
 """
 
 import math
@@ -10,7 +11,11 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import get_args, get_origin
 
-__all__ = ["check_field_types"]
+__all__ = ["SEED_LIMIT", "check_field_types", "check_seed"]
+
+# Every seed a user gives: numpy's legacy generators and many libraries take 32-bit seeds, torch's take 64-bit
+# ones; one range that every consumer takes, checked where the seed is given rather than where it overflows.
+SEED_LIMIT = 2**32
 
 
 def _is_whole(value) -> bool:
@@ -53,3 +58,9 @@ def check_field_types(record, prefix: str) -> None:
         expected = _expected(field.type, value)
         if expected is not None:
             raise ValueError(f"{prefix}{field.name}={value!r}; expected {expected}")
+
+
+def check_seed(value, key: str) -> None:
+    """Raise ValueError "<key>=<value>; expected a whole number 0 <= seed < 2^32" for a seed out of range."""
+    if not _is_whole(value) or not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"{key}={value!r}; expected a whole number 0 <= seed < 2^32 ({SEED_LIMIT})")

@@ -39,7 +39,10 @@ LOCK_FILE = ".lock"
 
 
 class FolderBusy(OSError):
-    """Another process holds a folder's lock."""
+    """Another process holds a folder's lock; `holder` is what that process recorded (host, pid, started),
+    when it is known."""
+
+    holder: dict | None = None
 
 
 def fsync_directory(directory: Path) -> None:
@@ -91,26 +94,30 @@ def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
         raise _link_refused(path) from None
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], durable: bool = True) -> Path:
     """Call write(file) on a temp file next to `path`, fsync it, rename it over `path`, fsync the folder.
 
     A crash at any moment leaves `path` either as it was or complete; never half-written. `path` must not
     be a symbolic link (renaming over it would silently replace the link, writing through it is refused).
     A failed write is an OSError naming `path` and why (a full disk said so), a Ctrl-C a KeyboardInterrupt
-    naming it; either way `path` is as it was.
+    naming it; either way `path` is as it was. durable=False skips the fsyncs (files that can be written
+    again, by the thousand: a power cut may then leave them empty, a kill still never half-written).
     """
     path = Path(path)
     if path.is_symlink():
         raise _link_refused(path)
     make_folder(path.parent)
-    # mkstemp: a fresh name, created exclusively (O_EXCL): never another writer's temp file, never a link.
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:  # mkstemp: a fresh name, created exclusively (O_EXCL): never another writer's temp file, never a link
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:  # named as the file it was for, not as the temp file it would have been
+        raise _write_error(path, getattr(error, "filename", None) or "", error) from error
     try:
         os.chmod(temp, 0o644)  # mkstemp makes it private; the final file is an ordinary one
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                os.fsync(file.fileno())
         os.replace(temp, path)
     except BaseException as error:
         Path(temp).unlink(missing_ok=True)
@@ -120,7 +127,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         if not isinstance(original, Exception):  # SystemExit, GeneratorExit: not a failed write
             raise
         raise _write_error(path, temp, original) from error
-    fsync_directory(path.parent)
+    if durable:
+        fsync_directory(path.parent)
     return path
 
 
@@ -212,8 +220,11 @@ def lock_folder(folder: str | Path, holder: str, option: str) -> Iterator[Path]:
             "pid": os.getpid(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        os.ftruncate(handle, 0)
-        os.pwrite(handle, json.dumps(record).encode(), 0)
+        try:
+            os.ftruncate(handle, 0)
+            os.pwrite(handle, json.dumps(record).encode(), 0)
+        except OSError as error:  # a full disk: named here, the folder as it was (the lock file goes)
+            raise _write_error(path, "", error) from error
         yield path
     finally:
         path.unlink(missing_ok=True)  # while still holding it: see _locked_handle
@@ -230,11 +241,13 @@ def _locked_handle(path: Path, holder: str, option: str) -> int:
         except BlockingIOError:
             found = _read_holder(handle)
             os.close(handle)
-            raise FolderBusy(
+            busy = FolderBusy(
                 f"{path.parent} is in use by another {holder} (host {found.get('host', '?')}, pid "
                 f"{found.get('pid', '?')}, started {found.get('started', '?')}); wait for it to end, or "
                 f"choose another {option}"
-            ) from None
+            )
+            busy.holder = found
+            raise busy from None
         except BaseException:
             os.close(handle)
             raise

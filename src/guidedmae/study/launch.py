@@ -4,12 +4,15 @@ The study command stays up while its runs go (start it in tmux/screen on a clust
 is submitted when every run it depends on has finished, at most `launch.parallel` at a time (local: each
 with its share of the cores). A failed run is reported with its log and blocks only the runs that need
 its weights; the others go on. The command can be started again at any time: finished runs are skipped,
-interrupted ones resume.
+interrupted ones resume; a run that a killed study left going is waited for (and not run again if it
+finishes). Ctrl-C stops the study and, before it exits, its local runs.
 """
 
+import contextlib
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -23,9 +26,16 @@ from tqdm import tqdm
 from guidedmae.infra.files import FolderBusy, lock_folder
 from guidedmae.study.plan import Run, StudyConfig
 
-__all__ = ["Outcome", "execute_run", "launch"]
+__all__ = ["Outcome", "execute_run", "launch", "run_holder"]
 
 POLL_SECONDS = 2.0
+# How long a local run has to stop after the study passes it SIGTERM before it is killed: a step and a
+# checkpoint write, whatever the run is doing between two of them.
+STOP_GRACE_SECONDS = 10.0
+
+
+def _stopped_by_the_study(signum: int, frame) -> None:
+    raise KeyboardInterrupt("stopped by the study")
 
 
 def execute_run(kind: str, config: str, overrides: list[str]) -> dict:
@@ -36,6 +46,10 @@ def execute_run(kind: str, config: str, overrides: list[str]) -> dict:
         import submitit.helpers
 
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    if os.environ.get("SUBMITIT_EXECUTOR") == "local":
+        # submitit's job environment passes over SIGTERM (on a cluster it comes before a requeue); a local run
+        # gets it only from the study stopping (through its controller), and stops as on Ctrl-C.
+        signal.signal(signal.SIGTERM, _stopped_by_the_study)
     from guidedmae.config import FinetuneConfig, PretrainConfig, load_config
     from guidedmae.engine.finetune import finetune
     from guidedmae.engine.pretrain import pretrain
@@ -52,7 +66,9 @@ def execute_run(kind: str, config: str, overrides: list[str]) -> dict:
 @dataclass
 class Outcome:
     run: Run
-    state: str  # finished (now), skipped (finished before), failed, blocked (a dependency failed)
+    # finished (now), skipped (finished before, or by a process waited for), failed, blocked (a dependency
+    # failed); waiting: reported once while another process holds the run's folder
+    state: str
     seconds: float = 0.0
     log: str = ""  # where the run's output went (failed runs)
     error: str = ""
@@ -134,7 +150,7 @@ def _can_start(run: Run, outcomes: dict[str, Outcome]) -> bool:
 def _ctrl_c_held(study: StudyConfig) -> Iterator[None]:
     """Ctrl-C held while a local run is submitted and recorded. The run's processes inherit SIGINT blocked
     and never see it: a terminal's Ctrl-C reaches every process of its group, and the study, not each job,
-    stops the runs (see _cancel), so nothing prints a traceback. The study's own Ctrl-C (whichever of its
+    stops the runs (see _stop), so nothing prints a traceback. The study's own Ctrl-C (whichever of its
     threads the signal lands on) is noted and raised once the run is recorded among those it stops. A study
     started with Ctrl-C ignored (by a shell's `&`) keeps ignoring it here too."""
     if (
@@ -156,27 +172,72 @@ def _ctrl_c_held(study: StudyConfig) -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def _held_elsewhere(run: Run) -> bool:
-    """Whether another process holds the run's folder (a run of a killed study, still going): the run is
-    submitted once that process ends, instead of failing as busy and blocking every run after it."""
+def run_holder(run: Run) -> dict | None:
+    """What the process holding the run's folder recorded (host, pid, started; {} if unknown), or None when
+    no process holds it. Another process holding it is a run a killed study left going: the run is
+    submitted once that process ends, if it did not finish, instead of failing as busy."""
     if not run.out_dir().is_dir():
-        return False
+        return None
     try:
         with lock_folder(run.out_dir(), "run", "out_dir"):
-            return False
-    except FolderBusy:
-        return True
+            return None
+    except FolderBusy as busy:
+        return busy.holder or {}
 
 
-def _cancel(job) -> None:
-    """Stop a submitted run. A local job's controller passes SIGTERM on to the run and ends quietly (on
-    SIGINT, submitit's cancel, it dies with a traceback on the study's terminal); a run killed between
-    writes loses nothing (every file is written whole) and resumes when the study runs again."""
-    process = getattr(job, "_process", None)  # submitit's LocalJob keeps its controller here
-    if process is not None:
-        process.send_signal(signal.SIGTERM)
-    elif hasattr(job, "cancel"):
-        job.cancel(check=False)
+def describe_holder(holder: dict) -> str:
+    return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}"
+
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it (Linux's /proc; elsewhere `pid` alone)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a process that ended meanwhile
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (command)": state, ppid, ...
+            parents[int(stat.parent.name)] = int(fields[1])
+    tree = [pid]
+    for member in tree:  # grows as it goes: breadth first
+        tree += [child for child, parent in parents.items() if parent == member]
+    return tree
+
+
+def _stop(jobs: list) -> None:
+    """Stop submitted runs and, for local ones, wait until their processes are gone. A local job's
+    controller passes SIGTERM on to its run, which stops at once (see execute_run); one that has not
+    stopped after STOP_GRACE_SECONDS (still starting: submitit passes over SIGTERM until the run begins)
+    is killed with every process below it. A run stopped or killed between writes loses nothing (every
+    file is written whole) and resumes when the study runs again. Slurm jobs are cancelled."""
+    controllers = []
+    for job in jobs:
+        process = getattr(job, "_process", None)  # submitit's LocalJob keeps its controller here
+        if process is not None:
+            process.send_signal(signal.SIGTERM)
+            controllers.append(process)
+        elif hasattr(job, "cancel"):
+            job.cancel(check=False)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for process in controllers:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for pid in _process_tree(process.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    """A further Ctrl-C while the study stops its runs would leave them going: it is ignored meanwhile."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def launch(
@@ -195,11 +256,13 @@ def launch(
             pending.append(run)
     executor = _executor(study, logs) if pending else None
     running: dict[str, tuple] = {}  # name -> (run, job, start time)
+    waited: set[str] = set()  # runs whose folder another process held (reported once)
     bar = tqdm(total=len(runs), initial=len(outcomes), unit="run", desc="study", file=sys.stderr)
     try:
         while pending or running:
             ready = [run for run in pending if _can_start(run, outcomes)]
             sharing = min(study.launch.parallel, len(running) + len(ready))
+            held = False
             for run in list(pending):
                 failed = [
                     name
@@ -208,15 +271,23 @@ def launch(
                 ]
                 if failed:
                     outcomes[run.name] = Outcome(run, "blocked", error=f"needs {', '.join(failed)}")
-                elif (
-                    len(running) < study.launch.parallel
-                    and _can_start(run, outcomes)
-                    and not _held_elsewhere(run)
-                ):
-                    overrides = [*run.overrides, *_threads(study, sharing)]
-                    with _ctrl_c_held(study):
-                        job = executor.submit(execute_run, run.kind, run.config, overrides)
-                        running[run.name] = (run, job, time.monotonic())
+                elif len(running) < study.launch.parallel and _can_start(run, outcomes):
+                    holder = run_holder(run)
+                    if holder is not None:
+                        held = True
+                        if run.name not in waited:
+                            waited.add(run.name)
+                            report(Outcome(run, "waiting", error=describe_holder(holder)))
+                        continue
+                    if run.status() == "finished":  # by the process waited for: never run twice
+                        outcomes[run.name] = Outcome(
+                            run, "skipped", error="finished by the process waited for"
+                        )
+                    else:
+                        overrides = [*run.overrides, *_threads(study, sharing)]
+                        with _ctrl_c_held(study):
+                            job = executor.submit(execute_run, run.kind, run.config, overrides)
+                            running[run.name] = (run, job, time.monotonic())
                 else:
                     continue
                 pending.remove(run)
@@ -236,12 +307,13 @@ def launch(
                     )
                 report(outcomes[name])
                 bar.update()
-            if running:
+            if running or held:
                 time.sleep(POLL_SECONDS)
-    except KeyboardInterrupt:
-        # The runs under way stop with the study (a local job would go on alone, holding its folder).
-        for _, job, _ in running.values():
-            _cancel(job)
+    except BaseException:
+        # The runs under way stop with the study, however it stops (a local job would go on alone, holding its
+        # folder).
+        with _ctrl_c_ignored():
+            _stop([job for _, job, _ in running.values()])
         raise
     finally:
         bar.close()

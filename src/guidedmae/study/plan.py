@@ -1,4 +1,5 @@
-"""A study file and the runs it plans: base pretraining, arms x seeds, evaluations x fractions.
+"""The runs a study file plans: base pretraining, arms x seeds, evaluations x fractions (the file itself:
+guidedmae.study.study_file).
 
     study, folder = load_study("reference_cpu", ["seeds=[0,1]"])
     for run in plan(study, folder): print(run.name, run.kind, run.depends_on, run.status())
@@ -8,15 +9,14 @@ the study's out_dir: `base/`, `<arm>/seed-<k>/`, `<arm>/seed-<k>/<evaluation>[-f
 several base seeds (`base.seeds`), every base is a replicate of its own: `base/seed-<b>/` and
 `<arm>/base-<b>/seed-<k>/...`, every arm continuing every base. A config in a study file is a shipped
 config's name (`demo`, `synthetic_semseg_probe`) or a path relative to the file. A run is finished when
-its folder holds results.json; it is interrupted when it holds
-checkpoints but no results.json (it resumes: every planned run has resume=auto). A run whose config
-differs from the plan, or that starts from a run that does, is stale: refused unless asked to redo it.
+its folder holds results.json; it is interrupted when it holds checkpoints but no results.json (it
+resumes: every planned run has resume=auto). A started run whose config differs from the plan, or that
+starts from a run that is stale or no longer finished (moved aside, removed), is stale: refused unless
+asked to redo it.
 """
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 from guidedmae.config import (
     ConfigError,
@@ -29,173 +29,31 @@ from guidedmae.config import (
 from guidedmae.config.presets import find_config
 from guidedmae.engine.job import RESULTS
 from guidedmae.infra.checkpoints import LAST
+from guidedmae.study.study_file import (
+    BASE,
+    LAUNCHERS,
+    LOGS,
+    REPLACED,
+    STUDY_FILE,
+    ArmSpec,
+    StudyConfig,
+    load_study,
+)
 
-__all__ = ["LAUNCHERS", "STUDY_FILE", "Run", "StudyConfig", "load_study", "plan", "stale_runs"]
+__all__ = [
+    "LAUNCHERS",
+    "LOGS",
+    "REPLACED",
+    "STUDY_FILE",
+    "Run",
+    "StudyConfig",
+    "load_study",
+    "plan",
+    "stale_runs",
+]
 
 # How a run is executed, not what it computes: a finished run that differs only in these is not redone.
 EXECUTION_KEYS = ("resume:", "run.threads:")
-STUDY_FILE = "study.yaml"  # the resolved study, in its out_dir: what `guidedmae report STUDY_DIR` reads
-
-LAUNCHERS = ("local", "slurm", "debug")
-BASE = "base"
-# Arm and evaluation names are folder names: no separators, never '.', '..' or hidden.
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
-
-
-@dataclass
-class BaseSpec:
-    """The pretraining every arm continues: a config (+ overrides), or given weights, or nothing (arms
-    then start where their own configs say: from scratch, or their own model.init)."""
-
-    config: str = ""
-    overrides: list[str] = field(default_factory=list)
-    checkpoint: str = ""  # given weights (e.g. the official MultiMAE-B .pth) instead of a base run
-    # Several bases, one per seed (each its own replicate: the arms continue every one); [] = one base
-    # run with the seed its config gives.
-    seeds: list[int] = field(default_factory=list)
-
-
-@dataclass
-class ArmSpec:
-    """One way to continue the base: a pretraining config + overrides (after arm_defaults'). No config, or
-    pretrain: false, is no continuation: the evaluations read the base's weights (random weights when
-    there is no base either)."""
-
-    name: str = "???"
-    config: str = ""  # "" = arm_defaults.config
-    overrides: list[str] = field(default_factory=list)
-    pretrain: bool = True
-    control: str = ""  # the arm its paired differences are to (its matched control); "" = the baseline
-    # A check of the set-up (does continuing move anything? does the lr matter?), not one of the study's
-    # questions: its test stands alone (uncorrected) and its spread stays out of the power of the design.
-    sanity: bool = False
-    # With pretrain: false, evaluate random weights instead of the base's: the floor a downstream metric
-    # must rise well above for the benchmark to have room (the headroom check).
-    random_init: bool = False
-
-
-@dataclass
-class ArmDefaults:
-    """What every arm starts from: its config and overrides, before the arm's own."""
-
-    config: str = ""
-    overrides: list[str] = field(default_factory=list)
-
-
-@dataclass
-class EvaluationSpec:
-    """A fine-tuning or probe config run on every arm and seed, once per training fraction."""
-
-    name: str = "???"
-    config: str = "???"
-    overrides: list[str] = field(default_factory=list)
-    fractions: list[float] = field(default_factory=lambda: [1.0])  # data.fraction of each run
-
-
-@dataclass
-class LaunchConfig:
-    launcher: str = "local"  # local (submitit's local executor) | slurm | debug (in this process)
-    parallel: int = 1  # runs at once (local: each gets cores // parallel threads)
-    timeout_min: int = 4320  # per run
-    partition: str = ""  # slurm
-    gpus_per_node: int = 0  # slurm: also the processes of each run (torchrun-like, one per GPU)
-    nodes: int = 1  # slurm
-    cpus_per_task: int = 0  # slurm; 0 = submitit's default
-    account: str = ""  # slurm
-
-
-@dataclass
-class StudyConfig:
-    config_kind: ClassVar[str] = "study"  # the shipped configs it is loaded from by name
-    out_dir: str = "???"
-    base: BaseSpec = field(default_factory=BaseSpec)
-    arm_defaults: ArmDefaults = field(default_factory=ArmDefaults)
-    arms: list[ArmSpec] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    evaluations: list[EvaluationSpec] = field(default_factory=list)
-    baseline: str = ""  # the arm every other is compared with (paired differences); "" = the first
-    # The smallest difference to the baseline that matters, per metric (`<source>: <name>`, or `<name>` for
-    # every source): the equivalence margin of the tables' verdicts, and the detectable effect that
-    # `--dry-run` sizes the seeds for.
-    margins: dict[str, float] = field(default_factory=dict)
-    launch: LaunchConfig = field(default_factory=LaunchConfig)
-
-    def __post_init__(self) -> None:
-        names = [arm.name for arm in self.arms]
-        if not names:
-            raise ValueError("a study needs at least one arm")
-        bad = [name for name in names if not NAME.fullmatch(name) or name == BASE or names.count(name) > 1]
-        if bad:
-            raise ValueError(
-                f"arm names {bad}: expected distinct folder names (letters, digits, '_', '.', '+', '-', not "
-                f"starting with a dot) other than '{BASE}'"
-            )
-        if self.baseline and self.baseline not in names:
-            raise ValueError(f"baseline={self.baseline!r}; expected one of the arms {names}")
-        for arm in self.arms:
-            if arm.control and (arm.control not in names or arm.control == arm.name):
-                raise ValueError(f"arms {arm.name}: control={arm.control!r}; expected another arm of {names}")
-            if arm.random_init and arm.pretrain:
-                raise ValueError(
-                    f"arms {arm.name}: random_init=true evaluates random weights; it needs pretrain: false"
-                )
-        for key, seeds in (("seeds", self.seeds), ("base.seeds", self.base.seeds)):
-            if len(set(seeds)) != len(seeds) or (seeds and min(seeds) < 0):
-                raise ValueError(f"{key}={list(seeds)}; expected distinct non-negative seeds")
-        if not self.seeds:
-            raise ValueError("seeds=[]; expected at least one seed")
-        if self.base.seeds and not self.base.config:
-            raise ValueError(f"base.seeds={list(self.base.seeds)} needs base.config (the base run to repeat)")
-        evaluations = [spec.name for spec in self.evaluations]
-        bad = [name for name in evaluations if not NAME.fullmatch(name) or evaluations.count(name) > 1]
-        if bad:
-            raise ValueError(
-                f"evaluation names {bad}: expected distinct folder names (letters, digits, '_', '.', '+', '-', "
-                "not starting with a dot)"
-            )
-        bad = {key: value for key, value in self.margins.items() if not value > 0}
-        if bad:
-            raise ValueError(f"margins {bad}: expected positive differences")
-        for spec in self.evaluations:
-            if not spec.fractions or not all(0 < f <= 1 for f in spec.fractions):
-                raise ValueError(
-                    f"evaluations {spec.name}: fractions={list(spec.fractions)}; expected values in (0, 1]"
-                )
-        if self.launch.launcher not in LAUNCHERS:
-            raise ValueError(f"launch.launcher={self.launch.launcher!r}; expected one of {LAUNCHERS}")
-        launch = self.launch
-        if launch.parallel < 1 or launch.timeout_min < 1 or launch.nodes < 1:
-            raise ValueError(
-                f"launch.parallel={launch.parallel}, launch.timeout_min={launch.timeout_min}, launch.nodes="
-                f"{launch.nodes}; expected at least 1 each"
-            )
-        if launch.gpus_per_node < 0 or launch.cpus_per_task < 0:
-            raise ValueError(
-                f"launch.gpus_per_node={launch.gpus_per_node}, launch.cpus_per_task={launch.cpus_per_task}; "
-                "expected non-negative counts"
-            )
-        if self.base.config and self.base.checkpoint:
-            raise ValueError("give base.config (a base run) or base.checkpoint (given weights), not both")
-
-    @property
-    def baseline_arm(self) -> str:
-        return self.baseline or self.arms[0].name
-
-    def controls(self) -> dict[str, str]:
-        """Each compared arm's control: its own, or the baseline (the baseline has none)."""
-        return {
-            arm.name: arm.control or self.baseline_arm
-            for arm in self.arms
-            if arm.control or arm.name != self.baseline_arm
-        }
-
-
-def load_study(path: str | Path, overrides: list[str] = ()) -> tuple[StudyConfig, Path]:
-    """The study of a file or a shipped study's name (with dotted overrides) and the folder its config
-    paths are relative to."""
-    path = find_config("study", path)
-    study = load_config(StudyConfig, path, overrides, interpolations=False)
-    return study, path.resolve().parent
 
 
 @dataclass
@@ -394,13 +252,20 @@ def plan(study: StudyConfig, folder: Path) -> list[Run]:
 
 def stale_runs(runs: list[Run]) -> dict[str, list[str]]:
     """Started runs (finished or interrupted) that differ from the plan, with why: their own config
-    changed, or a run they start from is stale (its weights will change when it runs again)."""
+    changed, or a run they start from is stale or has no finished run (moved aside or removed since): either
+    way its weights will change when it runs again."""
+    status = {run.name: run.status() for run in runs}
     stale: dict[str, list[str]] = {}
     for run in runs:  # in plan order: every run after the runs it depends on
-        if run.status() == "new":
+        if status[run.name] == "new":
             continue
         reasons = run.config_changes()
-        reasons += [f"starts from {name}, which is stale" for name in run.depends_on if name in stale]
+        for name in run.depends_on:
+            if name in stale:
+                reasons.append(f"starts from {name}, which is stale")
+            elif status[name] != "finished":
+                what = "missing" if status[name] == "new" else "not finished"
+                reasons.append(f"starts from {name}, which is {what}: it will be trained anew")
         if reasons:
             stale[run.name] = reasons
     return stale

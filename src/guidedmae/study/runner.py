@@ -2,13 +2,15 @@
 write the tables.
 
 Running it again skips finished runs and resumes interrupted ones; a started run whose config no
-longer matches the study, or that starts from such a run, is refused (naming the differences) unless
-redo, which moves its folder aside (`<run>.replaced-<time>`) and runs it again. A study that would
-evaluate on data one of its runs trains on is refused before anything runs. A dry run also prints the
-power of the finished runs: the smallest difference they detect, and the seeds a study margin needs.
+longer matches the study, or that starts from a run that is stale or no longer finished, is refused
+(naming the differences) unless redo, which moves the stale folders aside (`<run>.replaced-<time>`), all
+or none, and runs them again. A study that would evaluate on data one of its runs trains on is refused
+before anything runs. A dry run also prints the power of the finished runs: the smallest difference they
+detect, and the seeds a study margin needs.
 """
 
 import copy
+import os
 import shutil
 import time
 from pathlib import Path
@@ -17,13 +19,13 @@ from guidedmae.config import config_to_yaml
 from guidedmae.config.presets import find_config
 from guidedmae.infra.files import atomic_write, lock_folder, make_folder
 from guidedmae.infra.run_log import METRICS, run_seconds
-from guidedmae.study.launch import Outcome, launch
+from guidedmae.study.launch import Outcome, describe_holder, launch, run_holder
 from guidedmae.study.leaks import check_no_leak
 from guidedmae.study.merge import write_provenance
-from guidedmae.study.plan import STUDY_FILE, Run, load_study, plan, stale_runs
+from guidedmae.study.plan import LOGS, REPLACED, STUDY_FILE, Run, load_study, plan, stale_runs
 from guidedmae.study.tables import collect, format_markdown, format_power, write_tables
 
-__all__ = ["load_planned", "run_study"]
+__all__ = ["STUDY_FILE", "load_planned", "run_study"]
 
 
 def load_planned(path: str | Path, overrides: list[str] = ()):
@@ -73,20 +75,68 @@ def _print_plan(runs: list[Run], stale: dict[str, list[str]]) -> None:
     )
 
 
-def _move_aside(run: Run) -> Path:
-    target = run.out_dir().with_name(f"{run.out_dir().name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-    run.out_dir().rename(target)
-    return target
+def _inside(folder: Path, other: Path) -> bool:
+    return other != folder and other in folder.parents
+
+
+def _move_stale_aside(runs: list[Run], stale: dict[str, list[str]]) -> list[tuple[Run, Path, list[str]]]:
+    """Move the folders of the stale runs aside, all or none: only the outermost ones (an evaluation's
+    folder inside its stale arm's goes with it), each to a name of its own (`<folder>.replaced-<time>`), and
+    a move that fails puts back those made before it. Refused, before anything moves, while another
+    process (a run a killed study left going) holds one of them. Returns (run, where its folder went,
+    the stale runs that went with it)."""
+    folders = {run.name: run.out_dir() for run in runs if run.name in stale}
+    for run in runs:
+        folder = run.out_dir()
+        if any(folder == moved or _inside(folder, moved) for moved in folders.values()):
+            holder = run_holder(run)
+            if holder is not None:
+                raise ValueError(
+                    f"{run.name} is stale, but its folder {folder} is in use by another process "
+                    f"({describe_holder(holder)}); wait for it to end, then run the study again"
+                )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    moves = []
+    for run in runs:
+        source = folders.get(run.name)
+        if source is None or any(_inside(source, other) for other in folders.values()):
+            continue
+        target, number = source.with_name(f"{source.name}{REPLACED}{stamp}"), 1
+        while os.path.lexists(target):
+            number += 1
+            target = source.with_name(f"{source.name}{REPLACED}{stamp}-{number}")
+        inner = [name for name, folder in folders.items() if _inside(folder, source)]
+        moves.append((run, source, target, inner))
+    moved = []
+    try:
+        for _, source, target, _ in moves:
+            source.rename(target)
+            moved.append((source, target))
+    except OSError as error:
+        for back, aside in reversed(moved):
+            aside.rename(back)
+        raise OSError(
+            f"cannot move the stale run folder {source} aside to {target} ({error.strerror or error}); "
+            "nothing was moved"
+        ) from error
+    return [(run, target, inner) for run, _, target, inner in moves]
 
 
 def _report(outcome: Outcome, done: list[int], total: int) -> None:
+    if outcome.state == "waiting":
+        print(
+            f"waiting for {outcome.run.name}: its folder is held by {outcome.error} (a run an earlier study "
+            "left going); it is taken up when that process ends, unless it finished",
+            flush=True,
+        )
+        return
     done[0] += 1
     line = f"[{done[0]}/{total}] {outcome.run.name}: {outcome.state}"
     if outcome.state == "finished":
         line += f" in {_minutes(outcome.seconds)}"
     elif outcome.state == "failed":
         line += f": {outcome.error} (log: {outcome.log})"
-    elif outcome.state == "blocked":
+    elif outcome.state in ("blocked", "skipped"):
         line += f": {outcome.error}"
     print(line, flush=True)
 
@@ -107,6 +157,12 @@ def _check_before_running(study, runs: list[Run], dry_run: bool) -> None:
     out_dir = Path(study.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"out_dir={out_dir} is a file, not a folder; choose another out_dir")
+    logs = out_dir / LOGS
+    if logs.is_symlink() or (logs.exists() and not logs.is_dir()):
+        what = "a symbolic link" if logs.is_symlink() else "a file"
+        raise NotADirectoryError(
+            f"{logs} is {what}; the study writes its runs' job logs into a folder of its own there: remove it"
+        )
 
 
 def _study_yaml(study, source: Path) -> str:
@@ -138,9 +194,9 @@ def run_study(path: str | Path, overrides: list[str], dry_run: bool = False, red
         return 0
     out_dir = make_folder(study.out_dir, "out_dir")
     with lock_folder(out_dir, "study", "out_dir"):
-        for each in runs:
-            if each.name in changed:
-                print(f"{each.name}: stale, previous run moved to {_move_aside(each)}")
+        for each, target, inner in _move_stale_aside(runs, changed):
+            with_it = f" (with {', '.join(inner)})" if inner else ""
+            print(f"{each.name}: stale, previous run moved to {target}{with_it}")
         study_yaml = _study_yaml(study, Path(path))
         atomic_write(out_dir / STUDY_FILE, lambda file: file.write(study_yaml.encode()))
         earlier = write_provenance(out_dir)
@@ -150,7 +206,7 @@ def run_study(path: str | Path, overrides: list[str], dry_run: bool = False, red
                 "cannot be merged with other parts"
             )
         done = [sum(each.status() == "finished" for each in runs)]
-        outcomes = launch(study, runs, out_dir / "logs", lambda outcome: _report(outcome, done, len(runs)))
+        outcomes = launch(study, runs, out_dir / LOGS, lambda outcome: _report(outcome, done, len(runs)))
     tables = collect(study, runs)
     written = write_tables(tables, out_dir)
     print("\n" + format_markdown(tables))
