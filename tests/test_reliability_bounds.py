@@ -8,12 +8,13 @@ import sys
 import pytest
 
 from guidedmae.cli import main
+from guidedmae.config.presets import CONFIG_ROOT
 from tests.test_pretrain import ROOT, tiny_config
 from tests.test_reliability import one_line_error
 
 TOO_BIG = 2**64 + 1  # past torch's and numpy's generators alike
 SEED_RANGE = "expected a whole number 0 <= seed < 2^32"
-FINETUNE_CONFIG = ROOT / "configs" / "finetune" / "synthetic_cls_probe.yaml"
+FINETUNE_CONFIG = CONFIG_ROOT / "finetune" / "synthetic_cls_probe.yaml"
 
 
 # -- seeds, threads, sample counts: refused when the config is loaded ----------------------------
