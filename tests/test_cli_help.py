@@ -1,9 +1,11 @@
-"""Every command's --help ends with examples of its use, taken from its module's docstring."""
+"""Every command's --help ends with examples of its use, taken from its module's docstring; --version names
+the package's version."""
 
 import argparse
 
 import pytest
 
+import guidedmae
 from guidedmae.cli import build_parser, main
 
 
@@ -34,3 +36,10 @@ def test_the_main_help_shows_examples(capsys):
         main(["--help"])
     help_text = capsys.readouterr().out
     assert "examples:" in help_text and "guidedmae pretrain demo resume=auto" in help_text
+
+
+def test_version_is_the_package_version(capsys):
+    with pytest.raises(SystemExit) as exit_code:
+        main(["--version"])
+    assert exit_code.value.code == 0
+    assert capsys.readouterr().out == f"guidedmae {guidedmae.__version__}\n"
