@@ -162,7 +162,7 @@ def _step_checkpoint_name(step: int) -> str:
     return f"checkpoint-{step:08d}.pt"
 
 
-def atomic_save(obj, path: Path) -> Path:
+def atomic_save(obj: object, path: Path) -> Path:
     """torch.save that never leaves a half-written file (see guidedmae.infra.files.atomic_write)."""
     return atomic_write(path, lambda file: torch.save(obj, file))
 

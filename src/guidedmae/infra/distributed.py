@@ -10,6 +10,7 @@ import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -128,6 +129,9 @@ def all_reduce_mean(context: DistributedContext, values: torch.Tensor) -> torch.
     return values
 
 
+Value = TypeVar("Value")  # what a collective carries over unchanged in type
+
+
 def all_reduce_sum(context: DistributedContext, values: torch.Tensor) -> torch.Tensor:
     """Sum of a tensor over all processes (a copy; the input is left alone): meters' totals."""
     values = values.detach().clone()
@@ -136,11 +140,11 @@ def all_reduce_sum(context: DistributedContext, values: torch.Tensor) -> torch.T
     return values
 
 
-def all_gather_objects(context: DistributedContext, value) -> list:
+def all_gather_objects(context: DistributedContext, value: Value) -> list[Value]:
     """[value of rank 0, value of rank 1, ...] (picklable values)."""
     if not context.is_distributed:
         return [value]
-    gathered = [None] * context.world_size
+    gathered: list[Any] = [None] * context.world_size
     dist.all_gather_object(gathered, value)
     return gathered
 
@@ -162,7 +166,7 @@ def broadcast_buffers(context: DistributedContext, module: nn.Module) -> None:
             dist.broadcast(buffer, src=0)
 
 
-def broadcast_object(context: DistributedContext, value):
+def broadcast_object(context: DistributedContext, value: Value) -> Value:
     """Rank 0's `value` on every process, e.g. a decision taken from files only rank 0 should read."""
     if not context.is_distributed:
         return value

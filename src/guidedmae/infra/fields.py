@@ -9,7 +9,10 @@ a float where a whole number belongs fails far from the file, deep inside a laye
 import math
 from collections.abc import Mapping
 from dataclasses import fields
-from typing import get_args, get_origin
+from typing import TYPE_CHECKING, get_args, get_origin
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = ["SEED_LIMIT", "check_field_types", "check_seed"]
 
@@ -18,11 +21,12 @@ __all__ = ["SEED_LIMIT", "check_field_types", "check_seed"]
 SEED_LIMIT = 2**32
 
 
-def _is_whole(value) -> bool:
+def _is_whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_finite(value) -> bool:  # YAML and JSON write the float 255.0 as 255: a whole number is taken too
+# YAML and JSON write the float 255.0 as 255: a whole number is taken too
+def _is_finite(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -35,7 +39,7 @@ SCALARS = {
 }
 
 
-def _expected(annotation, value) -> str | None:
+def _expected(annotation: object, value: object) -> str | None:
     """What `annotation` expects, if `value` does not fit it; None if it does or the annotation is not
     one of int, float, bool, str, tuple[<one of those>, ...] (a list or tuple) and dict (a mapping)."""
     if annotation in SCALARS:
@@ -50,7 +54,7 @@ def _expected(annotation, value) -> str | None:
     return None
 
 
-def check_field_types(record, prefix: str) -> None:
+def check_field_types(record: "DataclassInstance", prefix: str) -> None:
     """Raise ValueError "<prefix><field>=<value>; expected <what>" for the first field of the dataclass
     `record` whose value does not fit its annotation (see _expected; other annotations are not checked)."""
     for field in fields(record):

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 __all__ = [
     "LOCK_FILE",
@@ -94,7 +94,7 @@ def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
         raise _link_refused(path) from None
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], durable: bool = True) -> Path:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object], durable: bool = True) -> Path:
     """Call write(file) on a temp file next to `path`, fsync it, rename it over `path`, fsync the folder.
 
     A crash at any moment leaves `path` either as it was or complete; never half-written. `path` must not
@@ -143,8 +143,9 @@ def _original_error(error: BaseException) -> BaseException:
 def _write_error(path: Path, temp: str, error: Exception) -> OSError:
     """One line naming `path` and why writing it failed (a full disk said so), saying that it is as it was."""
     reason = getattr(error, "strerror", None) or (str(error).splitlines() or [type(error).__name__])[0]
-    if getattr(error, "filename", None) not in (None, temp):  # a file `write` read, not ours
-        reason = f"{reason}: {error.filename}"
+    filename = getattr(error, "filename", None)
+    if filename not in (None, temp):  # a file `write` read, not ours
+        reason = f"{reason}: {filename}"
     code = getattr(error, "errno", None)
     if code in (errno.ENOSPC, errno.EDQUOT) or _disk_full(path.parent):
         reason = f"the disk is full ({reason})"
@@ -159,7 +160,7 @@ def _disk_full(folder: Path, margin: int = 1 << 20) -> bool:
         return False
 
 
-def json_compatible(value, non_finite: Callable[[float], object]):
+def json_compatible(value: Any, non_finite: Callable[[float], object]) -> Any:
     """`value` with every non-finite float (also nested in dicts, lists, tuples) replaced by
     non_finite(float): strict JSON has no NaN or Infinity, and Python's json module writes them bare."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -171,7 +172,7 @@ def json_compatible(value, non_finite: Callable[[float], object]):
     return value
 
 
-def read_json(path: str | Path):
+def read_json(path: str | Path) -> Any:
     """The JSON value a file holds; a ValueError naming the file when it is not UTF-8 JSON (binary, cut)."""
     path = Path(path)
     try:
@@ -180,7 +181,7 @@ def read_json(path: str | Path):
         raise ValueError(f"{path}: not valid JSON ({error})") from error
 
 
-def write_json(path: str | Path, value) -> Path:
+def write_json(path: str | Path, value: object) -> Path:
     """`value` as indented strict JSON, atomically; non-finite floats (a metric of nothing) become null."""
     text = json.dumps(json_compatible(value, lambda _: None), indent=2, allow_nan=False)
     return atomic_write(path, lambda file: file.write(text.encode()))

@@ -5,7 +5,9 @@ Weight decay applies to weight matrices only: norms, biases, tokens and embeddin
 lr = blr * total_batch / 256, total_batch = per-process batch * processes * accumulation steps.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -48,14 +50,28 @@ def peak_lr(config: OptimConfig, total_batch: int) -> float:
     return lr * config.lr_scale
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+class LayeredModel(Protocol):
+    """A model that numbers its layers for layer-wise lr decay (models.task_model.FineTuneModel)."""
+
+    @property
+    def num_layers(self) -> int: ...
+
+    def layer_id(self, name: str) -> int: ...
+
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, nn.Parameter]]: ...
+
+
+def param_groups(model: nn.Module | LayeredModel, weight_decay: float) -> list[dict]:
     """Two AdamW groups over the trainable parameters: with weight decay, and without.
 
     Exempt: the names in `model.no_weight_decay()` if the model has it, and every parameter of at
     most one dimension (norm weights, biases).
     """
-    exempt = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay = [], []
+    exempt: set[str] = getattr(model, "no_weight_decay", set)()
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
@@ -66,7 +82,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:
+def layer_decay_groups(model: LayeredModel, weight_decay: float, layer_decay: float) -> list[dict]:
     """`param_groups` split by layer, each with lr_scale = layer_decay ** (num_layers + 1 - layer id).
 
     The model names its layers: `model.num_layers` and `model.layer_id(name)`, with MultiMAE's
@@ -98,7 +114,8 @@ def build_optimizer(
     groups = param_groups(model, config.weight_decay) if groups is None else groups
     params = [param for group in groups for param in group["params"]]
     fused = all(param.device.type in ("cpu", "cuda") and param.is_floating_point() for param in params)
-    return torch.optim.AdamW(groups, lr=0.0, betas=tuple(config.betas), eps=config.eps, fused=fused or None)
+    beta1, beta2 = config.betas  # a YAML list: two values, validated above
+    return torch.optim.AdamW(groups, lr=0.0, betas=(beta1, beta2), eps=config.eps, fused=fused or None)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

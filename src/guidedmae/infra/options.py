@@ -11,18 +11,21 @@ name with '-' for '_'.
 """
 
 import argparse
-from dataclasses import MISSING, fields
-from typing import TypeVar
+from dataclasses import fields
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = ["add_options", "settings_from"]
 
-Settings = TypeVar("Settings")
+Settings = TypeVar("Settings", bound="DataclassInstance")
 
 
-def add_options(parser: argparse.ArgumentParser, settings: type) -> None:
+def add_options(parser: argparse.ArgumentParser, settings: "type[DataclassInstance]") -> None:
     """One `--name` option per field of the dataclass `settings`, typed by its default."""
     for field in fields(settings):
-        default = field.default if field.default is not MISSING else field.default_factory()
+        default = field.default_factory() if callable(field.default_factory) else field.default
         help_text = field.metadata.get("help", "")
         parser.add_argument(
             f"--{field.name.replace('_', '-')}",

@@ -1,6 +1,6 @@
 """Numeric precision of a run: fp32, or bf16 / fp16 autocast (fp16 with loss scaling, CUDA only)."""
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
@@ -10,7 +10,7 @@ AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISIONS = tuple(AUTOCAST_DTYPES)
 
 
-def autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     """The autocast context of a precision: fp32 runs without; bf16 and fp16 autocast matmuls."""
     if precision not in AUTOCAST_DTYPES:
         raise ValueError(f"run.precision={precision!r}; expected one of {PRECISIONS}")

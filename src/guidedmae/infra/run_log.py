@@ -9,6 +9,7 @@ appear twice, the later line being the one that counts.
 import json
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
@@ -16,6 +17,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from guidedmae.infra.files import json_compatible, open_no_follow
+from guidedmae.infra.trackers import Tracker
 
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
@@ -59,8 +61,13 @@ class RunLogger:
     """Progress bar (steps, loss, lr, samples/s, ETA), TensorBoard scalars and metrics.jsonl of a run."""
 
     def __init__(
-        self, out_dir: Path, total_steps: int, initial_step: int = 0, enabled: bool = True, trackers=()
-    ):
+        self,
+        out_dir: Path,
+        total_steps: int,
+        initial_step: int = 0,
+        enabled: bool = True,
+        trackers: Iterable[Tracker] = (),
+    ) -> None:
         """trackers: guidedmae.infra.trackers, told what the run logs (W&B, MLflow)."""
         self.enabled = enabled
         self.trackers = list(trackers)
@@ -91,7 +98,7 @@ class RunLogger:
         shown = {key: values[key] for key in ("loss", "lr", "samples_per_s") if key in values}
         self.bar.set_postfix({key: f"{value:.4g}" for key, value in shown.items()}, refresh=False)
 
-    def event(self, kind: str, message: str, **fields) -> None:
+    def event(self, kind: str, message: str, **fields: object) -> None:
         """Something that happened (resumed, skipped step, weights check): printed and recorded as
         {"event": kind, "message": message, "time": unix seconds, **fields}."""
         if not self.enabled:

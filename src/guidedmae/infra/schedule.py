@@ -11,6 +11,7 @@ restarting is start_epoch=0, total_epochs=100 with its own warmup.
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from matplotlib.figure import Figure
 
@@ -111,7 +112,7 @@ class LRSchedule:
         return Progress(self.first_step + run_step, run_step / self.run_steps)
 
 
-def plot_schedule(schedule: LRSchedule, path, title: str = "") -> None:
+def plot_schedule(schedule: LRSchedule, path: str | Path, title: str = "") -> None:
     """PNG of the lr over the whole schedule (x: epochs), with this run's part drawn bold."""
     figure = Figure(figsize=(7, 3.6), dpi=120)  # no pyplot: no global backend, no window
     axes = figure.subplots()

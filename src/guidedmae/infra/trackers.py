@@ -16,6 +16,8 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Protocol
 
 __all__ = ["MlflowConfig", "Tracker", "WandbConfig", "build_trackers"]
 
@@ -63,7 +65,7 @@ def _numbers(values: dict) -> dict[str, float]:
     }
 
 
-def _import(module: str, extra: str):
+def _import(module: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as error:
@@ -163,7 +165,14 @@ class _Mlflow(Tracker):
         self.client.set_terminated(self.run_id)
 
 
-def build_trackers(log, out_dir: Path, config: dict) -> list[Tracker]:
+class TrackerSections(Protocol):
+    """The sections of a run's log config (config.LogConfig) that name its trackers."""
+
+    wandb: WandbConfig
+    mlflow: MlflowConfig
+
+
+def build_trackers(log: TrackerSections, out_dir: Path, config: dict) -> list[Tracker]:
     """The trackers `log` (the run's LogConfig) enables, started for the run in out_dir."""
     trackers: list[Tracker] = []
     if log.wandb.enabled:
