@@ -45,7 +45,15 @@ def check_class_maps(
             check_class_ids(arrays[name], paths[name], classes, ignore_index, name)
 
 
-class AugmentedDataset(Dataset, ABC):
+class SizedDataset(Dataset[dict[str, Tensor]], ABC):
+    """A map-style data set of samples ({name: tensor}) that knows its length, as every data set of ours
+    does: what loaders, evaluations and probes take (torch's Dataset declares no __len__)."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+
+class AugmentedDataset(SizedDataset):
     """A source of raw samples (`load`) followed by the aligned augmentation.
 
     __getitem__ returns {modality: tensor} (+ "label") as described in guidedmae.data.transforms, and
@@ -54,7 +62,6 @@ class AugmentedDataset(Dataset, ABC):
     `modalities` holds the record of every modality a sample has.
     """
 
-    class_names: tuple[str, ...] = ()  # what the image labels index; none without image labels
     modalities: dict[str, Modality]
 
     def __init__(self, augment: AugmentConfig, seed: int) -> None:
@@ -70,8 +77,10 @@ class AugmentedDataset(Dataset, ABC):
     def load(self, index: int) -> dict:
         """The raw sample `index`: numpy arrays per modality (+ "label"), see guidedmae.data.transforms."""
 
-    @abstractmethod
-    def __len__(self) -> int: ...
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """What the image labels index; none without image labels."""
+        return ()
 
     def labels(self) -> np.ndarray:
         """int64 [N] image label (index into class_names) of every sample, without loading any."""

@@ -118,6 +118,7 @@ def _simplejpeg_reads(image: Image.Image, modality: Modality) -> bool:
 
 def _check_mode(mode: str, path: Path, modality: Modality) -> None:
     """Refuse a PIL image whose mode cannot hold the modality as declared."""
+    expected: tuple[str, ...]
     if modality.is_class_map:
         expected, what = CLASS_MAP_MODES, "an 8- or 16-bit grey image of class ids"
     elif modality.format == "png16":

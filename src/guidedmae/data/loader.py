@@ -8,12 +8,14 @@ samples they are asked for, (epoch, index) pairs, so the batches are those of a 
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from guidedmae.data.datasets import SizedDataset
 from guidedmae.data.seeding import derived_generator
 from guidedmae.infra.memory import LOADER_TRIM_THRESHOLD, keep_freed_memory
 
@@ -41,9 +43,11 @@ class ResumableDistributedSampler(DistributedSampler):
     shuffle for batches smaller than a shard.
     """
 
+    dataset: SizedDataset
+
     def __init__(
         self,
-        dataset: Dataset,
+        dataset: SizedDataset,
         *,
         num_replicas: int = 1,
         rank: int = 0,
@@ -108,7 +112,7 @@ def reuse_freed_memory(worker_id: int = 0) -> None:
 
 
 def build_loader(
-    dataset: Dataset,
+    dataset: SizedDataset,
     *,
     batch_size: int,
     num_workers: int,
@@ -156,16 +160,16 @@ def build_loader(
     )
 
 
-class _EpochTagged(Dataset):
+class _EpochTagged(SizedDataset):
     """A data set asked for (epoch, index): each worker's copy takes the epoch before the sample."""
 
-    def __init__(self, dataset: Dataset) -> None:
+    def __init__(self, dataset: SizedDataset) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, item: tuple[int, int]):
+    def __getitem__(self, item: tuple[int, int]) -> dict[str, Tensor]:
         epoch, index = item
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
@@ -189,7 +193,7 @@ class EpochLoader:
     """The batches of every epoch of a run (build_loader's), from one loader whose workers persist, or
     from a loader built per epoch. `epoch(e, start_batch)` gives the loader of epoch e from that batch."""
 
-    def __init__(self, dataset: Dataset, *, persistent: bool, **options) -> None:
+    def __init__(self, dataset: SizedDataset, *, persistent: bool, **options: Any) -> None:
         self.dataset, self.options = dataset, options
         self.persistent = persistent and options["num_workers"] > 0
         if self.persistent:

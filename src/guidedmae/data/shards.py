@@ -20,6 +20,7 @@ import json
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from itertools import product
 from pathlib import Path
 from typing import BinaryIO
@@ -95,10 +96,10 @@ def write_shards(
     if samples_per_shard < 1:
         raise ValueError(f"samples_per_shard must be positive, got {samples_per_shard}")
     records = resolve(modalities)
-    modalities = tuple(records)
+    names = tuple(records)
     samples, class_names = index_folder(root, split, records.values(), on_error)
     extensions = []
-    for modality in modalities:
+    for modality in names:
         found = {sample.paths[modality].suffix.lower() for sample in samples}
         if len(found) > 1:
             raise ValueError(
@@ -111,7 +112,7 @@ def write_shards(
     with lock_folder(folder, "shard writer", "--out"):
         remove_temps(folder)  # what a killed writer left
         (folder / INDEX).unlink(missing_ok=True)  # the folder is unfinished until the new index is written
-        members = np.zeros((len(samples), len(modalities), 2), np.int64)
+        members = np.zeros((len(samples), len(names), 2), np.int64)
         labels = np.zeros(len(samples), np.int64)
         shard_files, shard_sizes = [], []
         bar = tqdm(total=len(samples), desc=f"shards {split}", unit="sample", disable=not progress)
@@ -120,14 +121,14 @@ def write_shards(
             entries = [(position, samples[order[position]]) for position in positions]
             path = folder / _shard_name(shard)
             atomic_write(
-                path, lambda file, entries=entries: _write_shard(file, entries, modalities, extensions)
+                path, partial(_write_shard, entries=entries, modalities=names, extensions=extensions)
             )
             # The offsets come from reading the headers back: what any tar reader will see.
             with tarfile.open(path) as tar:
                 offsets = {info.name: (info.offset_data, info.size) for info in tar.getmembers()}
             for position, sample in entries:
                 labels[position] = sample.label
-                for column, (modality, extension) in enumerate(zip(modalities, extensions, strict=True)):
+                for column, (modality, extension) in enumerate(zip(names, extensions, strict=True)):
                     members[position, column] = offsets[f"s{position:08d}.{modality}{extension}"]
             shard_files.append(path.name)
             shard_sizes.append(len(entries))
@@ -140,7 +141,7 @@ def write_shards(
         atomic_write(folder / LABELS, lambda file: np.save(file, labels))
         index = {
             "format": FORMAT,
-            "modalities": list(modalities),
+            "modalities": list(names),
             "extensions": extensions,
             "class_names": list(class_names),
             "shards": [{"file": f, "samples": n} for f, n in zip(shard_files, shard_sizes, strict=True)],

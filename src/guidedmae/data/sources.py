@@ -20,10 +20,15 @@ Adding a source is one function and one entry in SOURCES.
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
-from torch.utils.data import Dataset
-
-from guidedmae.data.datasets import ADE20KDataset, FolderDataset, ShardDataset, SyntheticScenes
+from guidedmae.data.datasets import (
+    ADE20KDataset,
+    AugmentedDataset,
+    FolderDataset,
+    ShardDataset,
+    SyntheticScenes,
+)
 from guidedmae.data.modalities import Modality
 from guidedmae.data.scenes import (
     FIRST_SHAPE_CLASS,
@@ -48,11 +53,24 @@ class ClassIds:
     ignore_index: int | None = None
 
 
+class DataSection(Protocol):
+    """The keys of a data section the sources read (config.DataConfig; FinetuneDataConfig adds `label`,
+    the synthetic scenes' image label, read where present)."""
+
+    source: str
+    root: str
+    num_samples: int
+    scene_seed: int
+    render_size: int
+    on_error: str
+    augment: AugmentConfig
+
+
 @dataclass(frozen=True)
 class Request:
     """Everything a source is asked for (build_dataset's arguments, the augmentation resolved)."""
 
-    data: object  # a DataConfig (or FinetuneDataConfig: its `label` picks the synthetic scenes' label)
+    data: DataSection
     split: str
     train: bool
     modalities: Sequence[str | Modality]
@@ -61,7 +79,7 @@ class Request:
     class_ids: ClassIds
 
 
-def _synthetic(request: Request) -> Dataset:
+def _synthetic(request: Request) -> AugmentedDataset:
     data = request.data
     return SyntheticScenes(
         data.num_samples,
@@ -75,7 +93,7 @@ def _synthetic(request: Request) -> Dataset:
     )
 
 
-def _folder(request: Request) -> Dataset:
+def _folder(request: Request) -> AugmentedDataset:
     data, ids = request.data, request.class_ids
     return FolderDataset(
         data.root,
@@ -89,7 +107,7 @@ def _folder(request: Request) -> Dataset:
     )
 
 
-def _shards(request: Request) -> Dataset:
+def _shards(request: Request) -> AugmentedDataset:
     data, ids = request.data, request.class_ids  # DataConfig refuses on_error=skip for shards
     return ShardDataset(
         data.root,
@@ -102,7 +120,7 @@ def _shards(request: Request) -> Dataset:
     )
 
 
-def _ade20k(request: Request) -> Dataset:
+def _ade20k(request: Request) -> AugmentedDataset:
     # The task applies reduce_zero_label (task.reduce_zero_label), for every source alike.
     data = request.data
     return ADE20KDataset(
@@ -115,7 +133,7 @@ def _ade20k(request: Request) -> Dataset:
     )
 
 
-def _nyuv2(request: Request) -> Dataset:
+def _nyuv2(request: Request) -> AugmentedDataset:
     root = Path(request.data.root)
     if not (root / request.split / "rgb" / "nyu").is_dir():
         raise FileNotFoundError(
@@ -129,7 +147,7 @@ def _nyuv2(request: Request) -> Dataset:
 class Source:
     """A data source: how its data set is built, and what the configs may ask of it."""
 
-    build: Callable[[Request], Dataset]
+    build: Callable[[Request], AugmentedDataset]
     jobs: tuple[str, ...] = JOBS  # the jobs it serves (JOBS' names)
     modalities: tuple[str, ...] | None = None  # the modalities it gives; None = any (declared ones too)
     reads_root: bool = True  # whether it reads data.root (else it renders; data.split does not apply)
@@ -169,14 +187,14 @@ def get_source(name: str, job: str | None = None) -> Source:
 
 
 def build_dataset(
-    data,
+    data: DataSection,
     split: str,
     modalities: Sequence[str | Modality],
     train: bool,
     *,
     seed: int = 0,
     class_ids: ClassIds = ClassIds(),
-) -> Dataset:
+) -> AugmentedDataset:
     """The data set of `data.source` for `split`, yielding `modalities` (and "label", "index").
 
     data: a DataConfig; train: data.augment's random augmentation, else the evaluation transform;

@@ -9,12 +9,13 @@ samples are ranked once by a seeded permutation and the first ones are taken).
 """
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 def _ranked_by_class(labels: np.ndarray, seed: int) -> dict[int, np.ndarray]:
     """{class: its sample indices in a seeded random order}; the order of a class depends only on
     the seed and the class's own samples."""
-    ranked = {}
+    ranked: dict[int, np.ndarray] = {}
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         rng = np.random.default_rng([seed, int(label)])
@@ -23,7 +24,7 @@ def _ranked_by_class(labels: np.ndarray, seed: int) -> dict[int, np.ndarray]:
 
 
 def balanced_subset(
-    labels, seed: int, fraction: float | None = None, per_class: int | None = None
+    labels: ArrayLike, seed: int, fraction: float | None = None, per_class: int | None = None
 ) -> np.ndarray:
     """Sorted indices of a class-balanced subset of `labels` ([N] integer class ids).
 
@@ -46,11 +47,12 @@ def balanced_subset(
     if len(labels) == 0:
         raise ValueError("cannot take a subset of an empty data set")
     ranked = _ranked_by_class(labels, seed)
+    counts: dict[int, int]
     if fraction is not None:
         if not 0 < fraction <= 1:
             raise ValueError(f"data.fraction={fraction}; expected 0 < fraction <= 1")
         counts = {label: max(1, round(fraction * len(members))) for label, members in ranked.items()}
-    else:
+    elif per_class is not None:  # exactly one of the two is given (checked above)
         if per_class < 1:
             raise ValueError(f"data.per_class={per_class}; expected at least 1")
         short = {label: len(members) for label, members in ranked.items() if len(members) < per_class}

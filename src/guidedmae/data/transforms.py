@@ -136,14 +136,14 @@ def _crop_and_resize(array: np.ndarray, box: CropBox, size: int, class_map: bool
     region = array[box.top : box.top + box.height, box.left : box.left + box.width]
     if not (region.flags.c_contiguous and region.flags.writeable):  # decoded images are read-only
         region = region.copy()
-    region = torch.from_numpy(region)
-    region = region[None] if region.ndim == 2 else region.permute(2, 0, 1)
-    if class_map or region.dtype != torch.uint8:
-        region = region.float()
+    pixels = torch.from_numpy(region)
+    pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
+    if class_map or pixels.dtype != torch.uint8:
+        pixels = pixels.float()
     if class_map:
-        return F.interpolate(region[None], size=(size, size), mode="nearest-exact")[0]
+        return F.interpolate(pixels[None], size=(size, size), mode="nearest-exact")[0]
     return F.interpolate(
-        region[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        pixels[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True
     )[0]
 
 

@@ -115,7 +115,7 @@ SHAPES_TABLE: tuple[ShapeKind, ...] = (
     ShapeKind(
         name="cylinder",
         sample_pose=_cylinder_pose,
-        bounding_radius=lambda size: float(np.hypot(*size)),
+        bounding_radius=lambda size: float(np.hypot(size[0], size[1])),  # (radius, half height)
         inner_ball=_centred_ball(min),
         intersect=geometry.intersect_cylinder,
         normal_directions=geometry.cylinder_normals,
