@@ -8,7 +8,6 @@ environment variable GUIDEDMAE_DEBUG=1, shows the traceback instead.
 import argparse
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
 from guidedmae.commands import (
     bench,
@@ -27,6 +26,7 @@ from guidedmae.commands import (
 )
 from guidedmae.engine.fit import NonFiniteLossError
 from guidedmae.infra.distributed import LauncherGone
+from guidedmae.infra.version import package_version
 
 __all__ = ["main"]
 
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_installed_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS:
         known = set(subparsers.choices)
@@ -103,15 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
         for name in set(subparsers.choices) - known:
             _add_examples(subparsers.choices[name], module.__doc__, name)
     return parser
-
-
-def _installed_version() -> str:
-    """The installed distribution's version, which packaging reads from guidedmae.__version__ (the package's
-    face is not imported from inside the package)."""
-    try:
-        return version("guidedmae")
-    except PackageNotFoundError:
-        return "(not installed: no package metadata; pip install the project)"
 
 
 def _add_examples(parser: argparse.ArgumentParser, docstring: str, command: str) -> None:

@@ -19,9 +19,9 @@ import os
 import shutil
 from pathlib import Path
 
-import guidedmae
 from guidedmae.config import config_differences, config_to_dict, config_to_yaml
 from guidedmae.infra.files import atomic_write, lock_folder, make_folder, read_json, write_json
+from guidedmae.infra.version import package_version
 from guidedmae.study.plan import STUDY_FILE, Run, StudyConfig, load_study, plan
 from guidedmae.study.tables import collect, write_tables
 
@@ -35,7 +35,7 @@ REPLICATE_KEYS = ("out_dir:", "seeds:", "base.seeds:")
 def code_fingerprint() -> str:
     """sha256 over the package's Python sources (paths and contents): runs of two parts are comparable
     only when the code that trained and scored them is the same."""
-    root = Path(guidedmae.__file__).resolve().parent
+    root = Path(__file__).resolve().parents[1]  # the guidedmae package
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
@@ -46,7 +46,7 @@ def write_provenance(study_dir: Path) -> str | None:
     """Record the code running in a study folder (guidedmae's version and the source fingerprint) among
     those its runs came from; returns the earlier code when it differs (the study then mixes versions)."""
     path = study_dir / PROVENANCE
-    current = {"guidedmae": guidedmae.__version__, "code": code_fingerprint()}
+    current = {"guidedmae": package_version(), "code": code_fingerprint()}
     seen = read_json(path).get("codes", []) if path.is_file() else []
     if current not in seen:
         write_json(path, {"codes": [*seen, current]})
