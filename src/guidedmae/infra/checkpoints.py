@@ -25,6 +25,7 @@ import shutil
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -128,9 +129,12 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
     model.load_state_dict(state_dict, strict=True)
 
 
+BuiltModel = TypeVar("BuiltModel", bound=nn.Module)
+
+
 def build_to_fit(
-    build: Callable[[], nn.Module], state_dict: Mapping[str, torch.Tensor], source: str
-) -> nn.Module:
+    build: Callable[[], BuiltModel], state_dict: Mapping[str, torch.Tensor], source: str
+) -> BuiltModel:
     """`build()` a model for the weights of `source`, with what the file declares about its architecture.
 
     The model is first built on the meta device, where nothing is allocated, and its parameter names

@@ -93,17 +93,17 @@ PRESETS: dict[str, dict[str, int]] = {
 }
 
 
-def preset_config(name: str, **overrides) -> MultiMAEConfig:
+def preset_config(name: str, **overrides: Any) -> MultiMAEConfig:
     """MultiMAEConfig of a named encoder size (tiny/small/base/large), with field overrides."""
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; expected one of {sorted(PRESETS)}")
     return MultiMAEConfig(**{**PRESETS[name], **overrides})
 
 
-def config_from_values(values: Mapping, source: str) -> MultiMAEConfig:
+def config_from_values(values: Mapping[str, Any], source: str) -> MultiMAEConfig:
     """A MultiMAEConfig from stored values (JSON / YAML lists as tuples; other keys, e.g. init, left out)."""
     names = {f.name for f in fields(MultiMAEConfig)}
-    kept = {
+    kept: dict[str, Any] = {
         key: tuple(value) if isinstance(value, list) else value
         for key, value in values.items()
         if key in names

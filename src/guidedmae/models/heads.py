@@ -19,6 +19,7 @@ designs follow MultiMAE's output adapters for fine-tuning:
 """
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -82,7 +83,24 @@ def _trunc_normal_linears(module: nn.Module) -> None:
                 nn.init.zeros_(child.bias)
 
 
-class LinearHead(nn.Module):
+class TaskHead(nn.Module, ABC):
+    """What the fine-tuning model drives: the encoder blocks whose outputs the head reads (`layers`, 0-based)
+    and `forward` from those outputs, the token modalities and grid to logits or a map."""
+
+    layers: tuple[int, ...]
+
+    @abstractmethod
+    def forward(
+        self,
+        features: list[torch.Tensor],
+        modalities: Sequence[str],
+        grid: tuple[int, int],
+        output_size: tuple[int, int],
+    ) -> torch.Tensor:
+        """features: one [B, N + G, D] per entry of `layers` -> [B, K] or [B, C, *output_size]"""
+
+
+class LinearHead(TaskHead):
     """BatchNorm-free linear classifier: LayerNorm, then Linear, on a pooled token.
 
     pool: 'mean' averages every encoder token (patch and global tokens, as the official MultiViT);
@@ -121,12 +139,18 @@ class LinearHead(nn.Module):
         encoded = features[0]
         return encoded.mean(dim=1) if self.pool == "mean" else encoded[:, -1]
 
-    def forward(self, features: list[torch.Tensor], modalities, grid, output_size) -> torch.Tensor:
+    def forward(
+        self,
+        features: list[torch.Tensor],
+        modalities: Sequence[str],
+        grid: tuple[int, int],
+        output_size: tuple[int, int],
+    ) -> torch.Tensor:
         """features: [[B, N + G, D]] (the last block) -> logits [B, num_classes]"""
         return self.head(self.norm(self.pooled(features)))
 
 
-class LinearDenseHead(nn.Module):
+class LinearDenseHead(TaskHead):
     """A linear map of every patch token to the output channels, upsampled bilinearly (DINOv2's linear
     semantic-segmentation protocol; for depth a linear regression of metres per pixel)."""
 
@@ -138,9 +162,15 @@ class LinearDenseHead(nn.Module):
         self.norm = nn.BatchNorm2d(features)
         self.classifier = nn.Conv2d(features, out_channels, kernel_size=1)
         nn.init.trunc_normal_(self.classifier.weight, std=0.02, a=-2.0, b=2.0)
-        nn.init.zeros_(self.classifier.bias)
+        nn.init.zeros_(self.classifier.bias)  # type: ignore[arg-type]  # a Conv2d built with its bias
 
-    def forward(self, features: list[torch.Tensor], modalities, grid, output_size) -> torch.Tensor:
+    def forward(
+        self,
+        features: list[torch.Tensor],
+        modalities: Sequence[str],
+        grid: tuple[int, int],
+        output_size: tuple[int, int],
+    ) -> torch.Tensor:
         """features: [[B, N + G, D]] (the last block) -> [B, out_channels, *output_size]"""
         tokens = token_map(features[0], modalities, grid, self.readout)  # [B, M * D, gh, gw]
         logits = self.classifier(self.norm(tokens))
@@ -166,7 +196,7 @@ class ConvNeXtBlock(nn.Module):
         return x + self.drop_path(y)
 
 
-class ConvNeXtHead(nn.Module):
+class ConvNeXtHead(TaskHead):
     """MultiMAE's ConvNeXt output adapter: tokens unfolded into a finer map, ConvNeXt blocks, 1x1 conv."""
 
     def __init__(
@@ -258,7 +288,7 @@ def _reassemble(encoder_dim: int, out_dim: int, scale: float) -> nn.Sequential:
     return nn.Sequential(project)
 
 
-class DPTHead(nn.Module):
+class DPTHead(TaskHead):
     """MultiMAE's DPT output adapter for dense prediction from four encoder depths.
 
     kind: 'regression' (DPT's depth head: conv, upsample, conv, ReLU, 1x1 conv; no final activation, as

@@ -16,7 +16,9 @@ official code: modalities concatenated in `config.inputs` order, the global toke
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -63,7 +65,7 @@ def _classes(modality: Modality, config: MultiMAEConfig) -> int:
     return config.semseg_classes if modality.name == "semseg" else modality.classes
 
 
-def _build_input_adapter(name: str, config: MultiMAEConfig) -> nn.Module:
+def _build_input_adapter(name: str, config: MultiMAEConfig) -> PatchInputAdapter:
     modality = config.modality(name)
     if modality.is_class_map:
         return SemSegInputAdapter(
@@ -126,6 +128,11 @@ class MultiMAE(nn.Module):
         )
         _init_weights(self)
 
+    def input_adapter(self, name: str) -> PatchInputAdapter:
+        """The input adapter of modality `name` (what _build_input_adapter built: a ModuleDict gives its
+        entries as plain Modules)."""
+        return cast(PatchInputAdapter, self.input_adapters[name])
+
     # -- the steps of a forward pass ----------------------------------------------------------------------
 
     def tokenize(self, inputs: dict[str, torch.Tensor]) -> Tokens:
@@ -142,14 +149,12 @@ class MultiMAE(nn.Module):
         modalities = tuple(name for name in self.config.inputs if name in inputs)
         per_modality, grids = [], {}
         for name in modalities:
-            _check_input(inputs[name], self.modalities[name], self.input_adapters[name].patch)
-            tokens = self.input_adapters[name](inputs[name])  # [B, N_m, D]
+            adapter = self.input_adapter(name)
+            _check_input(inputs[name], self.modalities[name], adapter.patch)
+            tokens = adapter(inputs[name])  # [B, N_m, D]
             per_modality.append(tokens)
             size = inputs[name].shape[-2:]
-            grids[name] = (
-                size[0] // self.input_adapters[name].patch,
-                size[1] // self.input_adapters[name].patch,
-            )
+            grids[name] = (size[0] // adapter.patch, size[1] // adapter.patch)
         if len(set(grids.values())) > 1:
             raise ValueError(f"inputs give different token grids (modality: (rows, cols)): {grids}")
         return Tokens(torch.cat(per_modality, dim=1), modalities, next(iter(grids.values())))
@@ -225,7 +230,7 @@ class MultiMAE(nn.Module):
             raise ValueError(f"layers {list(layers)} must be block indices in [0, {len(self.encoder)})")
         x = torch.cat([embeddings, self.global_tokens.expand(embeddings.shape[0], -1, -1)], dim=1)
         outputs = {}
-        for index, block in enumerate(self.encoder[: max(layers) + 1]):
+        for index, block in enumerate(islice(self.encoder, max(layers) + 1)):
             x = self._run_block(block, x)
             if index in layers:
                 outputs[index] = x
@@ -252,9 +257,9 @@ class MultiMAE(nn.Module):
                 f"{self.config.num_heads}] (batch, heads)"
             )
         x = torch.cat([embeddings, self.global_tokens.expand(batch_size, -1, -1)], dim=1)
-        for block in self.encoder[:-1]:
+        for block in islice(self.encoder, len(self.encoder) - 1):
             x = block(x, stochastic_depth=False)  # score with the whole model, not a random sub-network
-        last = self.encoder[-1]
+        last = cast(Block, self.encoder[-1])  # nn.Sequential gives its blocks as plain Modules
         normed = last.norm1(x)
         if score == "global":
             per_head = last.attn.query_attention(normed, query_index=num_tokens)  # [B, H, N + G]
@@ -287,7 +292,7 @@ class MultiMAE(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """Names of parameters exempt from weight decay: tokens, embeddings, norms and biases."""
-        exempt = set()
+        exempt: set[str] = set()
         for name, param in self.named_parameters():
             is_embedding = name.rsplit(".", 1)[-1] in ("global_tokens", "mask_token", "pos_emb")
             is_embedding |= ".task_embeddings." in name or ".class_emb." in name
@@ -334,6 +339,6 @@ def _init_weights(model: MultiMAE) -> None:
         elif isinstance(module, nn.Embedding):
             nn.init.trunc_normal_(module.weight, std=0.02, a=-2.0, b=2.0)
     nn.init.trunc_normal_(model.global_tokens, std=0.02, a=-2.0, b=2.0)
-    for adapter in model.output_adapters.values():
-        for embedding in adapter.task_embeddings.values():
+    for adapter in model.output_adapters.values():  # SpatialOutputAdapters, as plain Modules
+        for embedding in cast(SpatialOutputAdapter, adapter).task_embeddings.values():
             nn.init.trunc_normal_(embedding, std=0.02, a=-2.0, b=2.0)

@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,7 +31,7 @@ def _count_blocks(state_dict: Mapping[str, torch.Tensor], pattern: str) -> int:
 
 
 def config_from_official(
-    state_dict: Mapping[str, torch.Tensor], args: Mapping | None = None, **overrides
+    state_dict: Mapping[str, torch.Tensor], args: Mapping | None = None, **overrides: Any
 ) -> MultiMAEConfig:
     """Architecture of an official checkpoint, from its tensor shapes and training arguments.
 
@@ -43,7 +44,7 @@ def config_from_official(
     num_global_tokens, dim = state_dict["global_tokens"].shape[1:]
     inputs = tuple(module_names(state_dict, "input_adapters"))
     outputs = tuple(module_names(state_dict, "output_adapters"))
-    found = {
+    found: dict[str, Any] = {
         "inputs": inputs,
         "outputs": outputs,
         "dim": dim,
@@ -98,7 +99,7 @@ def official_args(checkpoint: Mapping) -> dict:
     return dict(args) if isinstance(args, Mapping) else {}
 
 
-def official_architecture(checkpoint: Mapping, source: str, **overrides) -> MultiMAEConfig:
+def official_architecture(checkpoint: Mapping, source: str, **overrides: Any) -> MultiMAEConfig:
     """The architecture an official checkpoint's tensors and stored arguments describe (see
     config_from_official); a file they do not describe is a CheckpointError naming it."""
     try:
@@ -115,7 +116,7 @@ def official_architecture(checkpoint: Mapping, source: str, **overrides) -> Mult
         raise CheckpointError(f"{source}: {error}") from error
 
 
-def load_official_checkpoint(path: str | Path, **overrides) -> MultiMAE:
+def load_official_checkpoint(path: str | Path, **overrides: Any) -> MultiMAE:
     """Build a MultiMAE from an official MultiMAE checkpoint and load its weights strictly.
 
     overrides: MultiMAEConfig fields the file does not determine, e.g. num_heads=6, decoder_heads=8,

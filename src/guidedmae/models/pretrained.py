@@ -114,7 +114,7 @@ def load_pretrained(model: MultiMAE, path: str | Path) -> InitReport:
             "choose model.inputs among those, or start that modality from scratch with model.init=null"
         )
     own = model.state_dict()
-    kept = {}
+    kept: dict[str, torch.Tensor] = {}
     for key, value in weights.items():
         kind, _, rest = key.partition(".")
         name = rest.split(".", 1)[0]
@@ -123,8 +123,9 @@ def load_pretrained(model: MultiMAE, path: str | Path) -> InitReport:
         ):
             continue
         if kind == "input_adapters" and key.endswith(".pos_emb"):
-            adapter = model.input_adapters[name]
-            value = resized_position_table(value, tuple(adapter.pos_emb.shape[-2:]), adapter.resize_mode)
+            adapter = model.input_adapter(name)
+            rows, columns = adapter.pos_emb.shape[-2:]
+            value = resized_position_table(value, (rows, columns), adapter.resize_mode)
         kept[key] = value
     fresh = [name for name in decoders if name not in file_decoders]
     # What the file lacks keeps its initialization: decoders, and for a ViT the other input adapters and

@@ -10,6 +10,7 @@ Linear probing freezes the encoder: its parameters stop requiring gradients, it 
 import torch
 from torch import nn
 
+from guidedmae.models.heads import TaskHead
 from guidedmae.models.multimae import MultiMAE
 
 
@@ -26,7 +27,7 @@ def encoder_layer_id(name: str, depth: int) -> int:
 class FineTuneModel(nn.Module):
     """MultiMAE encoder + task head. forward(inputs) -> logits [B, K] or a map [B, C, H, W]."""
 
-    def __init__(self, encoder: MultiMAE, head: nn.Module, freeze_encoder: bool = False):
+    def __init__(self, encoder: MultiMAE, head: TaskHead, freeze_encoder: bool = False):
         super().__init__()
         if len(encoder.output_adapters):
             raise ValueError(

@@ -5,10 +5,15 @@ head = build_head(config.head, encoder_architecture)     # the kind the task tak
 
 from dataclasses import dataclass
 
-from torch import nn
-
 from guidedmae.models.architecture import MultiMAEConfig
-from guidedmae.models.heads import ConvNeXtHead, DPTHead, LinearDenseHead, LinearHead, spread_layers
+from guidedmae.models.heads import (
+    ConvNeXtHead,
+    DPTHead,
+    LinearDenseHead,
+    LinearHead,
+    TaskHead,
+    spread_layers,
+)
 from guidedmae.tasks.task import Task, get_task
 
 __all__ = ["HeadConfig", "build_head"]
@@ -62,7 +67,7 @@ class HeadConfig:
         return self.task_record.out_channels(self.num_classes)
 
 
-def build_head(config: HeadConfig, encoder: MultiMAEConfig) -> nn.Module:
+def build_head(config: HeadConfig, encoder: MultiMAEConfig) -> TaskHead:
     """The head of `config` for an encoder of architecture `encoder`."""
     readout = tuple(config.readout) or tuple(encoder.inputs)
     unknown = [name for name in readout if name not in encoder.inputs]
