@@ -8,8 +8,11 @@ over samples that have any masked pixel. `per_patch=True` also returns each outp
 (what loss-guided masking strategies learn from).
 """
 
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import reduce
+from typing import Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +93,33 @@ def _pixel_loss(loss: str, pred: torch.Tensor, target: torch.Tensor, patch: int)
     return _squared_error(pred, target)
 
 
+@overload
+def reconstruction_losses(
+    preds: Mapping[str, torch.Tensor],
+    targets: Mapping[str, torch.Tensor],
+    masks: Mapping[str, torch.Tensor],
+    patch_size: int,
+    weights: Mapping[str, float] | None = None,
+    on_unmasked: bool = False,
+    per_patch: Literal[False] = False,
+    modalities: Mapping[str, Modality] | None = None,
+) -> dict[str, torch.Tensor]: ...
+
+
+@overload
+def reconstruction_losses(
+    preds: Mapping[str, torch.Tensor],
+    targets: Mapping[str, torch.Tensor],
+    masks: Mapping[str, torch.Tensor],
+    patch_size: int,
+    weights: Mapping[str, float] | None = None,
+    on_unmasked: bool = False,
+    *,
+    per_patch: Literal[True],
+    modalities: Mapping[str, Modality] | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, PatchLosses]]: ...
+
+
 def reconstruction_losses(
     preds: Mapping[str, torch.Tensor],
     targets: Mapping[str, torch.Tensor],
@@ -99,7 +129,7 @@ def reconstruction_losses(
     on_unmasked: bool = False,
     per_patch: bool = False,
     modalities: Mapping[str, Modality] | None = None,
-):
+) -> dict[str, torch.Tensor] | tuple[dict[str, torch.Tensor], dict[str, PatchLosses]]:
     """The loss of every output and their weighted sum under 'total'.
 
     preds: {output: prediction} as returned by MultiMAE; targets: {modality: tensor} (rgb normalized,
@@ -113,7 +143,8 @@ def reconstruction_losses(
     unknown = set(weights) - set(preds)
     if unknown:
         raise ValueError(f"loss weights given for {sorted(unknown)}, which are not outputs: {sorted(preds)}")
-    losses, patches = {}, {}
+    losses: dict[str, torch.Tensor] = {}
+    patches: dict[str, PatchLosses] = {}
     for name, pred in preds.items():
         source = DERIVED_TARGETS.get(name, name)
         if source not in targets:
@@ -127,7 +158,7 @@ def reconstruction_losses(
             patches[name] = PatchLosses(
                 values, torch.ones_like(values, dtype=torch.bool) if mask is None else mask
             )
-    losses["total"] = sum(weights.get(name, 1.0) * loss for name, loss in losses.items())
+    losses["total"] = reduce(operator.add, [weights.get(name, 1.0) * loss for name, loss in losses.items()])
     return (losses, patches) if per_patch else losses
 
 
@@ -139,7 +170,7 @@ def modality_patch_losses(
     """Per input modality, the weighted sum of the patch losses of the outputs reconstructing it (rgb:
     rgb and norm_rgb): what a loss-guided strategy ranks a modality's tokens by. {modality: PatchLosses}"""
     weights = dict(weights or {})
-    combined = {}
+    combined: dict[str, PatchLosses] = {}
     for name, losses in patch_losses.items():
         source = DERIVED_TARGETS.get(name, name)
         if source not in modalities:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from guidedmae.infra.distributed import DistributedContext, all_reduce_mean
+from guidedmae.masking.shared import MaskingBase
 
 # MultiMAE adds this to the {0, 1} task choices of `sample_tasks_uniformly` (Dirichlet needs alpha > 0).
 UNCHOSEN_ALPHA = 1e-5
@@ -22,7 +23,7 @@ UNCHOSEN_ALPHA = 1e-5
 
 def _numpy_rng(generator: torch.Generator | None) -> np.random.Generator:
     """A numpy generator seeded from the torch one: torch's Dirichlet cannot take a generator."""
-    seed = torch.randint(0, 2**62, (1,), generator=generator).item()
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
     return np.random.default_rng(seed)
 
 
@@ -131,7 +132,11 @@ class VisibleBudget(nn.Module):
     `observe` from the step's losses averaged over processes (every rank holds the same averages).
     """
 
-    def __init__(self, masking, modalities: Sequence[str], context: DistributedContext | None = None):
+    loss_averages: torch.Tensor  # [M] float64, a buffer of the adaptive budget only
+
+    def __init__(
+        self, masking: MaskingBase, modalities: Sequence[str], context: DistributedContext | None = None
+    ) -> None:
         super().__init__()
         self.masking, self.modalities = masking, tuple(modalities)
         self.context = context or DistributedContext()
@@ -190,7 +195,9 @@ class FixedBudget(VisibleBudget):
     """Visible counts chosen rather than drawn: the `ui` page shows strategies side by side on one split of
     the budget (a Dirichlet draw made once, or the user's counts), for one image or a batch of scenes."""
 
-    def __init__(self, masking, modalities: Sequence[str], counts: Sequence[int] | torch.Tensor) -> None:
+    def __init__(
+        self, masking: MaskingBase, modalities: Sequence[str], counts: Sequence[int] | torch.Tensor
+    ) -> None:
         """counts: [M] the same for every sample, or [B, M] one row per sample."""
         super().__init__(masking, modalities)
         self.counts = torch.as_tensor(counts, dtype=torch.long)

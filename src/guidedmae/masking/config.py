@@ -12,11 +12,17 @@ A strategy's section is its options dataclass (see its module in masking/strateg
 strategy gets its section here without any edit of this file.
 """
 
-from dataclasses import dataclass, field, fields, make_dataclass, replace
+from dataclasses import field, fields, make_dataclass, replace
+from typing import TYPE_CHECKING
 
 from guidedmae.infra.distributed import DistributedContext
 from guidedmae.masking import strategies  # noqa: F401 - registers every strategy
+from guidedmae.masking.shared import AdaptiveBudgetOptions, CurriculumConfig, MaskingBase
+
+if TYPE_CHECKING:
+    from guidedmae.masking.shared import MaskingConfig
 from guidedmae.masking.strategy import STRATEGIES, MaskingStrategy
+from guidedmae.models.architecture import MultiMAEConfig
 
 __all__ = [
     "AdaptiveBudgetOptions",
@@ -36,61 +42,21 @@ CURRICULUM_SHAPES = ("none", "linear", "cosine", "step")
 SAMPLINGS = ("topk", "gumbel")
 
 
-@dataclass
-class AdaptiveBudgetOptions:
-    """masking.budget=adaptive: Dirichlet alphas that follow moving averages of the modalities' losses."""
-
-    momentum: float = 0.99  # average = momentum * average + (1 - momentum) * this step's loss
-    temperature: float = 1.0  # alpha_m ~ average_m ** (sign / temperature); large = symmetric
-    sign: int = 1  # +1: harder modalities (higher loss) get more visible tokens; -1: fewer
-    floor: float = 0.1  # no alpha below floor * masking.alphas[0], so no modality starves
-
-
-@dataclass
-class CurriculumConfig:
-    """The share of each modality's masked tokens the guided strategy chooses, over the run's own part
-    (a continuation starts at 0); the rest are masked at random. HPM: linear from 0 to 0.5."""
-
-    shape: str = "none"  # none (always 1: fully guided) | linear | cosine | step
-    start: float = 0.0  # the share at the run's start
-    end: float = 1.0  # the share at its end
-    at: float = 0.5  # step: the fraction of the run at which the share switches from start to end
+if not TYPE_CHECKING:  # what a type checker sees of it is declared in masking.shared
+    MaskingConfig = make_dataclass(
+        "MaskingConfig",
+        [
+            (name, cls.options_class, field(default_factory=cls.options_class))
+            for name, cls in STRATEGIES.items()
+            if fields(cls.options_class)
+        ],
+        bases=(MaskingBase,),
+    )
+    MaskingConfig.__module__ = __name__
+    MaskingConfig.__doc__ = "MaskingBase's keys, then one section per strategy with options (masking.<name>)."
 
 
-@dataclass
-class MaskingBase:
-    """The keys every strategy shares: which strategy, how many tokens stay visible, and the wrappers
-    (curriculum, per-image random masking, sampling) that apply to any guided strategy."""
-
-    strategy: str = "random"  # a registered strategy: random | attention | ...
-    num_visible: int = 98  # tokens the encoder sees, over all modalities (MultiMAE-B: 98 of 588)
-    alphas: list[float] = field(default_factory=lambda: [1.0])  # Dirichlet: one value = symmetric
-    sample_tasks_uniformly: bool = False  # MultiMAE's option: a random subset of modalities per sample
-    budget: str = "dirichlet"  # dirichlet (alphas) | mixture (alpha_mixture) | adaptive (see adaptive)
-    alpha_mixture: list[list[float]] = field(
-        default_factory=list
-    )  # mixture: alpha vectors, one drawn per sample
-    adaptive: AdaptiveBudgetOptions = field(default_factory=AdaptiveBudgetOptions)
-    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
-    random_images: float = 0.0  # AttMask: this share of the images of a batch is masked at random
-    sampling: str = "topk"  # topk (with the strategy's Gaussian noise) | gumbel: Gumbel-top-k on log scores
-    temperature: float = 1.0  # gumbel: 0 -> top-k, large -> uniform
-
-
-MaskingConfig = make_dataclass(
-    "MaskingConfig",
-    [
-        (name, cls.options_class, field(default_factory=cls.options_class))
-        for name, cls in STRATEGIES.items()
-        if fields(cls.options_class)
-    ],
-    bases=(MaskingBase,),
-)
-MaskingConfig.__module__ = __name__
-MaskingConfig.__doc__ = "MaskingBase's keys, then one section per strategy with options (masking.<name>)."
-
-
-def _check_strategy(config, model) -> type[MaskingStrategy]:
+def _check_strategy(config: MaskingConfig, model: MultiMAEConfig) -> type[MaskingStrategy]:
     if config.strategy not in STRATEGIES:
         raise ValueError(f"masking.strategy={config.strategy!r}; expected one of {tuple(sorted(STRATEGIES))}")
     for cls in STRATEGIES.values():
@@ -98,7 +64,7 @@ def _check_strategy(config, model) -> type[MaskingStrategy]:
     return STRATEGIES[config.strategy]
 
 
-def _check_budget(config, model) -> None:
+def _check_budget(config: MaskingConfig, model: MultiMAEConfig) -> None:
     num_tokens = model.num_input_tokens
     if not 0 <= config.num_visible <= num_tokens:
         raise ValueError(
@@ -141,7 +107,7 @@ def _check_budget(config, model) -> None:
             raise ValueError(f"masking.adaptive.{key}={getattr(adaptive, key)!r}; expected {expected}")
 
 
-def _check_wrappers(config) -> None:
+def _check_wrappers(config: MaskingConfig) -> None:
     """Curriculum, per-image random masking and sampling: only for guided strategies."""
     curriculum = config.curriculum
     if curriculum.shape not in CURRICULUM_SHAPES:
@@ -172,7 +138,7 @@ def _check_wrappers(config) -> None:
             )
 
 
-def validate_masking(config, model) -> None:
+def validate_masking(config: MaskingConfig, model: MultiMAEConfig) -> None:
     """Check a MaskingConfig against the architecture it will drive (MultiMAEConfig); errors name the
     offending key and what was expected."""
     _check_strategy(config, model)
@@ -181,7 +147,10 @@ def validate_masking(config, model) -> None:
 
 
 def build_strategy(
-    config, model, num_samples: int = 0, context: DistributedContext | None = None
+    config: MaskingConfig,
+    model: MultiMAEConfig,
+    num_samples: int = 0,
+    context: DistributedContext | None = None,
 ) -> MaskingStrategy:
     """The strategy `config.strategy` names, for a MultiMAE of architecture `model` (MultiMAEConfig).
 
@@ -192,11 +161,11 @@ def build_strategy(
     return _check_strategy(config, model)(config, model, num_samples, context or DistributedContext())
 
 
-def strategy_variants(base, model) -> dict:
+def strategy_variants(base: MaskingConfig, model: MultiMAEConfig) -> dict[str, MaskingConfig]:
     """Every registered strategy's variants (random masking, the baseline, first), by row name, each a
     MaskingConfig with the budget (visible tokens, Dirichlet alphas) of `base` and its options over their
     defaults; model: the MultiMAEConfig the variants are for."""
-    variants = {}
+    variants: dict[str, MaskingConfig] = {}
     for name in sorted(STRATEGIES, key=lambda name: name != BASELINE):
         cls = STRATEGIES[name]
         for row, options in cls.variants(model).items():

@@ -24,7 +24,7 @@ import math
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -39,9 +39,13 @@ from guidedmae.masking.priority import (
     gumbel_priorities,
     mix_with_random,
 )
+from guidedmae.masking.shared import CurriculumConfig
 from guidedmae.models.architecture import MultiMAEConfig
 from guidedmae.models.multimae import MultiMAE, Tokens
 from guidedmae.models.selection import Selection, from_priorities
+
+if TYPE_CHECKING:
+    from guidedmae.masking.shared import MaskingConfig
 
 __all__ = [
     "STRATEGIES",
@@ -111,18 +115,23 @@ class MaskingStrategy(nn.Module):
     score_label: ClassVar[str] = "scores"  # what Proposal.scores are, as pictures title them
 
     def __init__(
-        self, masking, model: MultiMAEConfig, num_samples: int = 0, context: DistributedContext | None = None
+        self,
+        masking: MaskingConfig,
+        model: MultiMAEConfig,
+        num_samples: int = 0,
+        context: DistributedContext | None = None,
     ) -> None:
         """masking: the run's MaskingConfig (shared keys and every strategy's section); num_samples: the
         training set's size; context: the run's processes."""
         super().__init__()
         self.masking = masking
-        self.options = getattr(masking, self.name, NoOptions())
+        # masking.<name>, an options_class; subclasses declare its type
+        self.options: Any = getattr(masking, self.name, NoOptions())
         self.context = context or DistributedContext()
         self.budget = VisibleBudget(masking, model.inputs, self.context)
 
     @classmethod
-    def check(cls, masking, model: MultiMAEConfig) -> None:
+    def check(cls, masking: MaskingConfig, model: MultiMAEConfig) -> None:
         """Raise ValueError naming `masking.<name>.<key>` if the options do not fit the model."""
 
     @classmethod
@@ -218,7 +227,7 @@ class MaskingStrategy(nn.Module):
         return self.budget.scalars()
 
 
-def check_selection(name: str, options, masking) -> None:
+def check_selection(name: str, options: Any, masking: MaskingConfig) -> None:
     """The `select` and `noise` options of a score-based strategy (masking.<name>.select / .noise)."""
     if options.select not in ("high", "low"):
         raise ValueError(f"masking.{name}.select={options.select!r}; expected 'high' or 'low'")
@@ -231,14 +240,14 @@ def check_selection(name: str, options, masking) -> None:
         )
 
 
-def describe_selection(name: str, options) -> str:
+def describe_selection(name: str, options: Any) -> str:
     """A score-based strategy's short name: predicted-loss-high, loss-memory-low-noise0.5."""
     noise = f"-noise{options.noise:g}" if options.noise else ""
     return f"{name.replace('_', '-')}-{options.select}{noise}"
 
 
-def curriculum_share(curriculum, fraction: float) -> float:
-    """The guided share at `fraction` of the run (see masking.config.CurriculumConfig)."""
+def curriculum_share(curriculum: CurriculumConfig, fraction: float) -> float:
+    """The guided share at `fraction` of the run (see masking.shared.CurriculumConfig)."""
     start, end = curriculum.start, curriculum.end
     if curriculum.shape == "none":
         return 1.0

@@ -25,5 +25,7 @@ class Classification(Task):
             return soft_cross_entropy(output, target)
         return F.cross_entropy(output.float(), target, label_smoothing=label_smoothing)
 
-    def meter(self, num_classes: int, config: TaskConfig, device: torch.device | str = "cpu"):
+    def meter(
+        self, num_classes: int, config: TaskConfig, device: torch.device | str = "cpu"
+    ) -> ClassificationMeter:
         return ClassificationMeter(device)

@@ -6,6 +6,8 @@ c = 0.2 max |d| over the batch's valid pixels, (d^2 + c^2) / 2c above, summed an
 number of valid pixels.
 """
 
+from typing import Any
+
 import torch
 
 from guidedmae.metrics import DepthMeter
@@ -50,13 +52,15 @@ class Depth(Task):
         loss = berhu_loss if config.depth_loss == "berhu" else l1_loss
         return loss(output, target, depth_valid_mask(target, config))
 
-    def meter(self, num_classes: int, config: TaskConfig, device: torch.device | str = "cpu"):
+    def meter(self, num_classes: int, config: TaskConfig, device: torch.device | str = "cpu") -> DepthMeter:
         return DepthMeter(device)
 
-    def update(self, meter, output: torch.Tensor, target: torch.Tensor, config: TaskConfig) -> None:
+    def update(
+        self, meter: DepthMeter, output: torch.Tensor, target: torch.Tensor, config: TaskConfig
+    ) -> None:
         meter.update(output.float(), target, depth_valid_mask(target, config))
 
-    def check(self, config) -> None:
+    def check(self, config: Any) -> None:
         super().check(config)
         if config.data.augment.depth != "metres":
             raise ValueError(

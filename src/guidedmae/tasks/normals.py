@@ -36,8 +36,10 @@ class Normals(Task):
     ) -> torch.Tensor:
         return l1_loss(output, target, normals_valid_mask(target))
 
-    def meter(self, num_classes: int, config: TaskConfig, device: torch.device | str = "cpu"):
+    def meter(self, num_classes: int, config: TaskConfig, device: torch.device | str = "cpu") -> NormalsMeter:
         return NormalsMeter(device)
 
-    def update(self, meter, output: torch.Tensor, target: torch.Tensor, config: TaskConfig) -> None:
+    def update(
+        self, meter: NormalsMeter, output: torch.Tensor, target: torch.Tensor, config: TaskConfig
+    ) -> None:
         meter.update(output.float(), target, normals_valid_mask(target))

@@ -6,6 +6,7 @@ ignore_index and class k becomes k - 1.
 """
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,10 +39,14 @@ class Segmentation(Task):
     ) -> torch.Tensor:
         return F.cross_entropy(output.float(), target, ignore_index=config.ignore_index)
 
-    def meter(self, num_classes: int, config: TaskConfig, device: torch.device | str = "cpu"):
+    def meter(
+        self, num_classes: int, config: TaskConfig, device: torch.device | str = "cpu"
+    ) -> SegmentationMeter:
         return SegmentationMeter(num_classes, config.ignore_index, device)
 
-    def scores(self, meter, class_names: list[str] | None, object_classes: tuple[str, ...]) -> dict:
+    def scores(
+        self, meter: SegmentationMeter, class_names: list[str] | None, object_classes: tuple[str, ...]
+    ) -> dict:
         """mIoU and the rest, per-class IoU (percent; None for a class never seen), its table, and
         iou/<class> and miou_objects among the metrics for the object classes."""
         names = class_names or [str(index) for index in range(meter.num_classes)]
@@ -50,7 +55,7 @@ class Segmentation(Task):
             for name, iou in zip(names, iou_per_class(meter.confusion).tolist())
         }
         metrics = meter.compute()
-        objects = {name: per_class[name] for name in object_classes if per_class.get(name) is not None}
+        objects = {name: iou for name in object_classes if (iou := per_class.get(name)) is not None}
         metrics.update({f"iou/{name}": iou for name, iou in objects.items()})
         if objects:
             metrics["miou_objects"] = sum(objects.values()) / len(objects)
@@ -65,7 +70,7 @@ class Segmentation(Task):
         shift = 1 if config.reduce_zero_label else 0
         return {"semseg_classes": num_classes + shift, "ignore_index": config.ignore_index}
 
-    def check(self, config) -> None:
+    def check(self, config: Any) -> None:
         super().check(config)
         if config.data.augment.semseg_stride != 1:
             raise ValueError(

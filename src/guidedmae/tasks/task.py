@@ -105,9 +105,9 @@ class Task(ABC):
         """What the target's stored class maps may hold (data.sources.ClassIds' fields); {} for none."""
         return {}
 
-    def check(self, config) -> None:
-        """The task's own checks of a FinetuneConfig (raise ValueError naming the keys): by default, a
-        dense task's target cannot also be an input."""
+    def check(self, config: Any) -> None:
+        """The task's own checks of a FinetuneConfig (a floor above the tasks'; raise ValueError naming the
+        keys): by default, a dense task's target cannot also be an input."""
         if self.dense and self.target_key in config.model.inputs:
             raise ValueError(
                 f"head.task={self.name} predicts {self.target_key}: it cannot also be in model.inputs "

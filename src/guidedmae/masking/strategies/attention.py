@@ -9,13 +9,19 @@ subset of heads per sample, AttMask's hints, and a cheaper pass over a coarser t
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from guidedmae.masking.priority import reveal_hints
 from guidedmae.masking.strategy import MaskingContext, MaskingStrategy, Proposal, check_selection, register
+from guidedmae.models.architecture import MultiMAEConfig
 from guidedmae.models.multimae import Tokens
+
+if TYPE_CHECKING:
+    from guidedmae.masking.shared import MaskingConfig
+
 
 SCORES = ("global", "received")
 
@@ -44,10 +50,12 @@ def pool_tokens(tokens: Tokens, grid: int) -> Tokens:
     return replace(tokens, embeddings=pooled, grid=coarse)
 
 
-def upsample_scores(scores: dict[str, torch.Tensor], coarse: tuple[int, int], grid: tuple[int, int]):
+def upsample_scores(
+    scores: dict[str, torch.Tensor], coarse: tuple[int, int], grid: tuple[int, int]
+) -> dict[str, torch.Tensor]:
     """Coarse per-token scores back on the model's token grid, bilinearly (so that neighbours of a strong
     cell rank above the rest of a weak one): {modality: [B, r * c]} -> {modality: [B, rows * cols]}."""
-    upsampled = {}
+    upsampled: dict[str, torch.Tensor] = {}
     for name, score in scores.items():
         maps = score.unflatten(1, coarse)[:, None]  # [B, 1, r, c]
         upsampled[name] = F.interpolate(maps, size=grid, mode="bilinear", align_corners=False).flatten(1)
@@ -66,11 +74,13 @@ def random_head_weights(
 class AttentionMasking(MaskingStrategy):
     """Priorities from the last block's attention over all tokens (see the module docstring)."""
 
+    options: AttentionOptions
+
     score_label = "attention"
 
     @classmethod
-    def check(cls, masking, model) -> None:
-        options = masking.attention
+    def check(cls, masking: MaskingConfig, model: MultiMAEConfig) -> None:
+        options: AttentionOptions = masking.attention
         check_selection("attention", options, masking)
         if options.score not in SCORES:
             raise ValueError(f"masking.attention.score={options.score!r}; expected 'global' or 'received'")
@@ -87,7 +97,7 @@ class AttentionMasking(MaskingStrategy):
             )
 
     @classmethod
-    def variants(cls, model) -> dict[str, dict]:
+    def variants(cls, model: MultiMAEConfig) -> dict[str, dict]:
         half = max(1, model.num_heads // 2)
         half_grid = max(1, model.image_size // model.patch_size // 2)
         return {

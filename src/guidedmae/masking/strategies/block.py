@@ -3,11 +3,16 @@ fixed-budget form every strategy shares). Neither random nor guided, it scores e
 them trained on: the held-out evaluation's neutral reconstruction loss."""
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from guidedmae.masking.priority import generator_device
 from guidedmae.masking.strategy import MaskingContext, MaskingStrategy, Proposal, register
+from guidedmae.models.architecture import MultiMAEConfig
+
+if TYPE_CHECKING:
+    from guidedmae.masking.shared import MaskingConfig
 
 
 @dataclass
@@ -47,10 +52,12 @@ class BlockMasking(MaskingStrategy):
     """Within each modality, blocks of masking.block.size x size tokens are hidden together, in a random
     order, until the budget is spent."""
 
+    options: BlockOptions
+
     guided = False
 
     @classmethod
-    def check(cls, masking, model) -> None:
+    def check(cls, masking: "MaskingConfig", model: MultiMAEConfig) -> None:
         if masking.block.size < 1:
             raise ValueError(f"masking.block.size={masking.block.size}; expected at least 1 token per side")
 

@@ -17,9 +17,11 @@ process applies every process's refreshes, in rank order, so the memories agree.
 """
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 
+from guidedmae.infra.distributed import DistributedContext
 from guidedmae.losses import PatchLosses
 from guidedmae.masking.source_cells import cell_means, empty_memory, update_from_every_rank, view_cells
 from guidedmae.masking.strategy import (
@@ -31,6 +33,10 @@ from guidedmae.masking.strategy import (
     describe_selection,
     register,
 )
+from guidedmae.models.architecture import MultiMAEConfig
+
+if TYPE_CHECKING:
+    from guidedmae.masking.shared import MaskingConfig
 
 
 @dataclass
@@ -45,9 +51,19 @@ class CachedAttentionOptions:
 class CachedAttentionMasking(MaskingStrategy):
     """Priorities from remembered attention scores, refreshed by an exact pass (see the module docstring)."""
 
+    options: CachedAttentionOptions
+    memory: torch.Tensor  # [num_samples, M, cells] float16 scores, NaN = never scored (buffers)
+    visits: torch.Tensor  # [num_samples] int32
+
     score_label = "attention (cached)"
 
-    def __init__(self, masking, model, num_samples=0, context=None) -> None:
+    def __init__(
+        self,
+        masking: "MaskingConfig",
+        model: MultiMAEConfig,
+        num_samples: int = 0,
+        context: DistributedContext | None = None,
+    ) -> None:
         super().__init__(masking, model, num_samples, context)
         self.grid = self.options.grid or model.image_size // model.patch_size
         self.modalities = tuple(model.inputs)
@@ -57,8 +73,8 @@ class CachedAttentionMasking(MaskingStrategy):
         self.register_buffer("visits", torch.zeros(num_samples, dtype=torch.int32))
 
     @classmethod
-    def check(cls, masking, model) -> None:
-        options = masking.cached_attention
+    def check(cls, masking: "MaskingConfig", model: MultiMAEConfig) -> None:
+        options: CachedAttentionOptions = masking.cached_attention
         check_selection("cached_attention", options, masking)
         if options.refresh < 1:
             raise ValueError(f"masking.cached_attention.refresh={options.refresh}; expected >= 1 (visits)")
@@ -66,7 +82,7 @@ class CachedAttentionMasking(MaskingStrategy):
             raise ValueError(f"masking.cached_attention.grid={options.grid}; expected >= 0 (0 = token grid)")
 
     @classmethod
-    def variants(cls, model) -> dict[str, dict]:
+    def variants(cls, model: MultiMAEConfig) -> dict[str, dict]:
         return {"cached-10": {"refresh": 10}}
 
     def describe(self) -> str:
@@ -110,6 +126,8 @@ class CachedAttentionMasking(MaskingStrategy):
     def learn(self, choice: MaskChoice, patch_losses: dict[str, PatchLosses]) -> None:
         """After a training step: remember the due samples' fresh scores, count every sample's visit."""
         context = choice.context
+        if context is None or choice.scores is None:
+            raise ValueError("cached_attention learns from its own choices' context and scores")
         if context.indices is None:
             return None
         indices = context.indices.to(self.memory.device)

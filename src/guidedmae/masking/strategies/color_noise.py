@@ -17,12 +17,18 @@ options in tokens (defaults 1 and 2: blobs of a few tokens on the 8 x 8 grids of
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from guidedmae.masking.priority import generator_device
 from guidedmae.masking.strategy import MaskingContext, MaskingStrategy, Proposal, register
+from guidedmae.models.architecture import MultiMAEConfig
+
+if TYPE_CHECKING:
+    from guidedmae.masking.shared import MaskingConfig
+
 
 COLORS = ("white", "red", "blue", "green", "purple")
 
@@ -91,11 +97,13 @@ def colored_noise(
 class ColorNoiseMasking(MaskingStrategy):
     """Within each modality, the tokens of the lowest filtered noise are hidden (ColorMAE)."""
 
+    options: ColorNoiseOptions
+
     guided = False
 
     @classmethod
-    def check(cls, masking, model) -> None:
-        options = masking.color_noise
+    def check(cls, masking: "MaskingConfig", model: MultiMAEConfig) -> None:
+        options: ColorNoiseOptions = masking.color_noise
         if options.color not in COLORS:
             raise ValueError(f"masking.color_noise.color={options.color!r}; expected one of {COLORS}")
         if not 0 < options.sigma < options.sigma_wide <= 64:
@@ -105,7 +113,7 @@ class ColorNoiseMasking(MaskingStrategy):
             )
 
     @classmethod
-    def variants(cls, model) -> dict[str, dict]:
+    def variants(cls, model: MultiMAEConfig) -> dict[str, dict]:
         return {f"color-{color}": {"color": color} for color in ("green", "red", "blue")}
 
     def describe(self) -> str:

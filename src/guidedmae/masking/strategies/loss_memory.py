@@ -14,9 +14,11 @@ memories stay identical.
 """
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
+from guidedmae.infra.distributed import DistributedContext
 from guidedmae.losses import PatchLosses
 from guidedmae.masking.priority import random_priorities
 from guidedmae.masking.source_cells import cell_means, empty_memory, update_from_every_rank, view_cells
@@ -29,6 +31,11 @@ from guidedmae.masking.strategy import (
     describe_selection,
     register,
 )
+from guidedmae.models.architecture import MultiMAEConfig
+
+if TYPE_CHECKING:
+    from guidedmae.masking.shared import MaskingConfig
+
 
 PRIORS = ("sample", "dataset")
 
@@ -46,9 +53,20 @@ class LossMemoryOptions:
 class LossMemoryMasking(MaskingStrategy):
     """Priorities from remembered per-patch losses (see the module docstring)."""
 
+    options: LossMemoryOptions
+    memory: torch.Tensor  # [num_samples, M, cells] float16, NaN = never observed (buffers)
+    observed_sum: torch.Tensor  # [M] float64
+    observed_count: torch.Tensor  # [M] float64
+
     score_label = "remembered loss"
 
-    def __init__(self, masking, model, num_samples=0, context=None) -> None:
+    def __init__(
+        self,
+        masking: "MaskingConfig",
+        model: MultiMAEConfig,
+        num_samples: int = 0,
+        context: DistributedContext | None = None,
+    ) -> None:
         super().__init__(masking, model, num_samples, context)
         self.grid = model.image_size // model.patch_size
         self.modalities = tuple(model.inputs)
@@ -60,8 +78,8 @@ class LossMemoryMasking(MaskingStrategy):
         self.register_buffer("observed_count", torch.zeros(len(self.modalities), dtype=torch.float64))
 
     @classmethod
-    def check(cls, masking, model) -> None:
-        options = masking.loss_memory
+    def check(cls, masking: "MaskingConfig", model: MultiMAEConfig) -> None:
+        options: LossMemoryOptions = masking.loss_memory
         check_selection("loss_memory", options, masking)
         if not 0 <= options.momentum < 1:
             raise ValueError(f"masking.loss_memory.momentum={options.momentum}; expected a value in [0, 1)")
@@ -71,7 +89,7 @@ class LossMemoryMasking(MaskingStrategy):
             raise ValueError(f"masking.loss_memory.explore={options.explore}; expected >= 0")
 
     @classmethod
-    def variants(cls, model) -> dict[str, dict]:
+    def variants(cls, model: MultiMAEConfig) -> dict[str, dict]:
         return {"loss-memory": {}}
 
     def describe(self) -> str:
@@ -120,16 +138,20 @@ class LossMemoryMasking(MaskingStrategy):
     @torch.no_grad()
     def learn(self, choice: MaskChoice, patch_losses: dict[str, PatchLosses]) -> None:
         context = choice.context
+        if context is None:
+            raise ValueError("loss_memory learns from its own choices' context (the samples and their views)")
         if context.indices is None:
             return None
         cells = self._cells(context)
         num_cells = self.grid * self.grid
-        # per modality: [B, cells] mean masked loss per cell, NaN where none
-        observed = [
-            cell_means(patch_losses[name].values, cells, num_cells, patch_losses[name].masked)
-            for name in self.modalities
-        ]
-        observed = torch.stack(observed, dim=1)  # [B, M, cells]
+        # per modality: [B, cells] mean masked loss per cell, NaN where none; stacked [B, M, cells]
+        observed = torch.stack(
+            [
+                cell_means(patch_losses[name].values, cells, num_cells, patch_losses[name].masked)
+                for name in self.modalities
+            ],
+            dim=1,
+        )
         indices = context.indices.to(cells.device)
         update_from_every_rank(self.context, indices, observed, self._remember)
         return None

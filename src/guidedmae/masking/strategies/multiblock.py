@@ -12,11 +12,17 @@ exclusive). Tokens under more blocks are hidden first, ties in a random order.
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from guidedmae.masking.priority import generator_device
 from guidedmae.masking.strategy import MaskingContext, MaskingStrategy, Proposal, register
+from guidedmae.models.architecture import MultiMAEConfig
+
+if TYPE_CHECKING:
+    from guidedmae.masking.shared import MaskingConfig
+
 
 TIE_BREAK = 0.5  # below the step of one block: coverage counts come first, the random order after
 
@@ -63,11 +69,13 @@ def block_coverage(
 class MultiBlockMasking(MaskingStrategy):
     """Within each modality, the tokens under a few random rectangles are hidden first."""
 
+    options: MultiBlockOptions
+
     guided = False
 
     @classmethod
-    def check(cls, masking, model) -> None:
-        options = masking.multiblock
+    def check(cls, masking: "MaskingConfig", model: MultiMAEConfig) -> None:
+        options: MultiBlockOptions = masking.multiblock
         low, high = options.scale
         if options.blocks < 1 or not 0 < low <= high <= 1:
             raise ValueError(
@@ -83,15 +91,10 @@ class MultiBlockMasking(MaskingStrategy):
     def propose(self, context: MaskingContext) -> Proposal:
         tokens, options, generator = context.tokens, self.options, context.generator
         batch_size = tokens.embeddings.shape[0]
-        priorities = {}
+        priorities: dict[str, torch.Tensor] = {}
         for name in tokens.modalities:
             coverage = block_coverage(
-                batch_size,
-                tokens.grid,
-                options.blocks,
-                tuple(options.scale),
-                tuple(options.aspect),
-                generator,
+                batch_size, tokens.grid, options.blocks, options.scale, options.aspect, generator
             )
             noise = torch.rand(coverage.shape, generator=generator, device=generator_device(generator))
             priorities[name] = (coverage + TIE_BREAK * noise).to(tokens.embeddings.device)

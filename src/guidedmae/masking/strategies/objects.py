@@ -9,6 +9,7 @@ high` hides the tokens of the largest share first (ties in a random order), `low
 """
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -16,6 +17,11 @@ from guidedmae.data.scenes import FIRST_SHAPE_CLASS, NUM_SEMSEG_CLASSES
 from guidedmae.masking.priority import generator_device, mix_with_random
 from guidedmae.masking.strategy import MaskingContext, MaskingStrategy, Proposal, register
 from guidedmae.metrics import object_fraction
+from guidedmae.models.architecture import MultiMAEConfig
+
+if TYPE_CHECKING:
+    from guidedmae.masking.shared import MaskingConfig
+
 
 # The synthetic scenes' object classes (the shapes; not background, floor or wall): the default.
 SCENE_OBJECT_CLASSES = tuple(range(FIRST_SHAPE_CLASS, NUM_SEMSEG_CLASSES))
@@ -33,11 +39,13 @@ class ObjectsOptions:
 class ObjectsMasking(MaskingStrategy):
     """Hides the tokens that lie on objects first (select=high) or last (low), from the batch's semseg."""
 
+    options: ObjectsOptions
+
     score_label = "object share"
 
     @classmethod
-    def check(cls, masking, model) -> None:
-        options = masking.objects
+    def check(cls, masking: "MaskingConfig", model: MultiMAEConfig) -> None:
+        options: ObjectsOptions = masking.objects
         if options.select not in ("high", "low"):
             raise ValueError(f"masking.objects.select={options.select!r}; expected 'high' or 'low'")
         if not 0 <= options.share <= 1:
@@ -53,7 +61,7 @@ class ObjectsMasking(MaskingStrategy):
             )
 
     @classmethod
-    def variants(cls, model) -> dict[str, dict]:
+    def variants(cls, model: MultiMAEConfig) -> dict[str, dict]:
         return {
             "objects-high": {"select": "high"},
             "objects-low": {"select": "low"},

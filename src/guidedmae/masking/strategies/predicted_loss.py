@@ -10,11 +10,13 @@ matters, so the losses of different outputs need no common scale.
 """
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from guidedmae.infra.distributed import DistributedContext
 from guidedmae.losses import PatchLosses
 from guidedmae.masking.strategy import (
     MaskChoice,
@@ -25,6 +27,10 @@ from guidedmae.masking.strategy import (
     describe_selection,
     register,
 )
+from guidedmae.models.architecture import MultiMAEConfig
+
+if TYPE_CHECKING:
+    from guidedmae.masking.shared import MaskingConfig
 
 
 @dataclass
@@ -49,17 +55,25 @@ def ranking_loss(logits: torch.Tensor, losses: torch.Tensor, masked: torch.Tenso
 class PredictedLossMasking(MaskingStrategy):
     """Priorities from a learned per-token loss predictor (see the module docstring)."""
 
+    options: PredictedLossOptions
+
     score_label = "predicted loss"
 
-    def __init__(self, masking, model, num_samples=0, context=None) -> None:
+    def __init__(
+        self,
+        masking: "MaskingConfig",
+        model: MultiMAEConfig,
+        num_samples: int = 0,
+        context: DistributedContext | None = None,
+    ) -> None:
         super().__init__(masking, model, num_samples, context)
         self.predictor = nn.Sequential(
             nn.Linear(model.dim, self.options.hidden), nn.GELU(), nn.Linear(self.options.hidden, 1)
         )
 
     @classmethod
-    def check(cls, masking, model) -> None:
-        options = masking.predicted_loss
+    def check(cls, masking: "MaskingConfig", model: MultiMAEConfig) -> None:
+        options: PredictedLossOptions = masking.predicted_loss
         check_selection("predicted_loss", options, masking)
         if options.hidden < 1 or not options.loss_weight >= 0:
             raise ValueError(
@@ -68,7 +82,7 @@ class PredictedLossMasking(MaskingStrategy):
             )
 
     @classmethod
-    def variants(cls, model) -> dict[str, dict]:
+    def variants(cls, model: MultiMAEConfig) -> dict[str, dict]:
         return {"predicted-loss": {}}
 
     def describe(self) -> str:
@@ -84,8 +98,10 @@ class PredictedLossMasking(MaskingStrategy):
         return Proposal(priorities, scores, predictions=per_modality)
 
     def learn(self, choice: MaskChoice, patch_losses: dict[str, PatchLosses]) -> torch.Tensor:
+        if choice.predictions is None:
+            raise ValueError("predicted_loss learns from its own choices' predictions; this choice has none")
         losses = [
-            ranking_loss(choice.predictions[name], patch_losses[name].values, patch_losses[name].masked)
-            for name in choice.predictions
+            ranking_loss(predicted, patch_losses[name].values, patch_losses[name].masked)
+            for name, predicted in choice.predictions.items()
         ]
         return self.options.loss_weight * torch.stack(losses).mean()

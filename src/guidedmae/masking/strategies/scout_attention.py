@@ -15,11 +15,13 @@ channels (MultiMAE-B: 2 blocks of 192 against 12 of 768, ~1/100 of the encoder's
 
 import math
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from guidedmae.infra.distributed import DistributedContext
 from guidedmae.losses import PatchLosses
 from guidedmae.masking.strategy import (
     MaskChoice,
@@ -30,7 +32,11 @@ from guidedmae.masking.strategy import (
     describe_selection,
     register,
 )
+from guidedmae.models.architecture import MultiMAEConfig
 from guidedmae.models.vit import Block, LayerNorm
+
+if TYPE_CHECKING:
+    from guidedmae.masking.shared import MaskingConfig
 
 
 @dataclass
@@ -86,16 +92,24 @@ class ScoutAttentionMasking(MaskingStrategy):
     """Priorities from a scout's predicted attention, taught by the exact pass on a share of each batch
     (see the module docstring)."""
 
+    options: ScoutAttentionOptions
+
     score_label = "attention (scout)"
 
-    def __init__(self, masking, model, num_samples=0, context=None) -> None:
+    def __init__(
+        self,
+        masking: "MaskingConfig",
+        model: MultiMAEConfig,
+        num_samples: int = 0,
+        context: DistributedContext | None = None,
+    ) -> None:
         super().__init__(masking, model, num_samples, context)
         dim, heads = scout_shape(self.options, model.dim)
         self.scout = Scout(model.dim, len(model.inputs), self.options.depth, dim, heads)
 
     @classmethod
-    def check(cls, masking, model) -> None:
-        options = masking.scout_attention
+    def check(cls, masking: "MaskingConfig", model: MultiMAEConfig) -> None:
+        options: ScoutAttentionOptions = masking.scout_attention
         check_selection("scout_attention", options, masking)
         if not 0.0 <= options.exact_share <= 1.0:
             raise ValueError(
@@ -114,7 +128,7 @@ class ScoutAttentionMasking(MaskingStrategy):
             )
 
     @classmethod
-    def variants(cls, model) -> dict[str, dict]:
+    def variants(cls, model: MultiMAEConfig) -> dict[str, dict]:
         return {"scout": {}}
 
     def describe(self) -> str:
@@ -146,6 +160,8 @@ class ScoutAttentionMasking(MaskingStrategy):
         return Proposal(priorities, scores, predictions=tokens.split(taught_logits))
 
     def learn(self, choice: MaskChoice, patch_losses: dict[str, PatchLosses]) -> torch.Tensor:
+        if choice.predictions is None or choice.scores is None:
+            raise ValueError("scout_attention learns from its own choices' predictions and scores")
         losses = []
         for name, logits in choice.predictions.items():
             if len(logits):
