@@ -98,7 +98,7 @@ def _token_map(per_token: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 def panel_image(picture: np.ndarray, size: int = PANEL) -> Image.Image:
     image = Image.fromarray((np.clip(picture, 0, 1) * 255).astype(np.uint8))
-    return image.resize((size, size * image.height // image.width), Image.NEAREST)
+    return image.resize((size, size * image.height // image.width), Image.Resampling.NEAREST)
 
 
 def sample_panels(

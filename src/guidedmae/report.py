@@ -13,14 +13,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
 
-matplotlib.use("Agg")  # headless: the report is written to a file, never shown
-import matplotlib.pyplot as plt  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from guidedmae.infra.files import read_json  # noqa: E402
-from guidedmae.infra.run_log import METRICS, read_metrics  # noqa: E402
+from guidedmae.infra.files import read_json
+from guidedmae.infra.run_log import METRICS, read_metrics
 
 RESULTS = "results.json"
 # Keys of metrics.jsonl lines that are bookkeeping, not metrics; the lr is plotted but not tabulated.
@@ -36,7 +34,7 @@ class RunSummary:
     curves: dict[str, dict[int, float]] = field(default_factory=dict)  # metric -> {step: value}
 
 
-def _as_float(value) -> float | None:
+def _as_float(value: object) -> float | None:
     """A logged scalar as a float (the logger writes non-finite floats as "nan" / "inf"), else None."""
     if isinstance(value, bool):
         return None
@@ -113,7 +111,9 @@ def curves_figure(runs: list[RunSummary]) -> Image.Image:
         raise ValueError("no logged curves in " + ", ".join(run.name for run in runs))
     columns = min(4, len(metrics))
     rows = math.ceil(len(metrics) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
+    # No pyplot: no global backend to set (a notebook importing this keeps its own), no window.
+    figure = Figure(figsize=(4 * columns, 3 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
         for run in runs:
             points = sorted(run.curves.get(metric, {}).items())
@@ -129,9 +129,6 @@ def curves_figure(runs: list[RunSummary]) -> Image.Image:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     figure.tight_layout()
-    figure.canvas.draw()
-    image = Image.frombuffer("RGBA", figure.canvas.get_width_height(), figure.canvas.buffer_rgba()).convert(
-        "RGB"
-    )
-    plt.close(figure)
-    return image
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")

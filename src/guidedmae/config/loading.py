@@ -24,7 +24,7 @@ import functools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -33,6 +33,9 @@ from omegaconf.errors import OmegaConfBaseException
 from guidedmae.config.presets import find_config, shipped_config
 from guidedmae.data.modalities import Modality, declare_all
 from guidedmae.infra.files import atomic_write
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = [
     "ConfigError",
@@ -54,10 +57,10 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the config's schema."""
 
 
-Config = TypeVar("Config")
+Config = TypeVar("Config", bound="DataclassInstance")
 
 
-def _describe(error: OmegaConfBaseException) -> str:
+def _describe(error: Exception) -> str:
     key = getattr(error, "full_key", None)
     message = str(getattr(error, "msg", None) or error).splitlines()[0]
     if "not in" in message and key:
@@ -84,7 +87,12 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     parent = loaded.pop(EXTENDS, None)
     if parent is None:
         return loaded
-    return OmegaConf.merge(_load_yaml(path.parent / str(parent), (*seen, path)), loaded)
+    return _merge(_load_yaml(path.parent / str(parent), (*seen, path)), loaded)
+
+
+def _merge(*configs: DictConfig | Mapping) -> DictConfig:
+    """OmegaConf.merge of mappings, which is a mapping (its signature admits lists too)."""
+    return cast(DictConfig, OmegaConf.merge(*configs))
 
 
 @functools.cache
@@ -94,7 +102,7 @@ def _defaults(schema: type) -> DictConfig:
     return OmegaConf.structured(schema)
 
 
-def _check_finite(values, source: str, prefix: str = "") -> None:
+def _check_finite(values: object, source: str, prefix: str = "") -> None:
     """No NaN or infinity anywhere in a config: a learning rate of inf trains nothing useful."""
     items = (
         values.items() if isinstance(values, dict) else enumerate(values) if isinstance(values, list) else ()
@@ -106,7 +114,7 @@ def _check_finite(values, source: str, prefix: str = "") -> None:
         _check_finite(value, source, f"{name}.")
 
 
-def _interpolation(value, prefix: str = "") -> tuple[str, str] | None:
+def _interpolation(value: object, prefix: str = "") -> tuple[str, str] | None:
     """(key, text) of the first string in a decoded value (keys included) that OmegaConf would resolve."""
     if isinstance(value, str):
         return (prefix.rstrip("."), value) if INTERPOLATION in value else None
@@ -127,7 +135,7 @@ def _interpolation(value, prefix: str = "") -> tuple[str, str] | None:
     return None
 
 
-def _refuse_interpolations(value, source: str, why: str) -> None:
+def _refuse_interpolations(value: object, source: str, why: str) -> None:
     found = _interpolation(OmegaConf.to_container(value) if isinstance(value, DictConfig) else value)
     if found:
         key, text = found
@@ -179,10 +187,10 @@ def load_config(
         saved = base_source or "saved config"
         _refuse_interpolations(dict(base), saved, "a saved config holds resolved values")
         try:
-            merged = OmegaConf.merge(merged, base)
+            merged = _merge(merged, base)
         except OmegaConfBaseException as error:
             raise ConfigError(f"{saved}: {_describe(error)}") from error
-    required = set()  # '???' values of the file, which an override must set
+    required: set[str] = set()  # '???' values of the file, which an override must set
     if path is not None:
         kind = getattr(schema, "config_kind", None)
         path = find_config(kind, path) if kind else Path(path)
@@ -193,7 +201,7 @@ def load_config(
                     loaded, str(path), "its values are taken as written (and its overrides reach every run)"
                 )
             required = OmegaConf.missing_keys(loaded)
-            merged = OmegaConf.merge(merged, loaded)
+            merged = _merge(merged, loaded)
         except OmegaConfBaseException as error:
             raise ConfigError(f"{path}: {_describe(error)}") from error
     malformed = [item for item in overrides if "=" not in item or item.startswith("=")]
@@ -206,11 +214,11 @@ def load_config(
         )
     parsed = [_parse_override(item) for item in overrides]
     try:  # all at once: every merge copies the whole config (a study resolves hundreds)
-        merged = OmegaConf.merge(merged, *parsed)
+        merged = _merge(merged, *parsed)
     except (OmegaConfBaseException, TypeError):
         for item, value in zip(overrides, parsed):  # one at a time, so that the error names the override
             try:
-                merged = OmegaConf.merge(merged, value)
+                merged = _merge(merged, value)
             except OmegaConfBaseException as error:
                 raise ConfigError(f"command line {item!r}: {_describe(error)}") from error
             except TypeError as error:  # e.g. `list.0.key=...`: dotted keys cannot index into lists
@@ -231,7 +239,7 @@ def load_config(
         raise ConfigError(f"{source}: {_describe(error)}") from error
     _check_finite(resolved, source)
     try:
-        return OmegaConf.to_object(merged)
+        return cast(Config, OmegaConf.to_object(merged))  # the schema's dataclass, built from `merged`
     except OmegaConfBaseException as error:
         raise ConfigError(f"{source}: {_describe(error)}") from error
     except ValueError as error:  # a dataclass's own check of its values (__post_init__)
@@ -246,28 +254,29 @@ def load_modalities(path: str | Path) -> dict[str, Modality]:
     """The records a config file's `modalities:` section declares (its `extends` followed); {} if none."""
     section = _load_yaml(Path(path)).get("modalities") or {}
     try:
-        return declare_all(OmegaConf.to_container(section) if isinstance(section, DictConfig) else section)
+        declared = OmegaConf.to_container(section) if isinstance(section, DictConfig) else section
+        return declare_all(cast(Mapping[str, Mapping], declared))  # checked there, naming each value
     except (ValueError, TypeError) as error:
         raise ConfigError(f"{path}: {error}") from error
 
 
-def config_to_dict(config) -> dict:
+def config_to_dict(config: object) -> dict[str, Any]:
     """A config dataclass as plain dicts, lists and scalars (what checkpoints store)."""
-    return OmegaConf.to_container(OmegaConf.structured(config))
+    return cast(dict[str, Any], OmegaConf.to_container(OmegaConf.structured(config)))
 
 
-def config_to_yaml(config) -> str:
+def config_to_yaml(config: object) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(config))
 
 
-def _plain(value):
+def _plain(value: object) -> object:
     """Tuples as lists: a config read back from YAML holds lists where the dataclass holds tuples."""
     return [_plain(item) for item in value] if isinstance(value, list | tuple) else value
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two config dicts, as 'key: old -> new'."""
-    differences = []
+    differences: list[str] = []
     for key in sorted(set(old) | set(new), key=str):
         name = f"{prefix}{key}"
         before, after = old.get(key), new.get(key)
@@ -278,6 +287,6 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return differences
 
 
-def save_config(config, path: str | Path) -> Path:
+def save_config(config: object, path: str | Path) -> Path:
     """Write the resolved config as YAML, atomically."""
     return atomic_write(path, lambda file: file.write(config_to_yaml(config).encode()))

@@ -10,7 +10,7 @@ ValueError naming the key; guidedmae.config.loading turns them into ConfigErrors
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from guidedmae.data.modalities import DERIVED_TARGETS, declare_all
 from guidedmae.data.sources import get_source
@@ -182,7 +182,7 @@ class CheckpointConfig:
             )
 
 
-def _check_modalities(config, targets: tuple[str, ...] = ()) -> MultiMAEConfig:
+def _check_modalities(config: "TrainingConfig", targets: tuple[str, ...] = ()) -> MultiMAEConfig:
     """The `modalities:` declarations must be valid, name every input and output the model does not have
     built in, and be data the source can give (with `targets`, a task's); returns the architecture."""
     declared = declare_all(config.modalities)
@@ -220,6 +220,11 @@ class TrainingConfig:
     run: RunConfig = field(default_factory=RunConfig)
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    if TYPE_CHECKING:  # the sections every job's config adds, as fields of its own (these types or narrower)
+        model: ModelSettings = field(default_factory=ModelSettings)
+        data: DataConfig = field(default_factory=DataConfig)
+        optim: OptimConfig = field(default_factory=OptimConfig)
+        schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def __post_init__(self) -> None:
         """What every training config must satisfy beyond its sections' own checks."""
