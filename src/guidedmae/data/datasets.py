@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from guidedmae.data.folder import check_class_ids, index_ade20k, index_folder, read_ade20k_sample, read_sample
 from guidedmae.data.modalities import Modality, resolve
@@ -51,6 +51,16 @@ class SizedDataset(Dataset[dict[str, Tensor]], ABC):
 
     @abstractmethod
     def __len__(self) -> int: ...
+
+
+class EpochSubset(Subset[dict[str, Tensor]], SizedDataset):
+    """The samples of a data set at `indices`, passing the epoch on to it (its augmentations depend on it)."""
+
+    dataset: SizedDataset
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
 
 
 class AugmentedDataset(SizedDataset):

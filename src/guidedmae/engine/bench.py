@@ -67,7 +67,7 @@ def mask_agreement(
     `earlier` (the same samples under other crops), so that one that remembers samples has seen them,
     by `earlier_model` if given (an earlier checkpoint of the run: what a memory refreshed then holds).
     states: trained weights of some rows' strategies (a taught scout), loaded before that."""
-    exact_config = replace(
+    exact_config = replace(  # type: ignore[call-arg]  # strategy sections are fields made at import
         next(iter(strategies.values())), strategy="attention", attention=AttentionOptions()
     )
     tokens = model.tokenize({name: batch[name] for name in model.config.inputs})

@@ -12,12 +12,14 @@ totals are summed over processes, so the metrics are those of the whole split, e
 
 import math
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 
+from guidedmae.data.datasets import AugmentedDataset, SizedDataset
 from guidedmae.data.loader import reuse_freed_memory
 from guidedmae.data.modalities import BUILTIN, Modality
 from guidedmae.data.transforms import AugmentConfig, class_map_stride, keeps_units, normalize, to_values
@@ -79,11 +81,11 @@ def resize_for_eval(
     return out
 
 
-class WholeImages(Dataset):
+class WholeImages(SizedDataset):
     """The raw samples of an augmented data set (its `load`), resized for `whole` or `sliding` evaluation
     as its augmentation and modalities say."""
 
-    def __init__(self, dataset, mode: str, ignore_index: int):
+    def __init__(self, dataset: AugmentedDataset, mode: str, ignore_index: int) -> None:
         if not hasattr(dataset, "load"):
             raise ValueError(
                 f"eval.mode={mode} needs a data set with raw samples, got {type(dataset).__name__}"
@@ -120,22 +122,30 @@ def sliding_window(
     [B, K, h, w] at the crop's size. Returns [B, K, H, W]; each pixel averages every window holding it.
     """
     height, width = next(iter(inputs.values())).shape[-2:]
-    total = counts = None
-    for top in window_starts(height, window, stride):
-        for left in window_starts(width, window, stride):
-            crop = {name: x[..., top : top + window, left : left + window] for name, x in inputs.items()}
-            prediction = predict(crop).float()
-            if total is None:
-                total = prediction.new_zeros(*prediction.shape[:2], height, width)
-                counts = prediction.new_zeros(1, 1, height, width)
-            rows, cols = prediction.shape[-2:]
-            total[..., top : top + rows, left : left + cols] += prediction
-            counts[..., top : top + rows, left : left + cols] += 1
+    corners = [
+        (top, left)
+        for top in window_starts(height, window, stride)
+        for left in window_starts(width, window, stride)
+    ]
+
+    def predict_at(top: int, left: int) -> torch.Tensor:
+        return predict(
+            {name: x[..., top : top + window, left : left + window] for name, x in inputs.items()}
+        ).float()
+
+    first = predict_at(*corners[0])  # its shape sizes the sums
+    total = first.new_zeros(*first.shape[:2], height, width)
+    counts = first.new_zeros(1, 1, height, width)
+    for index, (top, left) in enumerate(corners):
+        prediction = first if index == 0 else predict_at(top, left)
+        rows, cols = prediction.shape[-2:]
+        total[..., top : top + rows, left : left + cols] += prediction
+        counts[..., top : top + rows, left : left + cols] += 1
     return total / counts
 
 
 def shard_loader(
-    dataset: Dataset, batch_size: int, num_workers: int, context: DistributedContext
+    dataset: SizedDataset, batch_size: int, num_workers: int, context: DistributedContext
 ) -> DataLoader:
     """This process's share of an evaluation split: samples rank, rank + W, ... in order."""
     indices = range(context.rank, len(dataset), context.world_size)
@@ -152,7 +162,7 @@ def shard_loader(
 @torch.no_grad()
 def evaluate(
     model: FineTuneModel,
-    dataset: Dataset,
+    dataset: SizedDataset,
     task: Task,
     num_classes: int,
     task_config: TaskConfig,
@@ -161,7 +171,7 @@ def evaluate(
     precision: str,
     batch_size: int,
     num_workers: int = 0,
-):
+) -> Any:
     """The task's meter (see guidedmae.metrics) over the whole split, summed over processes.
 
     model maps {modality: tensor} to the task's output; its inputs are the batch entries named in

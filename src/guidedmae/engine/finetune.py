@@ -12,12 +12,13 @@ What is fine-tuning's own; the runner (guidedmae.engine.fit) does the rest:
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from guidedmae.config import FinetuneConfig, load_config
+from guidedmae.data.datasets import SizedDataset
 from guidedmae.data.mixup import mix_batch
 from guidedmae.data.sources import get_source
 from guidedmae.engine.evaluate import evaluate
@@ -71,8 +72,8 @@ class FinetuneStep(nn.Module):
 
 
 def _evaluate_split(
-    model: FineTuneModel, dataset: Dataset, config: FinetuneConfig, context: DistributedContext
-):
+    model: FineTuneModel, dataset: SizedDataset, config: FinetuneConfig, context: DistributedContext
+) -> Any:
     """The task's meter over the evaluation split, with the run's evaluation settings."""
     return evaluate(
         model,
@@ -88,14 +89,14 @@ def _evaluate_split(
     )
 
 
-def _scores_of(meter, config: FinetuneConfig) -> dict:
+def _scores_of(meter: Any, config: FinetuneConfig) -> dict:
     """The task's scores from its meter, with the class names the data source knows (per-class IoU)."""
     source, task = get_source(config.data.source), config.head.task_record
     names = source.class_names(config.data).get(task.target_key)
     return task.scores(meter, list(names) if names else None, source.object_classes)
 
 
-class FinetuneJob(Job):
+class FinetuneJob(Job[FineTuneModel]):
     kind = "fine-tuning"
     config: FinetuneConfig
 

@@ -4,9 +4,9 @@ training set (a class-balanced seeded subset in the low-data regime) and the eva
 from dataclasses import replace
 
 import numpy as np
-from torch.utils.data import Dataset, Subset
 
 from guidedmae.config import FinetuneConfig
+from guidedmae.data.datasets import AugmentedDataset, EpochSubset, SizedDataset
 from guidedmae.data.modalities import Modality, declare_all, get_modality
 from guidedmae.data.sources import ClassIds, build_dataset, get_source
 from guidedmae.data.subset import balanced_subset
@@ -26,7 +26,7 @@ def data_modalities(config: FinetuneConfig) -> list[Modality]:
     return [get_modality(name, declared) for name in dict.fromkeys([*config.model.inputs, *target])]
 
 
-def _build_split(config: FinetuneConfig, train: bool) -> Dataset:
+def _build_split(config: FinetuneConfig, train: bool) -> AugmentedDataset:
     """The train split (with augmentation) or the evaluation split (the eval transform)."""
     data = config.data
     if not train:
@@ -50,14 +50,7 @@ def _semseg_ids(config: FinetuneConfig) -> dict:
     return config.head.task_record.class_ids(config.head.num_classes, config.task)
 
 
-class EpochSubset(Subset):
-    """A Subset that passes the epoch on to its data set (whose augmentations depend on it)."""
-
-    def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
-
-
-def training_set(config: FinetuneConfig) -> Dataset:
+def training_set(config: FinetuneConfig) -> SizedDataset:
     """The train split, or its class-balanced seeded subset in the low-data regime."""
     dataset = _build_split(config, train=True)
     if config.data.fraction == 1 and not config.data.per_class:
@@ -79,7 +72,7 @@ def training_set(config: FinetuneConfig) -> Dataset:
     return EpochSubset(dataset, indices.tolist())
 
 
-def evaluation_set(config: FinetuneConfig) -> Dataset:
+def evaluation_set(config: FinetuneConfig) -> SizedDataset:
     dataset = _build_split(config, train=False)
     if config.eval.mode == "center":
         return dataset

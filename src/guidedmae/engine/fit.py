@@ -21,6 +21,7 @@ import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -105,7 +106,9 @@ def train(training: Training, state: LoopState, logger: RunLogger) -> LoopState:
                 progress = schedule.progress(state.step)
             # DDP averages gradients over processes in the backward of the last micro-step only.
             last = micro_step == accum_steps - 1
-            with nullcontext() if last or not context.is_distributed else training.step.no_sync():
+            syncing = last or not context.is_distributed
+            # Distributed, the step is a DDP module (or a compiled one around it): it has no_sync.
+            with nullcontext() if syncing else training.step.no_sync():  # type: ignore[operator]
                 output = forward_backward(
                     training.step, _to_device(batch, context.device), training.generator, progress,
                     config.run.precision, training.scaler, accum_steps,
@@ -127,6 +130,13 @@ def train(training: Training, state: LoopState, logger: RunLogger) -> LoopState:
     return state
 
 
+class StepResult(Protocol):
+    """What a job's step returns (pretrain_step.StepOutput, finetune.FinetuneOutput)."""
+
+    losses: dict[str, torch.Tensor]  # "total" is trained
+    scalars: dict[str, float]  # logged beside the losses
+
+
 def forward_backward(
     step: nn.Module,
     batch: dict[str, torch.Tensor],
@@ -135,7 +145,7 @@ def forward_backward(
     precision: str,
     scaler: torch.amp.GradScaler | None = None,
     accum_steps: int = 1,
-):
+) -> StepResult:
     """The step's output on a batch (on the step's device) under autocast, and the backward of its
     share of the loss (1 / accum_steps): what every training step runs, and what `bench` times."""
     device = next(iter(batch.values())).device

@@ -6,12 +6,12 @@ shown on synthetic scenes, with MultiMAE-B's budget of 1/6 of the tokens visible
 change that config, the masking above all.
 """
 
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
-from torch.utils.data import Dataset
-
 from guidedmae.config import DataConfig, ModelSettings, PretrainConfig, config_to_dict, load_config
+from guidedmae.data.datasets import SizedDataset
 from guidedmae.data.transforms import AugmentConfig
 from guidedmae.engine.pretrain import STRATEGY_KEY, pretraining_set
 from guidedmae.engine.pretrain_step import MaskedAutoencoderStep
@@ -39,7 +39,7 @@ def _official_config(architecture: MultiMAEConfig) -> PretrainConfig:
     )
 
 
-def load_model(path: str | Path, overrides: list[str] = ()) -> tuple[MultiMAE, PretrainConfig, dict]:
+def load_model(path: str | Path, overrides: Sequence[str] = ()) -> tuple[MultiMAE, PretrainConfig, dict]:
     """The MultiMAE of a pretraining checkpoint or an official file (decoders included), its pretraining
     config (changed by overrides; an official file gets synthetic scenes at its size and MultiMAE's
     budget) and the checkpoint as read."""
@@ -62,8 +62,8 @@ def load_model(path: str | Path, overrides: list[str] = ()) -> tuple[MultiMAE, P
 
 
 def load_step(
-    path: str | Path, overrides: list[str] = ()
-) -> tuple[MaskedAutoencoderStep, PretrainConfig, Dataset]:
+    path: str | Path, overrides: Sequence[str] = ()
+) -> tuple[MaskedAutoencoderStep, PretrainConfig, SizedDataset]:
     """The checkpoint's model and masking strategy as a training step, the config to picture it with
     (changed by overrides) and its data set. A strategy with state (a loss predictor, a loss memory)
     takes the state the run saved beside the model; without it there is nothing true to picture."""

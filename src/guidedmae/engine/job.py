@@ -10,13 +10,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from guidedmae.config import TrainingConfig
+from guidedmae.data.datasets import SizedDataset
 from guidedmae.infra.checkpoints import LAST
 from guidedmae.infra.distributed import DistributedContext
 from guidedmae.infra.run_log import METRICS, RunLogger
@@ -36,7 +36,7 @@ class JobParts:
     model: nn.Module  # what checkpoints hold under "model"
     step: nn.Module  # (batch, generator, progress) -> output with .losses["total"]; a job that trains
     # nothing gives its model
-    dataset: Dataset  # the training set
+    dataset: SizedDataset  # the training set
     param_groups: list[dict]  # AdamW groups over every trained parameter (weight decay, lr scales)
     saved: dict[str, nn.Module] = field(default_factory=dict)  # state kept beside the model, by key
     evaluation: Dataset | None = None  # the held-out set the job evaluates on, if any
@@ -63,7 +63,7 @@ class Training:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
     schedule: LRSchedule
-    dataset: Dataset
+    dataset: SizedDataset
     generator: torch.Generator  # this rank's randomness of the step (masking), saved in checkpoints
     # Modules whose state is saved beside the model, each under its own checkpoint key (the masking
     # strategy under "strategy"): official MultiMAE names stay untouched.
@@ -82,7 +82,10 @@ class Training:
         return self.config.total_batch(self.context.world_size)
 
 
-class Job(ABC):
+Model = TypeVar("Model", bound=nn.Module)  # the model a job builds (MultiMAE, FineTuneModel)
+
+
+class Job(ABC, Generic[Model]):
     """A training command's own parts; see the module docstring."""
 
     kind: ClassVar[str]  # "pretraining", "fine-tuning": names the run in its log
@@ -99,7 +102,7 @@ class Job(ABC):
         Called after seeding, on every rank: every rank builds the same initial weights."""
 
     @abstractmethod
-    def initialize(self, model: nn.Module, path: str) -> InitReport:
+    def initialize(self, model: Model, path: str) -> InitReport:
         """Load the weights of `path` (model.init) into a fresh run's model."""
 
     @abstractmethod

@@ -15,9 +15,9 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from guidedmae.config import FinetuneConfig
+from guidedmae.data.datasets import SizedDataset
 from guidedmae.engine.evaluate import shard_loader
 from guidedmae.engine.finetune_setup import build_model, evaluation_set, split_name, training_set
 from guidedmae.engine.job import Job, JobParts, LoopState, Training
@@ -31,6 +31,7 @@ from guidedmae.infra.optim import layer_decay_groups
 from guidedmae.infra.precision import autocast
 from guidedmae.infra.run_log import RunLogger
 from guidedmae.metrics import ClassificationMeter
+from guidedmae.models.heads import LinearHead
 from guidedmae.models.pretrained import InitReport, load_pretrained
 from guidedmae.models.task_model import FineTuneModel
 
@@ -41,16 +42,19 @@ VOTE_CHUNK = 1024  # queries voting at once: a [chunk, bank] similarity matrix
 
 @torch.no_grad()
 def _pooled_features(
-    model: FineTuneModel, dataset: Dataset, config: FinetuneConfig, context: DistributedContext
+    model: FineTuneModel, dataset: SizedDataset, config: FinetuneConfig, context: DistributedContext
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """This process's share of the split: L2-normalized pooled features [n, D] and labels [n]."""
+    head = model.head
+    if not isinstance(head, LinearHead):  # what build_head gives head.kind=knn: its pooling is the probe's
+        raise ValueError(f"the k-NN probe pools tokens as a LinearHead does, not a {type(head).__name__}")
     features, labels = [], []
     batch_size = config.eval.batch_size or config.data.batch_size
     for batch in shard_loader(dataset, batch_size, config.data.num_workers, context):
         inputs = {name: batch[name].to(context.device) for name in model.encoder.config.inputs}
         with autocast(context.device, config.run.precision):
             tokens = model.encoder.tokenize(inputs)
-            pooled = model.head.pooled(model.encoder.encode_layers(tokens.embeddings, model.head.layers))
+            pooled = head.pooled(model.encoder.encode_layers(tokens.embeddings, head.layers))
         features.append(F.normalize(pooled.float(), dim=-1))
         labels.append(batch["label"].to(context.device))
     dim = model.encoder.config.dim
@@ -88,8 +92,8 @@ def knn_votes(
 @torch.no_grad()
 def _knn_scores(
     model: FineTuneModel,
-    bank_set: Dataset,
-    eval_set: Dataset,
+    bank_set: SizedDataset,
+    eval_set: SizedDataset,
     config: FinetuneConfig,
     context: DistributedContext,
 ) -> dict:
@@ -109,7 +113,7 @@ def _knn_scores(
     return {"metrics": meter.compute()}
 
 
-class KnnJob(Job):
+class KnnJob(Job[FineTuneModel]):
     """The k-NN probe as a job that trains nothing: fit starts and finishes it as every run."""
 
     kind = "k-NN probe"

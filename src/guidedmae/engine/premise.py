@@ -17,9 +17,9 @@ Every value is a mean over the images with object tokens (AUC: with tokens of bo
 """
 
 import torch
-from torch.utils.data import Dataset
 
 from guidedmae.config import PretrainConfig
+from guidedmae.data.datasets import SizedDataset
 from guidedmae.data.sources import get_source
 from guidedmae.engine.evaluate import shard_loader
 from guidedmae.infra.distributed import DistributedContext, all_gather_objects
@@ -62,7 +62,7 @@ def _nanmean(values: torch.Tensor) -> float:
 @torch.no_grad()
 def _scores_and_objects(
     model: MultiMAE,
-    dataset: Dataset,
+    dataset: SizedDataset,
     config: PretrainConfig,
     context: DistributedContext,
     classes: torch.Tensor,
@@ -71,7 +71,8 @@ def _scores_and_objects(
     process's share gathered, on the CPU)."""
     was_training = model.training
     model.eval()
-    scores, objects = {}, []
+    scores: dict[str, list[torch.Tensor]] = {}
+    objects = []
     for batch in shard_loader(dataset, config.eval.batch_size or config.data.batch_size, 0, context):
         batch = {name: value.to(context.device) for name, value in batch.items()}
         with autocast(context.device, config.run.precision):
@@ -91,7 +92,7 @@ def _scores_and_objects(
 
 def premise_measures(
     model: MultiMAE,
-    dataset: Dataset,
+    dataset: SizedDataset,
     config: PretrainConfig,
     context: DistributedContext,
     classes: torch.Tensor,
@@ -113,7 +114,7 @@ def premise_measures(
 
 
 def random_init_premise(
-    config: PretrainConfig, dataset: Dataset, context: DistributedContext, classes: torch.Tensor
+    config: PretrainConfig, dataset: SizedDataset, context: DistributedContext, classes: torch.Tensor
 ) -> dict[str, float]:
     """premise/init_<modality>: the premise of the run's architecture with random weights (seeded by the
     run's seed, drawn aside so that the run's own random streams are untouched)."""

@@ -16,9 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset, Subset, default_collate
+from torch.utils.data import default_collate
 
 from guidedmae.config import PretrainConfig
+from guidedmae.data.datasets import EpochSubset, SizedDataset
 from guidedmae.data.modalities import Modality
 from guidedmae.data.seeding import derived_generator
 from guidedmae.data.sources import ClassIds, build_dataset
@@ -36,6 +37,7 @@ from guidedmae.infra.distributed import DistributedContext, all_reduce_sum
 from guidedmae.infra.optim import param_groups
 from guidedmae.infra.precision import autocast
 from guidedmae.infra.run_log import RunLogger
+from guidedmae.infra.schedule import Progress
 from guidedmae.masking.config import MaskingConfig, build_strategy
 from guidedmae.models.architecture import MultiMAEConfig
 from guidedmae.models.multimae import MultiMAE
@@ -55,7 +57,7 @@ def data_modalities(model: MultiMAEConfig) -> list[Modality]:
     return [model.modality(name) for name in names]
 
 
-def pretraining_set(config: PretrainConfig, held_out: bool = False) -> Dataset:
+def pretraining_set(config: PretrainConfig, held_out: bool = False) -> SizedDataset:
     """The pretraining data set of `config.data`, yielding the modalities the model needs; held_out: the
     evaluation's (config.eval: its series or split, the first eval.num_samples, no augmentation)."""
     modalities = data_modalities(config.model.architecture(config.modalities))
@@ -77,11 +79,11 @@ def pretraining_set(config: PretrainConfig, held_out: bool = False) -> Dataset:
     return (
         dataset
         if data.source == "synthetic"
-        else Subset(dataset, range(min(config.eval.num_samples, len(dataset))))
+        else EpochSubset(dataset, range(min(config.eval.num_samples, len(dataset))))
     )
 
 
-def picture_batch(dataset: Dataset, samples: int) -> dict[str, torch.Tensor]:
+def picture_batch(dataset: SizedDataset, samples: int) -> dict[str, torch.Tensor]:
     """The first `samples` samples of the data set (epoch-0 augmentation): the same in every picture."""
     return default_collate([dataset[index] for index in range(min(samples, len(dataset)))])
 
@@ -120,7 +122,7 @@ def _picture_path(out_dir: Path, step: int) -> Path:
     return out_dir / PICTURES / f"step-{step:08d}.png"
 
 
-class PretrainJob(Job):
+class PretrainJob(Job[MultiMAE]):
     kind = "pretraining"
     config: PretrainConfig
 
@@ -173,19 +175,21 @@ class PretrainJob(Job):
         if training.context.is_main and not path.is_file():
             logger.picture(save_reconstruction(self.step, self.pictures, self.config, path), step)
 
-    def _evaluate(self, training: Training, state: LoopState, logger: RunLogger) -> dict[str, float]:
+    def _evaluate(
+        self, training: Training, state: LoopState, logger: RunLogger, held_out: SizedDataset
+    ) -> dict[str, float]:
         """The held-out losses under the fixed random and block masks and the run's own strategy, and the
         premise on synthetic scenes (every rank)."""
         progress = training.schedule.progress(min(state.step, training.schedule.run_steps - 1))
         values, classes, context = {}, self.object_classes, training.context
         for name, step in self.eval_steps.items():
-            losses = held_out_losses(step, self.held_out, self.config, context, progress, classes)
+            losses = held_out_losses(step, held_out, self.config, context, progress, classes)
             values.update({f"eval_{name}/{key}": value for key, value in losses.items()})
         if classes is not None:
             if self.init_premise is None:
-                self.init_premise = random_init_premise(self.config, self.held_out, context, classes)
+                self.init_premise = random_init_premise(self.config, held_out, context, classes)
             premise = {
-                **premise_measures(self.step.model, self.held_out, self.config, context, classes),
+                **premise_measures(self.step.model, held_out, self.config, context, classes),
                 **self.init_premise,
             }
             values.update({f"premise/{key}": value for key, value in premise.items()})
@@ -193,7 +197,7 @@ class PretrainJob(Job):
         shown = ", ".join(f"{key} {value:.4g}" for key, value in values.items() if key.endswith("/loss"))
         logger.event(
             "eval",
-            f"step {state.step}, {len(self.held_out)} held-out samples: {shown}",
+            f"step {state.step}, {len(held_out)} held-out samples: {shown}",
             step=state.step,
             **values,
         )
@@ -206,22 +210,22 @@ class PretrainJob(Job):
         every = self.config.eval.every
         last = state.step == training.schedule.run_steps
         if self.held_out is not None and every and state.step % every == 0 and not last:
-            self._evaluate(training, state, logger)
+            self._evaluate(training, state, logger, self.held_out)
 
     def finish(self, training: Training, state: LoopState, logger: RunLogger) -> dict:
         self._picture(training, state.step, logger)
         if self.held_out is None:
             return {}
-        return {"task": "pretraining", "metrics": self._evaluate(training, state, logger)}
+        return {"task": "pretraining", "metrics": self._evaluate(training, state, logger, self.held_out)}
 
 
 @torch.no_grad()
 def held_out_losses(
     step: MaskedAutoencoderStep,
-    dataset: Dataset,
+    dataset: SizedDataset,
     config: PretrainConfig,
     context: DistributedContext,
-    progress,
+    progress: Progress,
     object_classes: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Mean reconstruction losses over a held-out split ({"loss": total, "loss_<output>": ...}), every

@@ -19,12 +19,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from guidedmae.config import config_to_dict, config_to_yaml, save_config
+from guidedmae.config import TrainingConfig, config_to_dict, config_to_yaml, save_config
 from guidedmae.data.loader import read_every_sample
 from guidedmae.data.seeding import derived_generator
 from guidedmae.data.sources import get_source
@@ -86,7 +87,7 @@ def steps_per_epoch(num_samples: int, batch_size: int, world_size: int, accum_st
     return steps
 
 
-def run_schedule(config, world_size: int, per_epoch: int) -> LRSchedule:
+def run_schedule(config: TrainingConfig, world_size: int, per_epoch: int) -> LRSchedule:
     """The lr schedule a run of `config` follows on `world_size` processes, `per_epoch` steps an epoch:
     its peak lr scaled by the total batch (what `guidedmae schedule` prints)."""
     return LRSchedule(config.schedule, peak_lr(config.optim, config.total_batch(world_size)), per_epoch)
@@ -135,7 +136,9 @@ def start(job: Job, context: DistributedContext) -> tuple[Training, LoopState, R
         sync_buffers=context.is_distributed and device.type != "cuda" and _has_batchnorm(parts.step),
     )
     torch.manual_seed(derived_generator(config.seed, context.rank, TORCH_STREAM).initial_seed())
-    state, changed, resume_path, skipped = LoopState(epoch=config.schedule.start_epoch), [], None, []
+    state, resume_path = LoopState(epoch=config.schedule.start_epoch), None
+    changed: list[str] = []
+    skipped: list[str] = []
     for path in candidates:  # newest first; a file that cannot be read gives way to the next
         try:
             state, changed = resume(training, path)
@@ -152,7 +155,7 @@ def start(job: Job, context: DistributedContext) -> tuple[Training, LoopState, R
     if (
         config.run.compile and job.trains
     ):  # a compiled wrapper: pictures and evaluations keep the eager modules
-        training.step = torch.compile(training.step)
+        training.step = cast(nn.Module, torch.compile(training.step))  # an OptimizedModule around the step
 
     trackers = build_trackers(config.log, out_dir, config_to_dict(config)) if context.is_main else []
     logger = RunLogger(
@@ -175,7 +178,7 @@ def start(job: Job, context: DistributedContext) -> tuple[Training, LoopState, R
     return training, state, logger
 
 
-def _write_run_config(config, out_dir: Path, resumed_step: int | None) -> Path:
+def _write_run_config(config: TrainingConfig, out_dir: Path, resumed_step: int | None) -> Path:
     """config.yaml of the run; a resume with a different config writes config-resumed-<step>.yaml."""
     path = out_dir / CONFIG_FILE
     if resumed_step is not None and path.is_file() and path.read_text() != config_to_yaml(config):
@@ -208,7 +211,9 @@ def _log_start(logger: RunLogger, job: Job, training: Training) -> None:
     )
 
 
-def _log_resumed(logger: RunLogger, config, path: Path, state: LoopState, changed: list[str]) -> None:
+def _log_resumed(
+    logger: RunLogger, config: TrainingConfig, path: Path, state: LoopState, changed: list[str]
+) -> None:
     notes = [f"config changed: {', '.join(changed)}"] if changed else []
     if config.model.init:
         notes.append(f"model.init={config.model.init} is not used when resuming")
