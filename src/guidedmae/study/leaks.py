@@ -36,7 +36,7 @@ def data_footprint(config: PretrainConfig | FinetuneConfig) -> tuple[set[tuple],
     else:
         training = _stored(data.source, data.root, data.split)
     if isinstance(config, FinetuneConfig):
-        series, split = data.eval_scene_seed, data.eval_split
+        series, split = config.data.eval_scene_seed, config.data.eval_split
     elif config.eval.num_samples:
         series, split = config.eval.scene_seed, config.eval.split
     else:
