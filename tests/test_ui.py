@@ -20,6 +20,8 @@ from test_visualize import TINY, write_run_checkpoint
 from torch.utils.data import Subset
 
 from guidedmae.cli import main
+from guidedmae.config import DataConfig, ModelSettings, PretrainConfig, config_to_dict
+from guidedmae.data.transforms import AugmentConfig
 from guidedmae.engine.premise import object_class_ids, premise_measures
 from guidedmae.engine.pretrain import pretraining_set
 from guidedmae.infra.distributed import DistributedContext
@@ -339,6 +341,21 @@ def test_the_default_scene_has_the_most_object_tokens_of_the_first_fifty(demo):
     shown = demo.default_scene()
     objects = [demo.object_tokens(demo.scene(n).tensors["semseg"][None]).sum().item() for n in range(50)]
     assert objects[shown] == max(objects) > 0 and shown == objects.index(max(objects))
+
+
+def test_a_run_trained_on_a_folder_opens_on_the_held_out_scenes_and_their_objects(tmp_path):
+    """The held-out scenes are synthetic whatever the run trained on: their object classes are the scenes'
+    (a folder of images names none)."""
+    config = PretrainConfig(
+        model=ModelSettings(**TINY),
+        masking=MaskingConfig(strategy="attention", num_visible=VISIBLE),
+        data=DataConfig(source="folder", root=str(tmp_path), augment=AugmentConfig(size=32)),
+    )
+    model = MultiMAE(config.model.architecture(config.modalities))
+    torch.save({"model": model.state_dict(), "config": config_to_dict(config)}, tmp_path / "checkpoint.pt")
+    demo = Demo.load(str(tmp_path / "checkpoint.pt"))
+    semseg = demo.scene(SCENE_WITH_OBJECTS).tensors["semseg"][None]
+    assert demo.object_tokens(semseg).sum().item() == 3 and demo.default_scene() < 50
 
 
 def test_pseudo_labels_fill_in_what_an_upload_lacks(checkpoint, images, pseudolabel_models):

@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         known = set(subparsers.choices)
         module.add_parser(subparsers)
         for name in set(subparsers.choices) - known:
-            _add_examples(subparsers.choices[name], module.__doc__, name)
+            _add_examples(subparsers.choices[name], module.__doc__ or "", name)
     return parser
 
 

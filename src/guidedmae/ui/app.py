@@ -11,6 +11,8 @@ import base64
 import html
 import io
 import time
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -29,6 +31,10 @@ from guidedmae.ui.controls import (
 from guidedmae.ui.demo import SCENES, Demo
 from guidedmae.ui.figure import input_picture
 from guidedmae.ui.scenes import MAX_SCENES
+from guidedmae.ui.uploads import Upload
+
+if TYPE_CHECKING:
+    import gradio  # an extra: imported when a page is built
 
 __all__ = ["PageRequest", "build_page", "require_gradio", "respond", "serve"]
 
@@ -52,7 +58,7 @@ CSS = """
 """
 
 
-def require_gradio():
+def require_gradio() -> ModuleType:
     """The gradio module, or a message saying how to install it."""
     try:
         import gradio
@@ -99,7 +105,7 @@ def _header(demo: Demo) -> str:
     )
 
 
-def build_page(demo: Demo):
+def build_page(demo: Demo) -> "gradio.Blocks":
     """The page of `demo` as a gradio.Blocks; it compares the default settings when it opens."""
     gr = require_gradio()
     inputs, tokens = demo.model.config.inputs, demo.tokens_per_modality
@@ -215,7 +221,7 @@ def build_page(demo: Demo):
                     left, left_options, right, right_options]  # fmt: skip
         outputs = [left_figure, right_figure, summary, message]
 
-        def request(values) -> PageRequest:
+        def request(values: tuple) -> PageRequest:
             source, scene, uploads, pseudo_label, num_visible, budget, alphas, *rest = values
             counts, (seed, left, left_options, right, right_options) = (
                 rest[: len(inputs)],
@@ -237,14 +243,13 @@ def build_page(demo: Demo):
         # the fixed counts (one slider per given modality; the total follows them).
         layout = [scene, upload_box, across, num_visible, alphas, *counts, *previews, *removes]
 
-        def relayout(source, uploads, budget):
+        def relayout(source: str, uploads: dict[str, Upload], budget: str) -> list:
             given = given_modalities(demo, source, uploads)
             setting, fixed = budget_setting(demo, given), budget == FIXED
-            split = [
-                setting.value // len(given) + (index < setting.value % len(given))
-                for index in range(len(given))
-            ]
-            split = dict(zip(given, split))
+            split = {
+                name: setting.value // len(given) + (index < setting.value % len(given))
+                for index, name in enumerate(given)
+            }
             return [
                 gr.update(visible=source == SCENE),
                 gr.update(visible=source == UPLOAD),
@@ -298,7 +303,7 @@ def build_page(demo: Demo):
     return page
 
 
-def serve(demo: Demo, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
+def serve(demo: Demo, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> "gradio.Blocks":
     """Serve the page of `demo` at http://host:port; block: until Ctrl-C (then close it), else return the
     running page (close it with .close())."""
     if not 1 <= port <= 65535:

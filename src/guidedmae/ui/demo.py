@@ -22,13 +22,13 @@ import torch
 from PIL import Image
 
 from guidedmae.config import PretrainConfig, config_to_dict, load_config
-from guidedmae.data.datasets import check_class_maps
+from guidedmae.data.datasets import SizedDataset, check_class_maps
 from guidedmae.data.folder import read_sample
 from guidedmae.data.pseudolabel import Labeller, model_folder
 from guidedmae.data.transforms import augment_sample
 from guidedmae.engine.from_checkpoint import load_model, load_strategy_state
 from guidedmae.engine.premise import object_class_ids, scene_object_tokens
-from guidedmae.engine.pretrain import STRATEGY_KEY, pretraining_set
+from guidedmae.engine.pretrain import STRATEGY_KEY, data_modalities, pretraining_set
 from guidedmae.engine.pretrain_step import MaskedAutoencoderStep
 from guidedmae.infra.distributed import resolve_device
 from guidedmae.masking import (
@@ -125,7 +125,7 @@ class Demo:
         # The strategies offered ({row: config}), their menu texts, and those not offered with the reason.
         menu = strategy_menu(config, model, self.checkpoint, path)
         self.strategies, self.labels, self.excluded = menu.strategies, menu.labels, menu.excluded
-        self._scenes = None
+        self._scenes: SizedDataset | None = None
 
     @classmethod
     def load(
@@ -153,7 +153,8 @@ class Demo:
     def default_sides(self) -> tuple[str, str]:
         """The rows the page opens with: attention-high against random where both are offered."""
         rows = list(self.strategies)
-        return tuple(row if row in self.strategies else rows[0] for row in DEFAULT_SIDES)
+        left, right = (row if row in self.strategies else rows[0] for row in DEFAULT_SIDES)
+        return left, right
 
     def default_visible(self, given: int) -> int:
         """Visible tokens over `given` modalities that keep the masked share the checkpoint trained with."""
@@ -168,20 +169,27 @@ class Demo:
         if not 0 <= number < SCENES:
             raise ValueError(f"scene {number}; expected a scene number 0..{SCENES - 1}")
         if self._scenes is None:
-            synthetic = replace(
-                self.config,
-                data=replace(self.config.data, source="synthetic", root="", split="train"),
-                eval=replace(self.config.eval, num_samples=SCENES),
-            )
-            self._scenes = pretraining_set(synthetic, held_out=True)
+            self._scenes = pretraining_set(self._scenes_config(), held_out=True)
         sample = self._scenes[number]
-        tensors = {name: sample[name] for name in self._scenes.modalities}
+        tensors = {modality.name: sample[modality.name] for modality in data_modalities(self.model.config)}
         return DemoImage(tensors, scene=True, label=f"held-out scene {number}")
+
+    def _scenes_config(self) -> PretrainConfig:
+        """The run's config reading the held-out synthetic scenes, whatever data the run trained on."""
+        return replace(
+            self.config,
+            data=replace(self.config.data, source="synthetic", root="", split="train"),
+            eval=replace(self.config.eval, num_samples=SCENES),
+        )
 
     def object_tokens(self, semseg: torch.Tensor) -> torch.Tensor:
         """Which tokens of held-out scenes lie on objects: semseg [B, S/4, S/4] scene classes -> [B, N] bool."""
         side = self.model.config.image_size // self.model.config.patch_size
-        return scene_object_tokens(semseg, (side, side), object_class_ids(self.config))
+        # The scenes' object classes, not those of the data the run trained on (a folder names none).
+        classes = object_class_ids(self._scenes_config())
+        if classes is None:
+            raise ValueError("the model neither reads nor predicts semseg: the scenes' objects are unknown")
+        return scene_object_tokens(semseg, (side, side), classes)
 
     def default_scene(self, candidates: int = 50) -> int:
         """The held-out scene, of the first `candidates`, whose objects cover the most tokens (the first such):
@@ -317,7 +325,7 @@ class Demo:
         tokens = self.model.tokenize({name: batch[name] for name in modalities})
         attention = self.model.attention_scores(tokens)  # {modality: [1, N]}
         on_object = self.object_tokens(batch["semseg"])[0] if image.scene and "semseg" in batch else None
-        sides = tuple(
+        left_side, right_side = (
             self._side(batch, strategy, counts, budget.seed, attention, on_object) for strategy in strategies
         )
         premise = {}
@@ -328,7 +336,9 @@ class Demo:
             }
             premise["chance"] = on_object.double().mean().item()
         return Comparison(
-            sides, 1 - counts.sum().item() / (len(modalities) * self.tokens_per_modality), premise
+            (left_side, right_side),
+            1 - counts.sum().item() / (len(modalities) * self.tokens_per_modality),
+            premise,
         )
 
     def _side(

@@ -10,6 +10,7 @@ names them.
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import matplotlib
 import numpy as np
@@ -59,13 +60,15 @@ def _legend(
 ) -> list[Bar | list[int]]:
     """The legend's lines: the colour bars, then the classes as swatches, as many per line as fit."""
     lines: list[Bar | list[int]] = list(bars)
-    used = width  # forces a first line of swatches
+    swatches: list[int] = []  # the line being filled
+    used: float = width  # forces a first line of swatches
     for class_id, name in classes.items():
         needed = SWATCH + draw.textlength(name, font=NOTE)
         if used + needed > width:
-            lines.append([])
+            swatches = []
+            lines.append(swatches)
             used = CLASSES
-        lines[-1].append(class_id)
+        swatches.append(class_id)
         used += needed
     return lines
 
@@ -176,5 +179,5 @@ def side_figure(
 def input_picture(name: str, value: torch.Tensor, modality: Modality, size: int = PANEL) -> Image.Image:
     """A model-ready input (no batch dimension) as the pictures draw it: rgb as colours, depth in the
     colour map of its 2nd..98th percentile, class ids in their colours; `size` pixels wide."""
-    shown = sample_panels(name, value, value, None, None, 1, modality)[0]
-    return panel_image(shown, size)
+    shown = sample_panels(name, value, value, None, None, 1, modality)[0]  # given a target: never None
+    return panel_image(cast(np.ndarray, shown), size)

@@ -143,5 +143,5 @@ def across_scenes(
         },
     )
     rows = {name: _summary(values, chance) for name, (values, chance) in per_scene(joined).items()}
-    sides = tuple(strategy.describe() for strategy in strategies.values())
-    return SceneTable(scenes, len(joined.on_object), sides, rows)
+    left_side, right_side = (strategy.describe() for strategy in strategies.values())
+    return SceneTable(scenes, len(joined.on_object), (left_side, right_side), rows)
