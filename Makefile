@@ -6,7 +6,7 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: test demo install lint docs clean
+.PHONY: test demo install lint typecheck docs clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,11 +20,15 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
+# mypy over src/ with the settings in pyproject.toml ([tool.mypy]): every function annotated.
+typecheck: install
+	$(BIN)/mypy
+
 # The documentation site (docs/, mkdocs.yml); --strict fails on broken links and pages missing from nav.
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
-test: lint docs
+test: lint typecheck docs
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # resume=auto: a second `make demo` continues an interrupted demo, or just reports a finished one.

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 
 import torch
 
@@ -23,7 +24,7 @@ __all__ = ["add_parser"]
 
 
 @contextlib.contextmanager
-def _own_files_folder():
+def _own_files_folder() -> Iterator[None]:
     """Gradio's files (uploads, until the page has read them) in a folder of this server's own, removed
     when it stops, rather than left in the system's shared one; GRADIO_TEMP_DIR set by the user is kept.
     Set before gradio is imported: it reads the variable then."""

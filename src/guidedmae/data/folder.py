@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from guidedmae.data.modalities import IGNORE_INDEX, Modality, get_modality, resolve
 
@@ -95,7 +95,7 @@ def _decode(path: Path, modality: Modality, data: bytes | None) -> np.ndarray:
             f"{path}: refused as a decompression bomb ({error}); raise PIL.Image.MAX_IMAGE_PIXELS if the "
             "image is genuine"
         ) from error
-    except Image.UnidentifiedImageError as error:  # its message shows the stream's repr, not the file
+    except UnidentifiedImageError as error:  # its message shows the stream's repr, not the file
         raise ValueError(
             f"cannot read {modality.name} image {path}: not an image file (expected "
             f"{' / '.join(modality.extensions)})"

@@ -21,6 +21,7 @@ share the images: --shard i/n, or one share per process under torchrun.
 
 import os
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ __all__ = ["Labeller", "model_folder", "pseudolabel"]
 UNIVERSAL = ("mask2former", "maskformer", "oneformer")  # segmentation models with a universal head
 
 
-def _transformers():
+def _transformers() -> ModuleType:
     try:
         import transformers
     except ImportError as error:

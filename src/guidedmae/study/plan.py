@@ -70,10 +70,12 @@ class Run:
     evaluation: str = ""
     fraction: float = 1.0
     base_seed: int = -1  # the base it continues, with several bases; -1: the one base (or none)
-    _resolved: object = field(default=None, init=False, repr=False, compare=False)
+    _resolved: PretrainConfig | FinetuneConfig | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
-    def schema(self) -> type:
+    def schema(self) -> type[PretrainConfig] | type[FinetuneConfig]:
         return PretrainConfig if self.kind == "pretrain" else FinetuneConfig
 
     @property
@@ -81,7 +83,7 @@ class Run:
         """Which replicate of its arm the run belongs to: `s<seed>`, or `b<base seed>-s<seed>`."""
         return f"s{self.seed}" if self.base_seed < 0 else f"b{self.base_seed}-s{self.seed}"
 
-    def resolved(self):
+    def resolved(self) -> PretrainConfig | FinetuneConfig:
         """The run's typed config: what `guidedmae pretrain/finetune CONFIG OVERRIDES` would run (loaded
         once: a study reads it to check leaks and changes)."""
         if self._resolved is None:

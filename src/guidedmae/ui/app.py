@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import time
+from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -230,12 +231,12 @@ def build_page(demo: Demo) -> "gradio.Blocks":
             return PageRequest(source, scene, uploads or {}, pseudo_label, num_visible, budget, alphas,
                                tuple(counts), seed, left, left_options, right, right_options)  # fmt: skip
 
-        def compute(*values):
+        def compute(*values: object) -> list:
             result = respond(demo, request(values))
             return [_figure(result.left, result.left_caption), _figure(result.right, result.right_caption),
                     result.summary, result.message]  # fmt: skip
 
-        def compute_across(*values):
+        def compute_across(*values: object) -> tuple[str, str]:
             return respond_across(demo, request(values[:-1]), values[-1])
 
         # What depends on the image's modalities and the budget's kind: the scene number or the uploads'
@@ -263,22 +264,21 @@ def build_page(demo: Demo) -> "gradio.Blocks":
                 *(gr.update(visible=source == UPLOAD and name in uploads) for name in inputs),
             ]
 
-        def upload(name):
-            def take(uploads, path):
+        def upload(name: str) -> Callable:
+            def take(uploads: dict[str, Upload], path: str | None) -> tuple:
                 uploads, said = take_upload(demo, uploads, name, path, page.GRADIO_CACHE)
                 return uploads, None, UPLOAD if uploads else SCENE, said
 
             return take
 
-        def remove(name):
-            def drop(uploads):
+        def remove(name: str) -> Callable:
+            def drop(uploads: dict[str, Upload]) -> tuple:
                 uploads = {key: value for key, value in uploads.items() if key != name}
                 return uploads, UPLOAD if uploads else SCENE
 
             return drop
 
-        def total(*values):
-            budget, *counts = values
+        def total(budget: str, *counts: int | None) -> object:
             return sum(count or 0 for count in counts) if budget == FIXED else gr.update()
 
         for name, file, button_ in zip(inputs, files, removes):
