@@ -76,6 +76,9 @@ class FinetuneOptimConfig(OptimConfig):
 
 @dataclass
 class FinetuneConfig(TrainingConfig):
+    """A fine-tuning or probing run (`guidedmae finetune`): the encoder, its head and task, data, evaluation,
+    mixup, optimizer and schedule, beside the sections every training job has."""
+
     config_kind: ClassVar[str] = "finetune"  # the shipped configs it is loaded from by name
     out_dir: str = "runs/finetune"
     model: FinetuneModelSettings = field(default_factory=FinetuneModelSettings)

@@ -274,6 +274,9 @@ class PretrainEvalConfig:
 
 @dataclass
 class PretrainConfig(TrainingConfig):
+    """A pretraining run (`guidedmae pretrain`): the model, its masking, losses, data, held-out evaluation,
+    optimizer and schedule, beside the sections every training job has."""
+
     config_kind: ClassVar[str] = "pretrain"  # the shipped configs it is loaded from by name
     out_dir: str = "runs/pretrain"
     model: ModelSettings = field(default_factory=ModelSettings)

@@ -54,7 +54,8 @@ class MaskingBase:
 if TYPE_CHECKING:
 
     class MaskingConfig(MaskingBase):
-        """What a type checker sees of masking.config.MaskingConfig, a dataclass made at import from the
-        strategy registry: MaskingBase's keys, and each registered strategy's section by its name."""
+        """The `masking` section of a pretraining config: MaskingBase's keys, then one section per
+        registered strategy with options, `masking.<name>` (its options dataclass). The dataclass is made
+        at import from the strategy registry (masking.config); this is what a type checker sees of it."""
 
         def __getattr__(self, name: str) -> Any: ...

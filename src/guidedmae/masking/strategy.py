@@ -145,7 +145,7 @@ class MaskingStrategy(nn.Module):
 
     @property
     def lr_scale(self) -> float:
-        """What the run's lr is multiplied by for this strategy's own parameters: masking.<name>.lr_scale
+        """What the run's lr is multiplied by for this strategy's own parameters: `masking.<name>.lr_scale`
         where the strategy has that key, else 1."""
         return getattr(self.options, "lr_scale", 1.0)
 
