@@ -74,8 +74,8 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     if path in seen:
         raise ConfigError(f"{path}: '{EXTENDS}' forms a cycle: {' -> '.join(map(str, (*seen, path)))}")
     name = path.stem if path.suffix in (".yaml", ".yml") else path.name
-    if not path.is_file() and shipped_config(name) is not None:
-        path = shipped_config(name)  # `extends: demo`: a shipped config by name
+    if not path.is_file():
+        path = shipped_config(name) or path  # `extends: demo`: a shipped config by name
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:

@@ -228,11 +228,11 @@ class EpochLoader:
         return self.loader
 
 
-def _discard(sample) -> None:
+def _discard(sample: object) -> None:
     """A sample read only to check that it can be (a module-level function: workers unpickle it)."""
 
 
-def read_every_sample(dataset: Dataset, num_workers: int) -> None:
+def read_every_sample(dataset: SizedDataset, num_workers: int) -> None:
     """Read every sample of `dataset` once, in `num_workers` worker processes: a sample that cannot be read
     (a broken image, NaN in a .npy) raises its error, naming its file, now rather than when it is used."""
     loader = DataLoader(

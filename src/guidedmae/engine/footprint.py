@@ -16,6 +16,7 @@ import torch
 
 from guidedmae.config import TrainingConfig
 from guidedmae.infra.distributed import DistributedContext
+from guidedmae.models.architecture import MultiMAEConfig
 from guidedmae.models.multimae import MultiMAE
 
 __all__ = ["check_fits_in_memory", "memory_bytes", "training_bytes"]
@@ -30,7 +31,7 @@ BLOCK_VALUES = 8
 CGROUP_LIMIT = Path("/sys/fs/cgroup/memory.max")  # cgroup v2: what a container may use
 
 
-def _parameters(architecture) -> int:
+def _parameters(architecture: MultiMAEConfig) -> int:
     with torch.device("meta"):  # shapes only: nothing is allocated
         model = MultiMAE(architecture)
     return sum(parameter.numel() for parameter in model.parameters())

@@ -39,7 +39,7 @@ class JobParts:
     dataset: SizedDataset  # the training set
     param_groups: list[dict]  # AdamW groups over every trained parameter (weight decay, lr scales)
     saved: dict[str, nn.Module] = field(default_factory=dict)  # state kept beside the model, by key
-    evaluation: Dataset | None = None  # the held-out set the job evaluates on, if any
+    evaluation: SizedDataset | None = None  # the held-out set the job evaluates on, if any
 
 
 @dataclass

@@ -7,9 +7,9 @@ a float where a whole number belongs fails far from the file, deep inside a laye
 """
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields
-from typing import TYPE_CHECKING, get_args, get_origin
+from typing import TYPE_CHECKING, TypeGuard, get_args, get_origin
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -21,7 +21,7 @@ __all__ = ["SEED_LIMIT", "check_field_types", "check_seed"]
 SEED_LIMIT = 2**32
 
 
-def _is_whole(value: object) -> bool:
+def _is_whole(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -31,7 +31,7 @@ def _is_finite(value: object) -> bool:
 
 
 # annotation -> (whether a value fits, what one is called, what several are called)
-SCALARS = {
+SCALARS: dict[type, tuple[Callable[[object], bool], str, str]] = {
     int: (_is_whole, "a whole number", "whole numbers"),
     float: (_is_finite, "a finite number", "finite numbers"),
     bool: (lambda value: isinstance(value, bool), "true or false", "true or false values"),
@@ -64,7 +64,7 @@ def check_field_types(record: "DataclassInstance", prefix: str) -> None:
             raise ValueError(f"{prefix}{field.name}={value!r}; expected {expected}")
 
 
-def check_seed(value, key: str) -> None:
+def check_seed(value: object, key: str) -> None:
     """Raise ValueError "<key>=<value>; expected a whole number 0 <= seed < 2^32" for a seed out of range."""
     if not _is_whole(value) or not 0 <= value < SEED_LIMIT:
         raise ValueError(f"{key}={value!r}; expected a whole number 0 <= seed < 2^32 ({SEED_LIMIT})")

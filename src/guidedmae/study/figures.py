@@ -8,22 +8,24 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: figures go to files
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from guidedmae.infra.files import atomic_write  # noqa: E402
 from guidedmae.study.stats import mean_sd  # noqa: E402
+from guidedmae.study.study_tables import StudyTables  # noqa: E402
 
 __all__ = ["curves_figure", "differences_figure", "low_data_figure"]
 
 HEADLINE = ("top1", "miou", "rmse")  # the metric each kind of evaluation is read by in the low-data figure
 
 
-def _save_figure(figure, path: Path) -> Path:
+def _save_figure(figure: Figure, path: Path) -> Path:
     atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=110))
     plt.close(figure)
     return path
 
 
-def low_data_figure(tables, path: Path) -> Path | None:
+def low_data_figure(tables: StudyTables, path: Path) -> Path | None:
     panels = []  # (evaluation, metric name, {fraction: source})
     for evaluation, sources in tables.fractions.items():
         if len(sources) < 2:
@@ -55,7 +57,7 @@ def low_data_figure(tables, path: Path) -> Path | None:
     return _save_figure(figure, path)
 
 
-def differences_figure(tables, compared: dict, path: Path) -> Path | None:
+def differences_figure(tables: StudyTables, compared: dict, path: Path) -> Path | None:
     """Per metric, every replicate's paired difference to its control (dots) and the 95% interval (bar)."""
     others = list(tables.controls)
     metrics = [m for m, d in compared.items() if any(x is not None for x in d.values())]
@@ -90,7 +92,7 @@ def differences_figure(tables, compared: dict, path: Path) -> Path | None:
     return _save_figure(figure, path)
 
 
-def curves_figure(tables, path: Path) -> Path | None:
+def curves_figure(tables: StudyTables, path: Path) -> Path | None:
     if not tables.curves:
         return None
     figure, ax = plt.subplots(figsize=(6.5, 4))

@@ -11,6 +11,7 @@ reported but should not be a study's primary one. The bound is 100 for percentag
 import math
 
 from guidedmae.study.stats import paired_difference
+from guidedmae.study.study_tables import StudyTables
 
 __all__ = ["HEADROOM_MDES", "format_headroom", "headroom"]
 
@@ -22,7 +23,7 @@ def _bound(name: str) -> float:
     return 0.0 if any(part in name for part in LOWER_IS_BETTER) else 100.0
 
 
-def headroom(tables, power_rows: list[dict]) -> list[dict]:
+def headroom(tables: StudyTables, power_rows: list[dict]) -> list[dict]:
     """Per downstream metric: the baseline's gap to random weights (paired over units, with its 95%
     interval), that gap in MDEs, and the best arm's distance to the metric's bound."""
     if not tables.floor:

@@ -20,11 +20,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from guidedmae.infra.files import FolderBusy, lock_folder
 from guidedmae.study.plan import Run, StudyConfig
+
+if TYPE_CHECKING:
+    import submitit  # imported where it is used: a study without runs to submit never loads it
 
 __all__ = ["Outcome", "execute_run", "launch", "run_holder"]
 
@@ -34,7 +39,7 @@ POLL_SECONDS = 2.0
 STOP_GRACE_SECONDS = 10.0
 
 
-def _stopped_by_the_study(signum: int, frame) -> None:
+def _stopped_by_the_study(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt("stopped by the study")
 
 
@@ -80,7 +85,7 @@ class _InProcessJob:
     class paths:  # noqa: N801 - the shape of submitit's job.paths
         stderr = "(this process's output)"
 
-    def __init__(self, function: Callable, *args) -> None:
+    def __init__(self, function: Callable, *args: object) -> None:
         try:
             self._result, self._error = function(*args), None
         except Exception as error:  # reported by the study as the run's failure
@@ -89,18 +94,18 @@ class _InProcessJob:
     def done(self) -> bool:
         return True
 
-    def result(self):
+    def result(self) -> object:
         if self._error is not None:
             raise self._error
         return self._result
 
 
 class _InProcessExecutor:
-    def submit(self, function: Callable, *args) -> _InProcessJob:
+    def submit(self, function: Callable, *args: object) -> _InProcessJob:
         return _InProcessJob(function, *args)
 
 
-def _executor(study: StudyConfig, logs: Path):
+def _executor(study: StudyConfig, logs: Path) -> "submitit.AutoExecutor | _InProcessExecutor":
     launch = study.launch
     if launch.launcher == "debug":
         return _InProcessExecutor()
@@ -254,7 +259,7 @@ def launch(
             outcomes[run.name] = Outcome(run, "skipped")
         else:
             pending.append(run)
-    executor = _executor(study, logs) if pending else None
+    executor = None  # made at the first submission
     running: dict[str, tuple] = {}  # name -> (run, job, start time)
     waited: set[str] = set()  # runs whose folder another process held (reported once)
     bar = tqdm(total=len(runs), initial=len(outcomes), unit="run", desc="study", file=sys.stderr)
@@ -285,6 +290,7 @@ def launch(
                         )
                     else:
                         overrides = [*run.overrides, *_threads(study, sharing)]
+                        executor = executor or _executor(study, logs)
                         with _ctrl_c_held(study):
                             job = executor.submit(execute_run, run.kind, run.config, overrides)
                             running[run.name] = (run, job, time.monotonic())

@@ -13,6 +13,7 @@ import copy
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from guidedmae.config import config_to_yaml
@@ -22,13 +23,14 @@ from guidedmae.infra.run_log import METRICS, run_seconds
 from guidedmae.study.launch import Outcome, describe_holder, launch, run_holder
 from guidedmae.study.leaks import check_no_leak
 from guidedmae.study.merge import write_provenance
-from guidedmae.study.plan import LOGS, REPLACED, STUDY_FILE, Run, load_study, plan, stale_runs
+from guidedmae.study.plan import LOGS, REPLACED, STUDY_FILE, Run, StudyConfig, load_study, plan, stale_runs
+from guidedmae.study.study_file import ArmDefaults, ArmSpec, BaseSpec, EvaluationSpec
 from guidedmae.study.tables import collect, format_markdown, format_power, write_tables
 
 __all__ = ["STUDY_FILE", "load_planned", "run_study"]
 
 
-def load_planned(path: str | Path, overrides: list[str] = ()):
+def load_planned(path: str | Path, overrides: Sequence[str] = ()) -> tuple[StudyConfig, list[Run]]:
     """The study of a file (or of a study folder holding study.yaml) and its planned runs."""
     path = Path(path)
     if path.is_dir():
@@ -141,7 +143,7 @@ def _report(outcome: Outcome, done: list[int], total: int) -> None:
     print(line, flush=True)
 
 
-def _check_before_running(study, runs: list[Run], dry_run: bool) -> None:
+def _check_before_running(study: StudyConfig, runs: list[Run], dry_run: bool) -> None:
     """What would otherwise fail every run separately, or only once the study is under way."""
     weights = {init for run in runs if (init := run.override("model.init")) and not run.depends_on}
     missing = sorted(path for path in weights if not Path(path).is_file())
@@ -165,12 +167,18 @@ def _check_before_running(study, runs: list[Run], dry_run: bool) -> None:
         )
 
 
-def _study_yaml(study, source: Path) -> str:
+def _study_yaml(study: StudyConfig, source: Path) -> str:
     """The resolved study with its config files' paths made absolute, so that it stands alone in its
     folder (shipped configs keep their names: the same on every machine)."""
     study = copy.deepcopy(study)
     folder = source.resolve() if source.is_dir() else find_config("study", source).resolve().parent
-    for spec in (study.base, study.arm_defaults, *study.arms, *study.evaluations):
+    specs: list[BaseSpec | ArmDefaults | ArmSpec | EvaluationSpec] = [
+        study.base,
+        study.arm_defaults,
+        *study.arms,
+        *study.evaluations,
+    ]
+    for spec in specs:
         if spec.config and (folder / spec.config).is_file():
             spec.config = str((folder / spec.config).resolve())
     if study.base.checkpoint:

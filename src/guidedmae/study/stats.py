@@ -33,7 +33,7 @@ ALPHA = 0.05
 POWER = 0.8
 
 
-def unit_of(replicate) -> str:
+def unit_of(replicate: object) -> str:
     """The independent unit a replicate belongs to: its base with several bases, else itself."""
     replicate = str(replicate)
     return replicate.split("-")[0] if replicate.startswith("b") else replicate
@@ -77,7 +77,7 @@ def paired_difference(arm: dict, baseline: dict) -> dict | None:
     }
 
 
-def equivalence_p(difference: dict, margin: float) -> float | None:
+def equivalence_p(difference: dict | None, margin: float) -> float | None:
     """TOST p value that the true difference lies within ±margin (None without an interval)."""
     if difference is None or difference["sd"] is None:
         return None

@@ -6,6 +6,7 @@ launched), the names its folders may take, and loading it (a file, or a shipped 
 
 import fnmatch
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -201,7 +202,7 @@ def _check_names(kind: str, names: list[str], reserved: tuple[str, ...], where: 
             )
 
 
-def load_study(path: str | Path, overrides: list[str] = ()) -> tuple[StudyConfig, Path]:
+def load_study(path: str | Path, overrides: Sequence[str] = ()) -> tuple[StudyConfig, Path]:
     """The study of a file or a shipped study's name (with dotted overrides) and the folder its config
     paths are relative to."""
     path = find_config("study", path)

@@ -18,7 +18,6 @@ the spread of the compared arms' differences only.
 
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from guidedmae.engine.job import RESULTS  # noqa: E402
@@ -37,33 +36,12 @@ from guidedmae.study.stats import (  # noqa: E402
     paired_difference,
     seeds_needed,
 )
+from guidedmae.study.study_tables import StudyTables  # noqa: E402
 
 __all__ = ["StudyTables", "collect", "comparisons", "format_markdown", "format_power", "write_tables"]
 
 TABLES_MD, TABLES_JSON = "study.md", "study.json"
 LOW_DATA_PNG, CURVES_PNG, DIFFERENCES_PNG = "low_data.png", "pretraining_curves.png", "paired_differences.png"
-
-
-@dataclass
-class StudyTables:
-    arms: list[str]
-    replicates: list[str]  # s<seed>, or b<base>-s<seed> with several bases
-    controls: dict[str, str]  # compared arm -> the arm its differences are to
-    margins: dict[str, float] = field(default_factory=dict)  # the study's, by metric or name
-    sanity: set[str] = field(default_factory=set)  # arms that check the set-up: no correction, no power
-    floor: str = ""  # the arm of random weights (arms[].random_init), the headroom check's reference
-    values: dict[str, dict[str, dict[str, float]]] = field(
-        default_factory=dict
-    )  # metric -> arm -> replicate -> value
-    fractions: dict[str, dict[float, str]] = field(default_factory=dict)  # evaluation -> fraction -> source
-    curves: dict[str, dict[str, dict[int, float]]] = field(
-        default_factory=dict
-    )  # arm -> replicate -> step -> loss
-    missing: list[str] = field(default_factory=list)  # runs without results
-
-    def margin(self, metric: str) -> float | None:
-        """The study's margin of a metric: given for the metric, or for its name under every source."""
-        return self.margins.get(metric, self.margins.get(metric.split(": ", 1)[-1]))
 
 
 def _source(run: Run) -> str:
@@ -147,10 +125,11 @@ def comparisons(tables: StudyTables) -> dict[str, dict[str, dict | None]]:
             arm: equivalence_p(d, margin) if margin is not None else None for arm, d in differences.items()
         }
         family = [arm for arm in differences if arm not in tables.sanity]
-        p_holm = holm({arm: differences[arm] and differences[arm]["p"] for arm in family})
+        p = {arm: None if difference is None else difference["p"] for arm, difference in differences.items()}
+        p_holm = holm({arm: p[arm] for arm in family})
         tost_holm = holm({arm: tost[arm] for arm in family})
         for arm in tables.sanity & set(differences):  # a check of the set-up stands alone
-            p_holm[arm], tost_holm[arm] = differences[arm] and differences[arm]["p"], tost[arm]
+            p_holm[arm], tost_holm[arm] = p[arm], tost[arm]
         for arm, difference in differences.items():
             if difference is not None:
                 difference.update(p_holm=p_holm[arm], tost_p=tost[arm], tost_p_holm=tost_holm[arm])
@@ -271,7 +250,7 @@ def format_markdown(tables: StudyTables, per_seed: bool = False, compared: dict 
 
 
 def _as_json(tables: StudyTables, compared: dict) -> dict:
-    metrics = {}
+    metrics: dict[str, dict[str, dict]] = {}
     for metric, by_arm in tables.values.items():
         metrics[metric] = {}
         for arm, values in by_arm.items():
