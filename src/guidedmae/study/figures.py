@@ -3,25 +3,29 @@ pretraining loss of every arm, each written atomically as a PNG (`tables`: a stu
 
 import math
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # headless: figures go to files
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from guidedmae.infra.files import atomic_write  # noqa: E402
-from guidedmae.study.stats import mean_sd  # noqa: E402
-from guidedmae.study.study_tables import StudyTables  # noqa: E402
+from guidedmae.infra.files import atomic_write
+from guidedmae.study.stats import mean_sd
+from guidedmae.study.study_tables import StudyTables
 
 __all__ = ["curves_figure", "differences_figure", "low_data_figure"]
 
 HEADLINE = ("top1", "miou", "rmse")  # the metric each kind of evaluation is read by in the low-data figure
 
 
+def _figure(rows: int, columns: int, size: tuple[float, float]) -> tuple[Figure, Any]:
+    """A figure of its own (no pyplot: importing this module changes no backend) and its axes grid."""
+    figure = Figure(figsize=size)
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(rows, columns, squeeze=False)
+
+
 def _save_figure(figure: Figure, path: Path) -> Path:
     atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=110))
-    plt.close(figure)
     return path
 
 
@@ -36,7 +40,7 @@ def low_data_figure(tables: StudyTables, path: Path) -> Path | None:
                 break
     if not panels:
         return None
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    figure, axes = _figure(1, len(panels), (5 * len(panels), 3.8))
     for ax, (evaluation, name, sources) in zip(axes[0], panels):
         for arm in tables.arms:
             points = []
@@ -65,9 +69,7 @@ def differences_figure(tables: StudyTables, compared: dict, path: Path) -> Path 
         return None
     columns = min(4, len(metrics))
     rows = math.ceil(len(metrics) / columns)
-    figure, axes = plt.subplots(
-        rows, columns, figsize=(4.2 * columns, rows * (1.4 + 0.3 * len(others))), squeeze=False
-    )
+    figure, axes = _figure(rows, columns, (4.2 * columns, rows * (1.4 + 0.3 * len(others))))
     for ax, metric in zip(axes.flat, metrics):
         by_arm = tables.values[metric]
         for row, arm in enumerate(others):
@@ -95,7 +97,8 @@ def differences_figure(tables: StudyTables, compared: dict, path: Path) -> Path 
 def curves_figure(tables: StudyTables, path: Path) -> Path | None:
     if not tables.curves:
         return None
-    figure, ax = plt.subplots(figsize=(6.5, 4))
+    figure, axes = _figure(1, 1, (6.5, 4))
+    ax = axes[0][0]
     for index, (arm, replicates) in enumerate(tables.curves.items()):
         for number, losses in enumerate(replicates.values()):
             steps = sorted(losses)
