@@ -41,11 +41,10 @@ def training_bytes(config: TrainingConfig) -> dict[str, int]:
     """A lower bound of the memory one training process needs, by part: the model's state (weights,
     gradients, AdamW), the activations its blocks keep for the backward pass, and the batch's inputs."""
     architecture = config.model.architecture(config.modalities)
-    grid_tokens = (architecture.image_size // architecture.patch_size) ** 2
-    all_tokens = len(architecture.inputs) * grid_tokens
+    all_tokens = architecture.num_input_tokens
     masking = getattr(config, "masking", None)  # pretraining: the encoder sees the visible tokens only
     encoder_tokens = masking.num_visible if masking is not None else all_tokens
-    decoder_tokens = len(architecture.outputs) * grid_tokens
+    decoder_tokens = len(architecture.outputs) * architecture.tokens_per_modality
     value_bytes = 4 if config.run.precision == "fp32" else 2
     per_width = BLOCK_VALUES + 2 * architecture.mlp_ratio
     per_sample = (

@@ -236,7 +236,7 @@ def held_out_losses(
     was_training = step.training
     step.eval()
     generator = torch.Generator().manual_seed(config.eval.mask_seed)
-    grid = (config.model.image_size // config.model.patch_size,) * 2
+    grid = (step.model.config.grid_side,) * 2
     sums: dict[str, torch.Tensor] = {}  # name -> [sum, count]
 
     def add(name: str, values: torch.Tensor, skip_nan: bool = False) -> None:

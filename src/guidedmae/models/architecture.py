@@ -69,9 +69,14 @@ class MultiMAEConfig:
         return get_modality(name, declare_all(self.modalities))
 
     @property
+    def grid_side(self) -> int:
+        """Patches along each side of the image (14 for MultiMAE-B)."""
+        return self.image_size // self.patch_size
+
+    @property
     def tokens_per_modality(self) -> int:
-        """Patch tokens of one input modality: the (image_size / patch_size)^2 grid (196 for MultiMAE-B)."""
-        return (self.image_size // self.patch_size) ** 2
+        """Patch tokens of one input modality: the grid_side x grid_side grid (196 for MultiMAE-B)."""
+        return self.grid_side**2
 
     @property
     def num_input_tokens(self) -> int:

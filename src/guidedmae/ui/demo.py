@@ -147,7 +147,7 @@ class Demo:
 
     @property
     def tokens_per_modality(self) -> int:
-        return (self.model.config.image_size // self.model.config.patch_size) ** 2
+        return self.model.config.tokens_per_modality
 
     @property
     def default_sides(self) -> tuple[str, str]:
@@ -184,7 +184,7 @@ class Demo:
 
     def object_tokens(self, semseg: torch.Tensor) -> torch.Tensor:
         """Which tokens of held-out scenes lie on objects: semseg [B, S/4, S/4] scene classes -> [B, N] bool."""
-        side = self.model.config.image_size // self.model.config.patch_size
+        side = self.model.config.grid_side
         # The scenes' object classes, not those of the data the run trained on (a folder names none).
         classes = object_class_ids(self._scenes_config())
         if classes is None:

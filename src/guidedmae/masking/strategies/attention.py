@@ -90,7 +90,7 @@ class AttentionMasking(MaskingStrategy):
             )
         if not 0.0 <= options.hint <= 1.0:
             raise ValueError(f"masking.attention.hint={options.hint}; expected a value in [0, 1]")
-        side = model.image_size // model.patch_size
+        side = model.grid_side
         if not (options.grid == 0 or 1 <= options.grid <= side):
             raise ValueError(
                 f"masking.attention.grid={options.grid}; expected 0 (every token) or 1..{side} (the model's grid)"
@@ -99,7 +99,7 @@ class AttentionMasking(MaskingStrategy):
     @classmethod
     def variants(cls, model: MultiMAEConfig) -> dict[str, dict]:
         half = max(1, model.num_heads // 2)
-        half_grid = max(1, model.image_size // model.patch_size // 2)
+        half_grid = max(1, model.grid_side // 2)
         return {
             "attention-high": {},
             "attention-low": {"select": "low"},

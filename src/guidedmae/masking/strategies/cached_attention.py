@@ -65,7 +65,7 @@ class CachedAttentionMasking(MaskingStrategy):
         context: DistributedContext | None = None,
     ) -> None:
         super().__init__(masking, model, num_samples, context)
-        self.grid = self.options.grid or model.image_size // model.patch_size
+        self.grid = self.options.grid or model.grid_side
         self.modalities = tuple(model.inputs)
         self.register_buffer(
             "memory", empty_memory("cached_attention", num_samples, len(self.modalities), self.grid)

@@ -68,7 +68,7 @@ class LossMemoryMasking(MaskingStrategy):
         context: DistributedContext | None = None,
     ) -> None:
         super().__init__(masking, model, num_samples, context)
-        self.grid = model.image_size // model.patch_size
+        self.grid = model.grid_side
         self.modalities = tuple(model.inputs)
         self.register_buffer(
             "memory", empty_memory("loss_memory", num_samples, len(self.modalities), self.grid)
