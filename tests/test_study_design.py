@@ -469,10 +469,16 @@ def test_ctrl_c_during_a_local_submission_arrives_once_the_run_is_recorded():
     study = SimpleNamespace(launch=SimpleNamespace(launcher="local"))
     recorded = []
     check = "import signal; print(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))"
-    with pytest.raises(KeyboardInterrupt), _ctrl_c_held(study):
-        os.kill(os.getpid(), signal.SIGINT)
-        child = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
-        recorded.append(child.stdout.strip())
+    # Python's own Ctrl-C handler, as a study in a terminal has it: the suite itself may have been started
+    # by a shell's `&` (as CI starts it), which leaves SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), _ctrl_c_held(study):
+            os.kill(os.getpid(), signal.SIGINT)
+            child = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+            recorded.append(child.stdout.strip())
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert recorded == ["True"]
 
 
