@@ -548,5 +548,13 @@ def test_headroom_measures_the_baseline_above_random_weights_in_mdes():
     assert miou["gap"] == pytest.approx(20.125) and miou["room"] and miou["gap_in_mdes"] > 5
     assert miou["best"] == pytest.approx(40.275) and miou["to_bound"] == pytest.approx(100 - 40.275)
     assert not rmse["room"] and rmse["to_bound"] == pytest.approx(0.8075)  # errors are bounded by 0
+    # Random weights far better than the trained baseline: a gap of many MDEs, but the wrong way.
+    worse = {
+        arm: {unit: 100 - value for unit, value in by_unit.items()}
+        for arm, by_unit in values["probe: miou"].items()
+    }
+    worse_tables = replace(tables, values={"probe: miou": worse})
+    [row] = headroom(worse_tables, power(worse_tables, comparisons(worse_tables)))
+    assert row["gap_in_mdes"] < -5 and not row["room"]
     text = format_headroom(list(rows.values()), "floor")
     assert "| probe: miou | 20 | +20.1 [" in text and "| yes |" in text and "| no |" in text

@@ -1,6 +1,7 @@
 """Does the benchmark have room? For a study with an arm of random weights (arms[].random_init), per
 downstream metric: how far the trained baseline stands from random weights, in the design's minimum
-detectable effects, and how far the best arm stands from the metric's bound.
+detectable effects (negative where random weights score better), and how far the best arm stands from
+the metric's bound.
 
 A metric separates encoders only when a trained one is far above random weights: a gap of at least
 HEADROOM_MDES of its own MDEs (the power table's, at the study's units) is "room"; a metric below is
@@ -41,7 +42,9 @@ def headroom(tables: StudyTables, power_rows: list[dict]) -> list[dict]:
         means = {arm: sum(v.values()) / len(v) for arm, v in by_arm.items() if v and arm != tables.floor}
         lower = _bound(name) == 0.0
         best = min(means.values()) if lower else max(means.values())
-        in_mdes = abs(gap["mean"]) / mde if mde and not math.isnan(mde) else math.nan
+        # Signed toward the better direction: random weights beating the trained baseline is no room.
+        gain = -gap["mean"] if lower else gap["mean"]
+        in_mdes = gain / mde if mde and not math.isnan(mde) else math.nan
         rows.append(
             {
                 "metric": metric,
