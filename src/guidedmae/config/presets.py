@@ -67,9 +67,9 @@ def shipped_config(name: str) -> Path | None:
     return next(iter(_packaged(name).values()), None)
 
 
-def close_names(name: str) -> list[str]:
-    """Shipped configs' names (of every kind) close to `name`."""
-    names = [path.stem for kind in CONFIG_KINDS for path in (CONFIG_ROOT / kind).glob("*.yaml")]
+def close_names(name: str, kinds: tuple[str, ...] = CONFIG_KINDS) -> list[str]:
+    """Shipped configs' names (of `kinds`, by default every kind) close to `name`."""
+    names = [path.stem for kind in kinds for path in (CONFIG_ROOT / kind).glob("*.yaml")]
     return difflib.get_close_matches(name, names, n=4, cutoff=0.5)
 
 
@@ -97,7 +97,6 @@ def find_config(kind: str, name: str | Path, relative_to: Path | None = None) ->
         raise ValueError(f"{name!r} is a shipped {other} config, not a {kind} config")
     if str(name).endswith((".yaml", ".yml")) or "/" in str(name):
         raise FileNotFoundError(f"config file not found: {path}")
-    names = list(list_configs(kind))
-    close = difflib.get_close_matches(str(name), names, n=4, cutoff=0.5)
+    close = close_names(str(name), (kind,))
     hint = f"close: {', '.join(close)}" if close else f"`guidedmae configs {kind}` lists them"
     raise ValueError(f"no {kind} config file or name {name!r} ({hint})")
